@@ -1,0 +1,95 @@
+/**
+ * EndpointSlice → {@link EndpointSlice}: validation and normalisation of one
+ * discovery.k8s.io/v1 EndpointSlice.
+ *
+ * As upstream (pkg/proxy/endpointslicecache.go, cmd/kube-proxy label selector
+ * `!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name`): slices without the
+ * `kubernetes.io/service-name` label, FQDN slices and slices of headless Services are ignored; only
+ * an endpoint's first address is used; missing `ready`/`serving` mean true and missing
+ * `terminating` false (KEP-1672). Slice ports without a port number are skipped.
+ *
+ * A bad slice-level field (name, labels, addressType, ports) makes the slice invalid; a bad
+ * endpoint drops only that endpoint, so one broken address does not take its neighbours with it.
+ * @module
+ */
+import { describeObject, type RawObject } from '../sources/objects.ts';
+import type { IPFamily } from './ip.ts';
+import type { EndpointSlice, InputIssue, SliceEndpoint, SlicePort } from './model.ts';
+import { SERVICE_PROXY_NAME_LABEL } from './service.ts';
+import * as v from './validate.ts';
+
+/** Label naming the Service a slice belongs to. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** Label the EndpointSlice controller puts on slices of headless Services. */
+export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
+
+/** The outcome of normalising one EndpointSlice; `issues` lists endpoints dropped from an `ok` slice. */
+export type EndpointSliceResult =
+  | { readonly status: 'ok'; readonly slice: EndpointSlice; readonly issues: readonly InputIssue[] }
+  | { readonly status: 'ignored'; readonly key: string | undefined; readonly reason: string }
+  | { readonly status: 'invalid'; readonly key: string | undefined; readonly issue: InputIssue };
+
+/** Validates a raw EndpointSlice. Never throws. */
+export function normaliseEndpointSlice(raw: RawObject): EndpointSliceResult {
+  let key: string | undefined;
+  try {
+    const meta = v.record(raw.metadata, 'metadata');
+    const namespace = meta.namespace === undefined ? 'default' : v.dnsLabel(meta.namespace, 'metadata.namespace');
+    const name = v.dnsSubdomain(meta.name, 'metadata.name');
+    key = `${namespace}/${name}`;
+    const labels = v.record(meta.labels, 'metadata.labels');
+    const serviceName = labels[SERVICE_NAME_LABEL];
+    if (serviceName === undefined) return { status: 'ignored', key, reason: `no ${SERVICE_NAME_LABEL} label` };
+    if (HEADLESS_LABEL in labels) return { status: 'ignored', key, reason: 'slice of a headless Service' };
+    if (SERVICE_PROXY_NAME_LABEL in labels) return { status: 'ignored', key, reason: `labelled ${SERVICE_PROXY_NAME_LABEL}` };
+    const serviceKey = `${namespace}/${v.dnsLabel(serviceName, `metadata.labels["${SERVICE_NAME_LABEL}"]`)}`;
+    const addressType = v.oneOf(raw.addressType, 'addressType', ['IPv4', 'IPv6', 'FQDN'], 'IPv4');
+    if (addressType === 'FQDN') return { status: 'ignored', key, reason: 'addressType FQDN' };
+    const family: IPFamily = addressType === 'IPv6' ? 6 : 4;
+
+    const ports: SlicePort[] = [];
+    v.list(raw.ports, 'ports').forEach((item, i) => {
+      const p = v.record(item, `ports[${i}]`);
+      if (p.port === undefined || p.port === null) return;
+      ports.push({ name: v.portName(p.name, `ports[${i}].name`), protocol: v.protocol(p.protocol, `ports[${i}].protocol`), port: v.port(p.port, `ports[${i}].port`) });
+    });
+
+    const issues: InputIssue[] = [];
+    const endpoints: SliceEndpoint[] = [];
+    v.list(raw.endpoints, 'endpoints').forEach((item, i) => {
+      try {
+        endpoints.push(readEndpoint(item, `endpoints[${i}]`, family));
+      } catch (err) {
+        if (!(err instanceof v.FieldError)) throw err;
+        issues.push({ kind: 'EndpointSlice', object: key!, field: err.field, message: err.message, skipped: 'endpoint' });
+      }
+    });
+    return { status: 'ok', slice: { key, serviceKey, family, ports, endpoints }, issues };
+  } catch (err) {
+    if (!(err instanceof v.FieldError)) throw err;
+    const issue: InputIssue = { kind: 'EndpointSlice', object: key ?? describeObject(raw), field: err.field, message: err.message, skipped: 'object' };
+    return { status: 'invalid', key, issue };
+  }
+}
+
+function readEndpoint(item: unknown, field: string, family: IPFamily): SliceEndpoint {
+  const ep = v.record(item, field);
+  const addresses = v.list(ep.addresses, `${field}.addresses`);
+  if (addresses.length === 0) throw new v.FieldError(`${field}.addresses`, 'must hold at least one address');
+  const ip = v.ip(addresses[0], `${field}.addresses[0]`);
+  if (ip.family !== family) throw new v.FieldError(`${field}.addresses[0]`, `is not an IPv${family} address: ${v.show(addresses[0])}`);
+  const cond = v.record(ep.conditions, `${field}.conditions`);
+  const hints = v.record(ep.hints, `${field}.hints`);
+  const hintNames = (list: unknown, f: string, check: (x: unknown, f: string) => string) =>
+    v.list(list, f).map((h, i) => check(v.record(h, `${f}[${i}]`).name, `${f}[${i}].name`));
+  return {
+    ip,
+    ready: v.condition(cond.ready, `${field}.conditions.ready`, true),
+    serving: v.condition(cond.serving, `${field}.conditions.serving`, true),
+    terminating: v.condition(cond.terminating, `${field}.conditions.terminating`, false),
+    nodeName: ep.nodeName === undefined || ep.nodeName === null ? undefined : v.dnsSubdomain(ep.nodeName, `${field}.nodeName`),
+    zone: ep.zone === undefined || ep.zone === null ? undefined : v.labelValue(ep.zone, `${field}.zone`),
+    zoneHints: hintNames(hints.forZones, `${field}.hints.forZones`, v.labelValue),
+    nodeHints: hintNames(hints.forNodes, `${field}.hints.forNodes`, v.dnsSubdomain),
+  };
+}
