@@ -1,0 +1,204 @@
+/**
+ * The planner: state + node configuration in, the desired proxy behaviour out. Pure: no I/O,
+ * no clock, no randomness; the same input gives the same plan.
+ *
+ * The plan is backend-neutral: it says, per service port and IP family, which endpoint sets the
+ * internal (ClusterIP) and external (NodePort, externalIPs, load-balancer IPs) traffic uses, what
+ * is rejected or dropped, and what is masqueraded. The decisions are upstream kube-proxy's
+ * (pkg/proxy/iptables/proxier.go `syncProxyRules`, shared by the nftables proxier):
+ *
+ * - no usable endpoint anywhere → REJECT every destination of the port;
+ * - internalTrafficPolicy Local with no local endpoint → DROP ClusterIP traffic;
+ * - externalTrafficPolicy Local with no local endpoint → DROP external traffic that is not
+ *   short-circuited (pod or node sources still reach the Cluster set);
+ * - loadBalancerSourceRanges filter only load-balancer IPs, never NodePorts.
+ * @module
+ */
+import { cidrContains, type CIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
+import type { Endpoint, NodeInfo, Protocol, ServicePortState } from '../state/model.ts';
+import { categorizeEndpoints, externalPolicyLocal, externallyAccessible, internalPolicyLocal, usesClusterEndpoints, usesLocalEndpoints } from './topology.ts';
+
+/** Node-level proxy configuration (kube-proxy's flags). */
+export interface ProxyConfig {
+  /** The family this plan is for; objects and addresses of the other family are left out. */
+  readonly family: IPFamily;
+  /**
+   * Pod CIDR of this family for the ClusterCIDR local-traffic detector (`--cluster-cidr`);
+   * undefined: no detector (upstream `detect-local-mode` ClusterCIDR with an empty cluster CIDR).
+   */
+  readonly clusterCIDR: CIDR | undefined;
+  /** `--masquerade-all`: masquerade all ClusterIP traffic, not only that from outside the pod CIDRs. */
+  readonly masqueradeAll: boolean;
+  /** `--iptables-masquerade-bit` (0–31); upstream default 14, i.e. mark 0x4000. */
+  readonly masqueradeBit: number;
+  /** `--nodeport-addresses`: NodePorts answer only on local addresses in these CIDRs; empty: all. */
+  readonly nodePortAddresses: readonly CIDR[];
+  /** Addresses of this node's interfaces, used to resolve `nodePortAddresses`. */
+  readonly localAddresses: readonly IPAddress[];
+}
+
+/** Where NodePorts are accepted: on every local address, or on the listed ones. */
+export type NodePortDestinations = { readonly kind: 'all' } | { readonly kind: 'addresses'; readonly addresses: readonly string[] };
+
+/** An endpoint as rendered: its address and `ip:port`. */
+export interface PlannedEndpoint {
+  readonly ip: string;
+  readonly port: number;
+  /** `ip:port`, or `[ip]:port` for IPv6. */
+  readonly hostPort: string;
+}
+
+/** What happens to packets for a destination that has no usable endpoint. */
+export type NoEndpointVerdict = 'REJECT' | 'DROP';
+
+/** The desired behaviour of one service port, in one family. */
+export interface ServicePortPlan {
+  /** `namespace/name:portName` (ServicePortName.String()): chain hash input and comments. */
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly clusterIP: string;
+  readonly port: number;
+  /** 0 when none. */
+  readonly nodePort: number;
+  /** 0 when none. */
+  readonly healthCheckNodePort: number;
+  readonly externalIPs: readonly string[];
+  readonly loadBalancerIPs: readonly string[];
+  readonly loadBalancerSourceRanges: readonly string[];
+  /** The node's own IP is inside a source range: also accept packets whose source is the LB IP itself. */
+  readonly allowLoadBalancerIPsAsSource: boolean;
+  /** ClientIP affinity timeout in seconds, or undefined. */
+  readonly affinityTimeoutSeconds: number | undefined;
+  readonly externalPolicyLocal: boolean;
+  readonly internalPolicyLocal: boolean;
+  /** Endpoints of the Cluster-policy chain (KUBE-SVC-), or empty when that chain is not used. */
+  readonly clusterEndpoints: readonly PlannedEndpoint[];
+  /** Endpoints of the Local-policy chain (KUBE-SVL-), or empty when that chain is not used. */
+  readonly localEndpoints: readonly PlannedEndpoint[];
+  /** Every endpoint that gets a per-endpoint chain (KUBE-SEP-): the union of the two above. */
+  readonly reachableEndpoints: readonly PlannedEndpoint[];
+  /** Verdict for ClusterIP traffic when it has no endpoints; undefined when it has. */
+  readonly internalNoEndpoints: NoEndpointVerdict | undefined;
+  /** Verdict for external traffic when it has no endpoints; undefined when it has. */
+  readonly externalNoEndpoints: NoEndpointVerdict | undefined;
+  /** External destinations exist and there are endpoints: the KUBE-EXT- chain is used. */
+  readonly usesExternalChain: boolean;
+  /** Load-balancer IPs with source ranges and endpoints: the KUBE-FW- chain is used. */
+  readonly usesFirewallChain: boolean;
+}
+
+/** The whole desired state for one family. */
+export interface ProxyPlan {
+  readonly family: IPFamily;
+  /** Masquerade mark as hex, e.g. `0x4000`. */
+  readonly masqueradeMark: string;
+  readonly masqueradeAll: boolean;
+  /** Pod CIDR of the local-traffic detector; undefined when there is none. */
+  readonly localCIDR: string | undefined;
+  readonly nodePortDestinations: NodePortDestinations;
+  /** Sorted by name, then protocol. */
+  readonly servicePorts: readonly ServicePortPlan[];
+  /** Endpoints over all service ports (upstream's large-cluster threshold counts these). */
+  readonly totalEndpoints: number;
+  /** Service ports whose ClusterIP traffic is dropped for want of local endpoints (iTP Local). */
+  readonly noLocalEndpointsInternal: number;
+  /** Service ports whose external traffic is dropped for want of local endpoints (eTP Local). */
+  readonly noLocalEndpointsExternal: number;
+}
+
+/**
+ * Plans the proxy for one family.
+ * @param states every service port with its merged endpoints (ProxyStateStore.servicePortStates())
+ * @param node this node (name, zone, addresses)
+ * @throws RangeError when `config.masqueradeBit` is outside 0–31 or a CIDR is of the wrong family
+ */
+export function planProxy(states: readonly ServicePortState[], node: NodeInfo, config: ProxyConfig): ProxyPlan {
+  if (!Number.isInteger(config.masqueradeBit) || config.masqueradeBit < 0 || config.masqueradeBit > 31) {
+    throw new RangeError(`masquerade bit must be 0-31, got ${config.masqueradeBit}`);
+  }
+  const { family } = config;
+  for (const c of config.clusterCIDR ? [config.clusterCIDR, ...config.nodePortAddresses] : config.nodePortAddresses) {
+    if (c.family !== family) throw new RangeError(`CIDR ${c.text} is not IPv${family}`);
+  }
+  const nodeIP = node.addresses.find((a) => a.family === family);
+  const servicePorts: ServicePortPlan[] = [];
+  let totalEndpoints = 0;
+  let noLocalInternal = 0;
+  let noLocalExternal = 0;
+  for (const state of states) {
+    const p = planServicePort(state, node, nodeIP, family);
+    if (!p) continue;
+    servicePorts.push(p);
+    totalEndpoints += state.endpoints.length;
+    if (p.internalNoEndpoints === 'DROP') noLocalInternal++;
+    if (p.externalNoEndpoints === 'DROP') noLocalExternal++;
+  }
+  servicePorts.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
+
+  let nodePortDestinations: NodePortDestinations = { kind: 'all' };
+  if (config.nodePortAddresses.length > 0) {
+    const addresses = config.localAddresses
+      .filter((a) => a.family === family && !isLoopback(a) && config.nodePortAddresses.some((c) => cidrContains(c, a)))
+      .map((a) => a.text);
+    nodePortDestinations = { kind: 'addresses', addresses: [...new Set(addresses)].sort() };
+  }
+  return {
+    family,
+    masqueradeMark: `0x${(2 ** config.masqueradeBit).toString(16)}`,
+    masqueradeAll: config.masqueradeAll,
+    localCIDR: config.clusterCIDR?.text,
+    nodePortDestinations,
+    servicePorts,
+    totalEndpoints,
+    noLocalEndpointsInternal: noLocalInternal,
+    noLocalEndpointsExternal: noLocalExternal,
+  };
+}
+
+function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddress | undefined, family: IPFamily): ServicePortPlan | undefined {
+  const sp = state.servicePort;
+  const clusterIP = sp.clusterIPs.find((ip) => ip.family === family);
+  if (!clusterIP) return undefined;
+  const sameFamily = (ips: readonly IPAddress[]) => ips.filter((ip) => ip.family === family).map((ip) => ip.text);
+  const endpoints = state.endpoints.filter((e) => e.ip.family === family);
+  const sets = categorizeEndpoints(sp, endpoints, node.name, node.zone);
+
+  const iLocal = internalPolicyLocal(sp);
+  const eLocal = externalPolicyLocal(sp);
+  const hasEndpoints = sets.hasAny;
+  const hasInternal = hasEndpoints && (!iLocal || sets.local.length > 0);
+  const hasExternal = hasEndpoints && (!eLocal || sets.local.length > 0);
+  const loadBalancerIPs = sameFamily(sp.loadBalancerIPs);
+  const ranges = sp.loadBalancerSourceRanges.filter((c) => c.family === family);
+  return {
+    name: sp.name,
+    protocol: sp.protocol,
+    clusterIP: clusterIP.text,
+    port: sp.port,
+    nodePort: sp.nodePort,
+    healthCheckNodePort: sp.healthCheckNodePort,
+    externalIPs: sameFamily(sp.externalIPs),
+    loadBalancerIPs,
+    loadBalancerSourceRanges: ranges.map((c) => c.text),
+    allowLoadBalancerIPsAsSource: nodeIP !== undefined && ranges.some((c) => cidrContains(c, nodeIP)),
+    affinityTimeoutSeconds: sp.affinityTimeoutSeconds,
+    externalPolicyLocal: eLocal,
+    internalPolicyLocal: iLocal,
+    clusterEndpoints: usesClusterEndpoints(sp) ? sets.cluster.map(planned) : [],
+    localEndpoints: usesLocalEndpoints(sp) ? sets.local.map(planned) : [],
+    reachableEndpoints: sets.reachable.map(planned),
+    internalNoEndpoints: !hasEndpoints ? 'REJECT' : hasInternal ? undefined : 'DROP',
+    externalNoEndpoints: !hasEndpoints ? 'REJECT' : hasExternal ? undefined : 'DROP',
+    usesExternalChain: hasEndpoints && externallyAccessible(sp),
+    // Ranges given only in the other family still close the LB in this one (fail closed).
+    usesFirewallChain: hasEndpoints && loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0,
+  };
+}
+
+function planned(e: Endpoint): PlannedEndpoint {
+  return { ip: e.ip.text, port: e.port, hostPort: e.hostPort };
+}
+
+function isLoopback(a: IPAddress): boolean {
+  return a.family === 4 ? a.bytes[0] === 127 : a.text === '::1';
+}
