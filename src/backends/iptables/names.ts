@@ -1,0 +1,88 @@
+/**
+ * Chain names and number formats of upstream kube-proxy's iptables mode, so kproxy writes the same
+ * chains kube-proxy would and can take over a node from it (pkg/proxy/iptables/proxier.go
+ * `portProtoHash`, `servicePortEndpointChainName`, `computeProbability`).
+ *
+ * - per-service-port suffix: base32(sha256(`ns/svc:port` + lower-case protocol))[:16]
+ * - per-endpoint suffix: base32(sha256(`ns/svc:port` + protocol + `ip:port`))[:16]
+ * - probabilities: Go `%0.10f` of the float64 1/n (round half to even on the exact binary value)
+ * @module
+ */
+import { hash } from 'node:crypto';
+import type { Protocol } from '../../state/model.ts';
+
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** The four chains of one service port; they share one hash suffix. */
+export interface ServiceChainNames {
+  /** KUBE-SVC-: load balancing over the Cluster endpoints. */
+  readonly svc: string;
+  /** KUBE-SVL-: load balancing over the Local endpoints. */
+  readonly svl: string;
+  /** KUBE-EXT-: entry for external destinations (NodePort, externalIPs, LB IPs). */
+  readonly ext: string;
+  /** KUBE-FW-: loadBalancerSourceRanges filter. */
+  readonly fw: string;
+}
+
+/** The 16-character suffix: upper-case standard base32 of the first 10 bytes of a SHA-256. */
+export function hashSuffix(input: string): string {
+  const digest = hash('sha256', input, 'buffer');
+  let out = '';
+  // 10 bytes = 80 bits = exactly 16 base32 characters, no padding.
+  for (let i = 0; i < 10; i += 5) {
+    let bits = 0n;
+    for (let j = 0; j < 5; j++) bits = (bits << 8n) | BigInt(digest[i + j]!);
+    for (let k = 7; k >= 0; k--) out += BASE32[Number((bits >> BigInt(k * 5)) & 31n)];
+  }
+  return out;
+}
+
+/**
+ * Chain names of a service port.
+ * @param name `namespace/name:portName` (ServicePortName.String())
+ */
+export function serviceChainNames(name: string, protocol: Protocol): ServiceChainNames {
+  const suffix = hashSuffix(name + protocol.toLowerCase());
+  return { svc: `KUBE-SVC-${suffix}`, svl: `KUBE-SVL-${suffix}`, ext: `KUBE-EXT-${suffix}`, fw: `KUBE-FW-${suffix}` };
+}
+
+/**
+ * The KUBE-SEP- chain of one endpoint of a service port.
+ * @param hostPort `ip:port`, or `[ip]:port` for IPv6
+ */
+export function endpointChainName(name: string, protocol: Protocol, hostPort: string): string {
+  return `KUBE-SEP-${hashSuffix(name + protocol.toLowerCase() + hostPort)}`;
+}
+
+const probabilityCache: string[] = [];
+
+/**
+ * The `--probability` of the i-th of n endpoints, given k = n - i remaining: 1/k to 10 decimals,
+ * formatted as Go's `%0.10f` does (e.g. 3 → `0.3333333333`, 2048 → `0.0004882812`).
+ * @throws RangeError for k < 1
+ */
+export function probability(k: number): string {
+  if (!Number.isInteger(k) || k < 1) throw new RangeError(`probability needs a whole k >= 1, got ${k}`);
+  if (k < 1024) return (probabilityCache[k] ??= fixed10(1 / k));
+  return fixed10(1 / k);
+}
+
+/** Exact decimal rounding (half to even) of a double in [0, 1] to 10 places. */
+function fixed10(x: number): string {
+  // x = mantissa / 2^shift exactly; scale by 10^10 and round the rational.
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, x);
+  const bits = view.getBigUint64(0);
+  const exponent = Number((bits >> 52n) & 0x7ffn);
+  const fraction = bits & ((1n << 52n) - 1n);
+  const mantissa = exponent === 0 ? fraction : fraction | (1n << 52n);
+  const shift = BigInt(1075 - (exponent === 0 ? 1 : exponent));
+  const scaled = mantissa * 10n ** 10n;
+  let q = scaled >> shift;
+  const rem = scaled - (q << shift);
+  const half = 1n << (shift - 1n);
+  if (rem > half || (rem === half && (q & 1n) === 1n)) q += 1n;
+  const digits = q.toString().padStart(11, '0');
+  return `${digits.slice(0, -10)}.${digits.slice(-10)}`;
+}

@@ -1,0 +1,256 @@
+/**
+ * Plan → iptables rules, in upstream kube-proxy's shapes (pkg/proxy/iptables/proxier.go
+ * `syncProxyRules`, `writeServiceToEndpointRules`; reference/kube-proxy.md §1–2): the same chains,
+ * matches, comments and argument order, so `iptables-save` of a kproxy node reads like one run by
+ * kube-proxy. Deliberate differences: no nfacct counters, no localhost NodePorts (as with
+ * upstream's `--iptables-localhost-nodeports=false`, which avoids `route_localnet`, CVE-2020-8558).
+ *
+ * Output is deterministic: chains in name order (which also makes iptables-nft's `--noflush`
+ * restore several times faster, reference/iptables-restore-scaling.md), rules in plan order.
+ * @module
+ */
+import type { ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
+import { endpointChainName, probability, serviceChainNames } from './names.ts';
+
+/** The tables kproxy writes. */
+export type TableName = 'filter' | 'nat';
+
+/** One chain kproxy owns, with its rules as restore arguments after `-A <chain> `. */
+export interface IptablesChain {
+  readonly name: string;
+  readonly rules: readonly string[];
+}
+
+/** A rule in a built-in chain that sends packets into kproxy's chains. */
+export interface JumpRule {
+  readonly table: TableName;
+  /** INPUT, FORWARD, OUTPUT, PREROUTING or POSTROUTING. */
+  readonly from: string;
+  /** Arguments after `-I <from> `, ending in `-j <target>`. */
+  readonly spec: string;
+  readonly target: string;
+}
+
+/** The complete desired iptables state: every owned chain of each table, and the jumps into them. */
+export interface IptablesRuleset {
+  readonly filter: readonly IptablesChain[];
+  readonly nat: readonly IptablesChain[];
+  /** In the order upstream inserts them (each `-I` goes to the top of its chain). */
+  readonly jumps: readonly JumpRule[];
+}
+
+/** Rendering options that are iptables-specific. */
+export interface IptablesOptions {
+  /**
+   * `net.netfilter.nf_conntrack_tcp_be_liberal` is 1: leave out the conntrack INVALID drop rule
+   * in KUBE-FORWARD, as upstream does (PR #120412).
+   */
+  readonly conntrackTCPBeLiberal: boolean;
+}
+
+/** Upstream's large-cluster threshold: above this many endpoints, endpoint rules carry no comment. */
+export const LARGE_CLUSTER_ENDPOINTS = 1000;
+
+/** Fixed chain names (upstream's constants). */
+export const CHAIN = {
+  services: 'KUBE-SERVICES',
+  externalServices: 'KUBE-EXTERNAL-SERVICES',
+  nodePorts: 'KUBE-NODEPORTS',
+  forward: 'KUBE-FORWARD',
+  proxyFirewall: 'KUBE-PROXY-FIREWALL',
+  postrouting: 'KUBE-POSTROUTING',
+  markMasq: 'KUBE-MARK-MASQ',
+} as const;
+
+/** Chains in each table kproxy owns even with no Services. */
+export const FIXED_CHAINS: Record<TableName, readonly string[]> = {
+  filter: [CHAIN.services, CHAIN.externalServices, CHAIN.forward, CHAIN.nodePorts, CHAIN.proxyFirewall],
+  nat: [CHAIN.services, CHAIN.nodePorts, CHAIN.postrouting, CHAIN.markMasq],
+};
+
+/** Prefixes of per-service-port and per-endpoint chains (nat table). */
+export const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'] as const;
+
+/** True when a chain of `table` belongs to kproxy (and so may be flushed or deleted by it). */
+export function isOwnedChain(table: TableName, chain: string): boolean {
+  if (FIXED_CHAINS[table].includes(chain)) return true;
+  return table === 'nat' && SERVICE_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
+}
+
+const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain';
+
+/**
+ * Renders the plan.
+ * @throws Error if a comment would hold a character iptables-restore cannot take (a bug: the state
+ *   stage admits only names that cannot)
+ */
+export function renderIptables(plan: ProxyPlan, options: IptablesOptions): IptablesRuleset {
+  const chains = { filter: new Map<string, string[]>(), nat: new Map<string, string[]>() };
+  for (const table of ['filter', 'nat'] as const) for (const name of FIXED_CHAINS[table]) chains[table].set(name, []);
+  const filter = (chain: string, ...rule: string[]) => chains.filter.get(chain)!.push(rule.join(' '));
+  // nat(chain) alone declares the chain; with arguments it also appends a rule.
+  const nat = (chain: string, ...rule: string[]) => {
+    let rules = chains.nat.get(chain);
+    if (!rules) chains.nat.set(chain, (rules = []));
+    if (rule.length > 0) rules.push(rule.join(' '));
+  };
+  const mark = plan.masqueradeMark;
+  const large = plan.totalEndpoints > LARGE_CLUSTER_ENDPOINTS;
+
+  for (const sp of plan.servicePorts) renderServicePort(sp, plan, large, filter, nat);
+
+  if (plan.nodePortDestinations.kind === 'all') {
+    const loopback = plan.family === 6 ? '::1/128' : '127.0.0.0/8';
+    nat(CHAIN.services, comment(NODEPORTS_COMMENT), '-m addrtype --dst-type LOCAL', `! -d ${loopback}`, `-j ${CHAIN.nodePorts}`);
+  } else {
+    for (const ip of plan.nodePortDestinations.addresses) nat(CHAIN.services, comment(NODEPORTS_COMMENT), `-d ${ip}`, `-j ${CHAIN.nodePorts}`);
+  }
+
+  if (!options.conntrackTCPBeLiberal) filter(CHAIN.forward, '-m conntrack --ctstate INVALID -j DROP');
+  filter(CHAIN.forward, comment('kubernetes forwarding rules'), `-m mark --mark ${mark}/${mark}`, '-j ACCEPT');
+  filter(CHAIN.forward, comment('kubernetes forwarding conntrack rule'), '-m conntrack --ctstate RELATED,ESTABLISHED', '-j ACCEPT');
+  nat(CHAIN.markMasq, `-j MARK --or-mark ${mark}`);
+  nat(CHAIN.postrouting, `-m mark ! --mark ${mark}/${mark}`, '-j RETURN');
+  nat(CHAIN.postrouting, `-j MARK --xor-mark ${mark}`);
+  nat(CHAIN.postrouting, comment('kubernetes service traffic requiring SNAT'), '-j MASQUERADE --random-fully');
+
+  const sorted = (m: Map<string, string[]>) => [...m.keys()].sort().map((name) => ({ name, rules: m.get(name)! }));
+  return { filter: sorted(chains.filter), nat: sorted(chains.nat), jumps: JUMPS };
+}
+
+type Emit = (chain: string, ...rule: string[]) => void;
+
+function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean, filter: Emit, nat: Emit): void {
+  const names = serviceChainNames(sp.name, sp.protocol);
+  const proto = sp.protocol.toLowerCase();
+  const match = `-m ${proto} -p ${proto}`;
+  const to = (ip: string, port: number) => `-d ${ip} --dport ${port}`;
+  const internalChain = sp.internalPolicyLocal ? names.svl : names.svc;
+  const externalPolicyChain = sp.externalPolicyLocal ? names.svl : names.svc;
+  const lbChain = sp.usesFirewallChain ? names.fw : names.ext;
+  const noEndpointsComment = (verdict: string | undefined) =>
+    comment(verdict === 'REJECT' ? `${sp.name} has no endpoints` : `${sp.name} has no local endpoints`);
+
+  // ClusterIP.
+  if (sp.internalNoEndpoints === undefined) {
+    nat(CHAIN.services, comment(`${sp.name} cluster IP`), match, to(sp.clusterIP, sp.port), `-j ${internalChain}`);
+  } else {
+    filter(CHAIN.services, noEndpointsComment(sp.internalNoEndpoints), match, to(sp.clusterIP, sp.port), `-j ${sp.internalNoEndpoints}`);
+  }
+  const hasEndpoints = sp.internalNoEndpoints !== 'REJECT';
+  // externalIPs.
+  for (const ip of sp.externalIPs) {
+    if (hasEndpoints) nat(CHAIN.services, comment(`${sp.name} external IP`), match, to(ip, sp.port), `-j ${names.ext}`);
+    if (sp.externalNoEndpoints) filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), match, to(ip, sp.port), `-j ${sp.externalNoEndpoints}`);
+  }
+  // Load-balancer IPs.
+  for (const ip of sp.loadBalancerIPs) {
+    if (hasEndpoints) nat(CHAIN.services, comment(`${sp.name} loadbalancer IP`), match, to(ip, sp.port), `-j ${lbChain}`);
+    if (sp.usesFirewallChain) {
+      filter(CHAIN.proxyFirewall, comment(`${sp.name} traffic not accepted by ${names.fw}`), match, to(ip, sp.port), '-j DROP');
+    }
+  }
+  if (sp.externalNoEndpoints) {
+    for (const ip of sp.loadBalancerIPs) {
+      filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), match, to(ip, sp.port), `-j ${sp.externalNoEndpoints}`);
+    }
+  }
+  // NodePort (never subject to loadBalancerSourceRanges).
+  if (sp.nodePort !== 0) {
+    if (hasEndpoints) nat(CHAIN.nodePorts, comment(sp.name), match, `--dport ${sp.nodePort}`, `-j ${names.ext}`);
+    if (sp.externalNoEndpoints) {
+      filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), '-m addrtype --dst-type LOCAL', match, `--dport ${sp.nodePort}`, `-j ${sp.externalNoEndpoints}`);
+    }
+  }
+  if (sp.healthCheckNodePort !== 0) {
+    filter(CHAIN.nodePorts, comment(`${sp.name} health check node port`), '-m tcp -p tcp', `--dport ${sp.healthCheckNodePort}`, '-j ACCEPT');
+  }
+
+  // Masquerade ClusterIP traffic from outside the pod network.
+  if (sp.internalNoEndpoints === undefined) {
+    const args = [comment(`${sp.name} cluster IP`), match, to(sp.clusterIP, sp.port)];
+    if (plan.masqueradeAll) nat(internalChain, ...args, `-j ${CHAIN.markMasq}`);
+    else if (plan.localCIDR) nat(internalChain, ...args, `! -s ${plan.localCIDR}`, `-j ${CHAIN.markMasq}`);
+  }
+
+  // External destinations.
+  if (sp.usesExternalChain) {
+    nat(names.ext); // declared even when it ends up with no rule
+    if (!sp.externalPolicyLocal) {
+      nat(names.ext, comment(`masquerade traffic for ${sp.name} external destinations`), `-j ${CHAIN.markMasq}`);
+    } else {
+      if (plan.localCIDR) nat(names.ext, comment(`pod traffic for ${sp.name} external destinations`), `-s ${plan.localCIDR}`, `-j ${names.svc}`);
+      nat(names.ext, comment(`masquerade LOCAL traffic for ${sp.name} external destinations`), '-m addrtype --src-type LOCAL', `-j ${CHAIN.markMasq}`);
+      nat(names.ext, comment(`route LOCAL traffic for ${sp.name} external destinations`), '-m addrtype --src-type LOCAL', `-j ${names.svc}`);
+    }
+    if (sp.externalNoEndpoints === undefined) nat(names.ext, `-j ${externalPolicyChain}`);
+  }
+
+  // loadBalancerSourceRanges.
+  if (sp.usesFirewallChain) {
+    const lbComment = comment(`${sp.name} loadbalancer IP`);
+    for (const cidr of sp.loadBalancerSourceRanges) nat(names.fw, lbComment, `-s ${cidr}`, `-j ${names.ext}`);
+    if (sp.allowLoadBalancerIPsAsSource) for (const ip of sp.loadBalancerIPs) nat(names.fw, lbComment, `-s ${ip}`, `-j ${names.ext}`);
+    nat(names.fw, comment(`other traffic to ${sp.name} will be dropped by ${CHAIN.proxyFirewall}`));
+  }
+
+  // Endpoint selection.
+  if (sp.clusterEndpoints.length > 0) writeEndpointSelection(nat, names.svc, sp, sp.clusterEndpoints, large);
+  if (sp.localEndpoints.length > 0) writeEndpointSelection(nat, names.svl, sp, sp.localEndpoints, large);
+
+  // Per-endpoint chains: hairpin masquerade, affinity, DNAT.
+  for (const ep of sp.reachableEndpoints) {
+    const sep = endpointChainName(sp.name, sp.protocol, ep.hostPort);
+    const c = large ? [] : [comment(sp.name)];
+    nat(sep, ...c, `-s ${ep.ip}`, `-j ${CHAIN.markMasq}`);
+    const affinity = sp.affinityTimeoutSeconds === undefined ? [] : [`-m recent --name ${sep} --set`];
+    nat(sep, ...c, ...affinity, match, `-j DNAT --to-destination ${ep.hostPort}`);
+  }
+}
+
+function writeEndpointSelection(nat: Emit, chain: string, sp: ServicePortPlan, endpoints: ServicePortPlan['clusterEndpoints'], large: boolean): void {
+  const seps = endpoints.map((ep) => endpointChainName(sp.name, sp.protocol, ep.hostPort));
+  const c = (i: number) => (large ? [] : [comment(`${sp.name} -> ${endpoints[i]!.hostPort}`)]);
+  if (sp.affinityTimeoutSeconds !== undefined) {
+    seps.forEach((sep, i) => nat(chain, ...c(i), `-m recent --name ${sep} --rcheck --seconds ${sp.affinityTimeoutSeconds} --reap`, `-j ${sep}`));
+  }
+  const n = seps.length;
+  seps.forEach((sep, i) => {
+    const stat = i < n - 1 ? [`-m statistic --mode random --probability ${probability(n - i)}`] : [];
+    nat(chain, ...c(i), ...stat, `-j ${sep}`);
+  });
+}
+
+/**
+ * `-m comment --comment <text>`, double-quoted when the text has a space, as upstream writes it.
+ * @throws Error for text iptables-restore would split or misread (quotes, backslashes, control
+ *   characters) or that is longer than xt_comment's 255 bytes
+ */
+export function comment(text: string): string {
+  if (!/^[\x20-\x7e]{1,255}$/.test(text) || /["'\\]/.test(text)) {
+    throw new Error(`refusing to write comment ${JSON.stringify(text)} into an iptables rule`);
+  }
+  return `-m comment --comment ${text.includes(' ') ? `"${text}"` : text}`;
+}
+
+function jump(table: TableName, from: string, target: string, text: string, extra = ''): JumpRule {
+  return { table, from, target, spec: [comment(text), extra, `-j ${target}`].filter(Boolean).join(' ') };
+}
+
+const NEW = '-m conntrack --ctstate NEW';
+
+/** The jumps from built-in chains, in upstream's `iptablesJumpChains` order. */
+const JUMPS: readonly JumpRule[] = [
+  jump('filter', 'INPUT', CHAIN.externalServices, 'kubernetes externally-visible service portals', NEW),
+  jump('filter', 'FORWARD', CHAIN.externalServices, 'kubernetes externally-visible service portals', NEW),
+  jump('filter', 'INPUT', CHAIN.nodePorts, 'kubernetes health check service ports'),
+  jump('filter', 'FORWARD', CHAIN.services, 'kubernetes service portals', NEW),
+  jump('filter', 'OUTPUT', CHAIN.services, 'kubernetes service portals', NEW),
+  jump('filter', 'FORWARD', CHAIN.forward, 'kubernetes forwarding rules'),
+  jump('filter', 'INPUT', CHAIN.proxyFirewall, 'kubernetes load balancer firewall', NEW),
+  jump('filter', 'OUTPUT', CHAIN.proxyFirewall, 'kubernetes load balancer firewall', NEW),
+  jump('filter', 'FORWARD', CHAIN.proxyFirewall, 'kubernetes load balancer firewall', NEW),
+  jump('nat', 'OUTPUT', CHAIN.services, 'kubernetes service portals'),
+  jump('nat', 'PREROUTING', CHAIN.services, 'kubernetes service portals'),
+  jump('nat', 'POSTROUTING', CHAIN.postrouting, 'kubernetes postrouting rules'),
+];

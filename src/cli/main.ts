@@ -1,0 +1,139 @@
+/**
+ * The `kproxy` command line: `dry-run` prints the rules, `sync` applies them once, `cleanup`
+ * removes them. Logs are pino JSON lines on stderr; the rules (dry-run) are the only stdout.
+ * Exit status: 0 on success (objects skipped for bad input are warnings, not failures), 1 on
+ * errors (unreadable input, a failed iptables run), 2 on bad usage.
+ * @module
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
+import { pino, type Logger } from 'pino';
+import { cleanupIptables, IptablesError, syncIptables, systemIptables } from '../backends/iptables/writer.ts';
+import { renderIptables, type IptablesRuleset } from '../backends/iptables/render.ts';
+import { buildRestoreScript } from '../backends/iptables/restore.ts';
+import { planProxy, type ProxyPlan } from '../planner/plan.ts';
+import { readObjectFiles, SourceError } from '../sources/file.ts';
+import { parseIP, type IPAddress } from '../state/ip.ts';
+import { ProxyStateStore } from '../state/store.ts';
+import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
+
+const FAMILY = 4; // IPv4 single-stack for now; the model and planner already carry the family.
+
+/** Reads the input files into a store, logging every skipped object. */
+async function loadState(flags: ProxyFlags, log: Logger): Promise<ProxyStateStore> {
+  const input = await readObjectFiles(flags.from);
+  for (const w of input.warnings) log.warn({ file: w.file }, w.message);
+  const store = new ProxyStateStore(nodeName(flags));
+  let invalid = 0;
+  const report = (kind: string, result: ReturnType<ProxyStateStore['applyService']>) => {
+    for (const issue of result.issues) {
+      invalid++;
+      log.warn({ kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped }, `skipping ${issue.skipped === 'object' ? issue.kind : 'endpoint of ' + issue.kind} ${issue.object}: ${issue.message}`);
+    }
+    if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);
+  };
+  for (const o of input.nodes) report('Node', store.applyNode(o));
+  for (const o of input.services) report('Service', store.applyService(o));
+  for (const o of input.endpointSlices) report('EndpointSlice', store.applyEndpointSlice(o));
+  log.info({ services: store.serviceCount, invalid, node: store.node.name, zone: store.node.zone }, 'input loaded');
+  return store;
+}
+
+/** Addresses of this host's interfaces (the network namespace kproxy runs in). */
+function localAddresses(): IPAddress[] {
+  const out: IPAddress[] = [];
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) {
+    const ip = parseIP(a.address);
+    if (ip) out.push(ip);
+  }
+  return out;
+}
+
+/** `net.netfilter.nf_conntrack_tcp_be_liberal`; false when unreadable (module not loaded). */
+async function tcpBeLiberal(): Promise<boolean> {
+  try {
+    return (await readFile('/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal', 'utf8')).trim() === '1';
+  } catch {
+    return false;
+  }
+}
+
+async function buildRuleset(flags: ProxyFlags, log: Logger): Promise<{ plan: ProxyPlan; ruleset: IptablesRuleset }> {
+  const store = await loadState(flags, log);
+  const plan = planProxy(store.servicePortStates(), store.node, {
+    family: FAMILY,
+    clusterCIDR: clusterCIDRFor(flags.clusterCidr, FAMILY),
+    masqueradeAll: flags.masqueradeAll,
+    masqueradeBit: flags.iptablesMasqueradeBit,
+    nodePortAddresses: flags.nodeportAddresses.filter((c) => c.family === FAMILY),
+    localAddresses: localAddresses(),
+  });
+  if (plan.localCIDR === undefined && !plan.masqueradeAll) {
+    log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
+  }
+  return { plan, ruleset: renderIptables(plan, { conntrackTCPBeLiberal: await tcpBeLiberal() }) };
+}
+
+function proxyCommand(program: Command, name: string, summary: string): Command {
+  return program
+    .command(name)
+    .description(summary)
+    .requiredOption('--from <path>', 'YAML or JSON file or directory of Services, EndpointSlices and Nodes (repeatable)', collect)
+    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(['iptables']).default('iptables'))
+    .option('--hostname-override <name>', 'this node\'s name (default: the host name); endpoints on it are local')
+    .option('--cluster-cidr <cidrs>', 'pod CIDR(s), comma-separated, one per family: traffic from outside them to ClusterIPs is masqueraded', cidrList, [])
+    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
+    .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all local addresses)', cidrList, [])
+    .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14);
+}
+
+/** Builds the program; `log` receives all diagnostics. Exported for tests. */
+export function buildProgram(log: Logger): Command {
+  const program = new Command('kproxy')
+    .description('A drop-in replacement for kube-proxy: Services and EndpointSlices in, iptables rules out.')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
+    .hook('preAction', (cmd) => {
+      log.level = cmd.opts<{ logLevel: string }>().logLevel;
+    })
+    .showHelpAfterError()
+    .exitOverride();
+
+  proxyCommand(program, 'dry-run', 'print the iptables-restore input for the given objects, change nothing').action(async (flags: ProxyFlags) => {
+    const { plan, ruleset } = await buildRuleset(flags, log);
+    process.stdout.write(buildRestoreScript(ruleset));
+    log.info({ servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints }, 'rules printed');
+  });
+
+  proxyCommand(program, 'sync', 'apply the rules once, atomically, with iptables-restore --noflush').action(async (flags: ProxyFlags) => {
+    const { plan, ruleset } = await buildRuleset(flags, log);
+    const report = await syncIptables(ruleset, systemIptables(FAMILY));
+    log.info({ servicePorts: plan.servicePorts.length, rulesWritten: report.rulesWritten, chainsDeleted: report.chainsDeleted }, 'rules applied');
+  });
+
+  program
+    .command('cleanup')
+    .description('remove every rule and chain kproxy (or kube-proxy) installed, and nothing else')
+    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to clean up').choices(['iptables']).default('iptables'))
+    .action(async () => {
+      const removed = await cleanupIptables(systemIptables(FAMILY));
+      log.info({ chainsRemoved: removed }, 'cleanup done');
+    });
+  return program;
+}
+
+/** Runs the CLI; resolves to the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const log = pino({ base: null, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 2, sync: true }));
+  try {
+    await buildProgram(log).parseAsync([...argv], { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof SourceError || err instanceof IptablesError) log.error(err.message);
+    else log.error({ err }, `kproxy failed: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,62 @@
+/**
+ * kube-proxy's flags as kproxy reads them, turned into typed configuration. Flag names and
+ * defaults are upstream's (cmd/kube-proxy/app/options.go) so a kube-proxy command line carries over.
+ * @module
+ */
+import { InvalidArgumentError } from 'commander';
+import { hostname } from 'node:os';
+import { parseCIDR, type CIDR, type IPFamily } from '../state/ip.ts';
+
+/** Flags shared by dry-run and sync, as commander hands them over. */
+export interface ProxyFlags {
+  readonly from: readonly string[];
+  readonly proxyMode: 'iptables';
+  readonly hostnameOverride?: string;
+  readonly clusterCidr: readonly CIDR[];
+  readonly masqueradeAll: boolean;
+  readonly nodeportAddresses: readonly CIDR[];
+  readonly iptablesMasqueradeBit: number;
+}
+
+/** commander parser: collects a repeatable option into a list. */
+export function collect(value: string, previous: readonly string[] = []): string[] {
+  return [...previous, value];
+}
+
+/**
+ * commander parser for comma-separated CIDRs (`--cluster-cidr`, `--nodeport-addresses`).
+ * @throws InvalidArgumentError naming the bad entry
+ */
+export function cidrList(value: string): CIDR[] {
+  const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+  return entries.map((entry) => {
+    const cidr = parseCIDR(entry);
+    if (!cidr) throw new InvalidArgumentError(`${JSON.stringify(entry)} is not a CIDR`);
+    return cidr;
+  });
+}
+
+/** commander parser for the masquerade bit, 0–31. */
+export function masqueradeBit(value: string): number {
+  const n = Number(value);
+  if (!/^\d{1,2}$/.test(value) || n > 31) throw new InvalidArgumentError('must be a whole number 0-31');
+  return n;
+}
+
+/**
+ * The node name: `--hostname-override`, else the host name, lower-cased as upstream does
+ * (`nodeutil.GetHostname`).
+ */
+export function nodeName(flags: Pick<ProxyFlags, 'hostnameOverride'>): string {
+  return (flags.hostnameOverride?.trim() || hostname()).toLowerCase();
+}
+
+/**
+ * The `--cluster-cidr` entry of one family. Upstream's ClusterCIDR detector takes one per family.
+ * @throws InvalidArgumentError when two CIDRs of the same family are given
+ */
+export function clusterCIDRFor(cidrs: readonly CIDR[], family: IPFamily): CIDR | undefined {
+  const same = cidrs.filter((c) => c.family === family);
+  if (same.length > 1) throw new InvalidArgumentError(`--cluster-cidr takes one CIDR per IP family, got ${same.map((c) => c.text).join(', ')}`);
+  return same[0];
+}
