@@ -1,0 +1,248 @@
+/**
+ * A two-node test cluster made of network namespaces, for proving rules with real packets.
+ *
+ *   client (external)            node-1 (kproxy's rules)                 node-2 (remote node)
+ *   eth0 198.18.0.2/24  ──────  ext0 198.18.0.1/24
+ *   + /32 client addresses       lan0 192.0.2.21/24  ──────────────────  lan0 192.0.2.22/24
+ *                                p<i> ── pod (10.244.1.x/32)             p<i> ── pod (10.244.2.x/32)
+ *
+ * Pods are routed, not bridged (a /32 per pod and a link-local gateway 169.254.1.1, as Calico
+ * does), so hairpin traffic goes back out the pod's veth without br_netfilter. Only namespaces
+ * made here are touched: nothing runs in or changes the root namespace. Every namespace and
+ * process is removed by destroy(), and by an exit hook if a test run dies.
+ */
+import { execa, type ResultPromise } from 'execa';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '../../..');
+const NODE = join(ROOT, 'node_modules/.bin/node');
+const AGENT = join(import.meta.dirname, 'agent.ts');
+const KPROXY = join(ROOT, 'bin/kproxy');
+
+export const NODE1_IP = '192.0.2.21';
+export const NODE2_IP = '192.0.2.22';
+export const NODE1_EXT_IP = '198.18.0.1';
+export const CLIENT_IP = '198.18.0.2';
+const GATEWAY = '169.254.1.1';
+
+/** A pod: a namespace on a node, answering on the given ports with its name. */
+export interface PodSpec {
+  readonly name: string;
+  readonly ip: string;
+  readonly node: 'node-1' | 'node-2';
+  readonly tcp?: readonly number[];
+  readonly udp?: readonly number[];
+}
+
+/** What a probe saw. */
+export interface ProbeResult {
+  readonly answers: readonly { readonly name: string; readonly peer: string }[];
+  readonly refused: number;
+  readonly timeout: number;
+  readonly errors: readonly string[];
+}
+
+/** Where a probe starts: the external client, node-1 itself, node-2, or a pod by name. */
+export type Origin = 'client' | 'node-1' | 'node-2' | string;
+
+const live = new Set<string>();
+let hooked = false;
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.on('exit', () => {
+    for (const ns of live) {
+      try {
+        execFileSync('ip', ['netns', 'pids', ns]).toString().split('\n').filter(Boolean).forEach((pid) => process.kill(Number(pid), 'SIGKILL'));
+        execFileSync('ip', ['netns', 'del', ns]);
+      } catch {
+        // best effort while exiting
+      }
+    }
+  });
+}
+
+async function ip(...args: string[]): Promise<void> {
+  await execa('ip', args, { timeout: 10_000 });
+}
+
+/** The test cluster. Create with {@link TestCluster.create}; always `destroy()` it (afterAll). */
+export class TestCluster {
+  readonly id = randomBytes(3).toString('hex');
+  readonly dir = mkdtempSync(join(tmpdir(), 'kproxy-e2e-'));
+  readonly pods = new Map<string, PodSpec>();
+  readonly #namespaces: string[] = [];
+  readonly #servers: ResultPromise[] = [];
+  #pending: Promise<void> = Promise.resolve();
+
+  private constructor() {}
+
+  /** Namespace name of an origin. */
+  ns(origin: Origin): string {
+    return `kp${this.id}-${origin}`;
+  }
+
+  /**
+   * Builds the namespaces, links and routes, and starts the pods' servers.
+   * @param clientAddresses extra /32 source addresses the external client may use
+   */
+  static async create(pods: readonly PodSpec[], clientAddresses: readonly string[] = []): Promise<TestCluster> {
+    hookExit();
+    const c = new TestCluster();
+    try {
+      await c.#build(pods, clientAddresses);
+    } catch (err) {
+      await c.destroy();
+      throw err;
+    }
+    return c;
+  }
+
+  async #addNamespace(origin: Origin): Promise<string> {
+    const ns = this.ns(origin);
+    await ip('netns', 'add', ns);
+    live.add(ns);
+    this.#namespaces.push(ns);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    // icmp_ratelimit 0: REJECT answers with ICMP, which the kernel otherwise rate-limits per peer.
+    for (const [key, value] of [['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.rp_filter', '0'], ['net.ipv4.conf.default.rp_filter', '0'], ['net.ipv4.icmp_ratelimit', '0']]) {
+      await execa('ip', ['netns', 'exec', ns, 'sysctl', '-qw', `${key}=${value}`]);
+    }
+    return ns;
+  }
+
+  async #build(pods: readonly PodSpec[], clientAddresses: readonly string[]): Promise<void> {
+    const n1 = await this.#addNamespace('node-1');
+    const n2 = await this.#addNamespace('node-2');
+    const cl = await this.#addNamespace('client');
+    // node-1 <-> node-2
+    await ip('-n', n1, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0', 'netns', n2);
+    await ip('-n', n1, 'addr', 'add', `${NODE1_IP}/24`, 'dev', 'lan0');
+    await ip('-n', n2, 'addr', 'add', `${NODE2_IP}/24`, 'dev', 'lan0');
+    await ip('-n', n1, 'link', 'set', 'lan0', 'up');
+    await ip('-n', n2, 'link', 'set', 'lan0', 'up');
+    await ip('-n', n1, 'route', 'add', '10.244.2.0/24', 'via', NODE2_IP);
+    await ip('-n', n2, 'route', 'add', 'default', 'via', NODE1_IP);
+    // node-1 <-> client
+    await ip('-n', n1, 'link', 'add', 'ext0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', cl);
+    await ip('-n', n1, 'addr', 'add', `${NODE1_EXT_IP}/24`, 'dev', 'ext0');
+    await ip('-n', cl, 'addr', 'add', `${CLIENT_IP}/24`, 'dev', 'eth0');
+    await ip('-n', n1, 'link', 'set', 'ext0', 'up');
+    await ip('-n', cl, 'link', 'set', 'eth0', 'up');
+    await ip('-n', cl, 'route', 'add', 'default', 'via', NODE1_EXT_IP);
+    await ip('-n', n1, 'route', 'add', 'default', 'via', CLIENT_IP);
+    for (const a of clientAddresses) {
+      await ip('-n', cl, 'addr', 'add', `${a}/32`, 'dev', 'eth0');
+      await ip('-n', n1, 'route', 'add', `${a}/32`, 'via', CLIENT_IP);
+    }
+    let index = 0;
+    for (const pod of pods) {
+      const host = this.ns(pod.node);
+      const ns = await this.#addNamespace(pod.name);
+      const dev = `p${index++}`;
+      await ip('-n', host, 'link', 'add', dev, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+      await ip('-n', host, 'addr', 'add', `${GATEWAY}/32`, 'dev', dev);
+      await ip('-n', host, 'link', 'set', dev, 'up');
+      await ip('-n', host, 'route', 'add', `${pod.ip}/32`, 'dev', dev);
+      await ip('-n', ns, 'addr', 'add', `${pod.ip}/32`, 'dev', 'eth0');
+      await ip('-n', ns, 'link', 'set', 'eth0', 'up');
+      await ip('-n', ns, 'route', 'add', GATEWAY, 'dev', 'eth0');
+      await ip('-n', ns, 'route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0');
+      this.pods.set(pod.name, pod);
+    }
+    await Promise.all(pods.map((p) => this.#startServer(p)));
+  }
+
+  async #startServer(pod: PodSpec): Promise<void> {
+    if (!pod.tcp?.length && !pod.udp?.length) return;
+    const args = ['netns', 'exec', this.ns(pod.name), NODE, AGENT, 'serve', pod.name, '--tcp', (pod.tcp ?? []).join(','), '--udp', (pod.udp ?? []).join(',')];
+    const proc = execa('ip', args, { reject: false, buffer: false });
+    this.#servers.push(proc);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`pod ${pod.name} did not start`)), 15_000);
+      proc.stdout!.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      void proc.then(() => reject(new Error(`pod ${pod.name} server exited`)));
+    });
+  }
+
+  /** Writes objects (Services, EndpointSlices, Nodes) as a JSON List; returns the file path. */
+  writeObjects(objects: readonly object[], name = `input-${Date.now()}.json`): string {
+    const path = join(this.dir, name);
+    writeFileSync(path, JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }));
+    return path;
+  }
+
+  /** Runs bin/kproxy inside node-1's namespace. Rejects on a non-zero exit. */
+  async kproxy(args: readonly string[]): Promise<{ stdout: string; stderr: string }> {
+    const r = await execa('ip', ['netns', 'exec', this.ns('node-1'), KPROXY, ...args], { timeout: 60_000 });
+    return { stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /**
+   * Applies rules for `objects` with `kproxy sync` in node-1 (node name node-1) and forgets old
+   * connections, so each scenario starts from the rules alone.
+   */
+  async sync(objects: readonly object[], flags: readonly string[] = ['--cluster-cidr', '10.244.0.0/16']): Promise<void> {
+    const file = this.writeObjects(objects);
+    await this.kproxy(['sync', '--from', file, '--hostname-override', 'node-1', ...flags]);
+    await this.flushConntrack();
+  }
+
+  /** Deletes node-1's conntrack entries (new connections must go through the new rules). */
+  async flushConntrack(): Promise<void> {
+    await execa('ip', ['netns', 'exec', this.ns('node-1'), 'conntrack', '-F'], { reject: false });
+  }
+
+  /** Runs a command in node-1's namespace (iptables-save and the like). */
+  async onNode(cmd: string, args: readonly string[], input?: string): Promise<string> {
+    const r = await execa('ip', ['netns', 'exec', this.ns('node-1'), cmd, ...args], { timeout: 30_000, ...(input === undefined ? {} : { input }) });
+    return r.stdout;
+  }
+
+  /**
+   * Sends `count` fresh connections (TCP) or datagrams (UDP) from `origin` to `host:port`.
+   * Probes run one origin at a time per cluster so counts stay exact.
+   */
+  async probe(origin: Origin, proto: 'tcp' | 'udp', host: string, port: number, opts: { count?: number; bind?: string; timeoutMs?: number; sport?: number } = {}): Promise<ProbeResult> {
+    const args = ['netns', 'exec', this.ns(origin), NODE, AGENT, 'probe', proto, host, String(port), '--count', String(opts.count ?? 1), '--timeout', String(opts.timeoutMs ?? 1000)];
+    if (opts.bind) args.push('--bind', opts.bind);
+    if (opts.sport) args.push('--sport', String(opts.sport));
+    const run = this.#pending.then(() => execa('ip', args, { timeout: 120_000 }));
+    this.#pending = run.then(() => undefined, () => undefined);
+    const r = await run;
+    return JSON.parse(r.stdout) as ProbeResult;
+  }
+
+  /** Stops every server and deletes every namespace this cluster made. Safe to call twice. */
+  async destroy(): Promise<void> {
+    for (const s of this.#servers) s.kill('SIGKILL');
+    await Promise.allSettled(this.#servers);
+    for (const ns of this.#namespaces.reverse()) {
+      await execa('ip', ['netns', 'del', ns], { reject: false });
+      live.delete(ns);
+    }
+    this.#namespaces.length = 0;
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Answer counts by pod name. */
+export function tally(r: ProbeResult): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const a of r.answers) out[a.name] = (out[a.name] ?? 0) + 1;
+  return out;
+}
+
+/** The distinct peer addresses endpoints saw. */
+export function peers(r: ProbeResult): string[] {
+  return [...new Set(r.answers.map((a) => a.peer))].sort();
+}

@@ -1,0 +1,114 @@
+/**
+ * Builders for Services, EndpointSlices and Nodes in the exact shape the API server serialises
+ * (see ../shared/fixtures), for scenarios the fixture cluster does not cover.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseDocuments } from '../../src/sources/file.ts';
+
+export interface PortSpec {
+  name?: string;
+  port: number;
+  protocol?: 'TCP' | 'UDP' | 'SCTP';
+  nodePort?: number;
+  targetPort?: number | string;
+}
+
+export interface ServiceOptions {
+  type?: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+  clusterIP: string;
+  ports: PortSpec[];
+  externalIPs?: string[];
+  loadBalancerIPs?: string[];
+  loadBalancerSourceRanges?: string[];
+  externalTrafficPolicy?: 'Cluster' | 'Local';
+  internalTrafficPolicy?: 'Cluster' | 'Local';
+  healthCheckNodePort?: number;
+  affinityTimeout?: number;
+  labels?: Record<string, string>;
+}
+
+/** A core/v1 Service. `ns/name` is given as one string. */
+export function service(key: string, o: ServiceOptions): Record<string, unknown> {
+  const [namespace, name] = key.split('/');
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace, ...(o.labels ? { labels: o.labels } : {}) },
+    spec: {
+      type: o.type ?? 'ClusterIP',
+      clusterIP: o.clusterIP,
+      clusterIPs: [o.clusterIP],
+      ipFamilies: ['IPv4'],
+      ports: o.ports.map((p) => ({ protocol: 'TCP', targetPort: p.port, ...p })),
+      ...(o.externalIPs ? { externalIPs: o.externalIPs } : {}),
+      ...(o.loadBalancerSourceRanges ? { loadBalancerSourceRanges: o.loadBalancerSourceRanges } : {}),
+      ...(o.externalTrafficPolicy ? { externalTrafficPolicy: o.externalTrafficPolicy } : {}),
+      internalTrafficPolicy: o.internalTrafficPolicy ?? 'Cluster',
+      ...(o.healthCheckNodePort ? { healthCheckNodePort: o.healthCheckNodePort } : {}),
+      sessionAffinity: o.affinityTimeout ? 'ClientIP' : 'None',
+      ...(o.affinityTimeout ? { sessionAffinityConfig: { clientIP: { timeoutSeconds: o.affinityTimeout } } } : {}),
+    },
+    status: { loadBalancer: o.loadBalancerIPs ? { ingress: o.loadBalancerIPs.map((ip) => ({ ip, ipMode: 'VIP' })) } : {} },
+  };
+}
+
+export interface EndpointOptions {
+  node?: string;
+  ready?: boolean;
+  serving?: boolean;
+  terminating?: boolean;
+  zone?: string;
+  forZones?: string[];
+  forNodes?: string[];
+}
+
+/** One endpoint of an EndpointSlice. */
+export function endpoint(ip: string, o: EndpointOptions = {}): Record<string, unknown> {
+  const conditions: Record<string, boolean> = {};
+  if (o.ready !== undefined) conditions.ready = o.ready;
+  if (o.serving !== undefined) conditions.serving = o.serving;
+  if (o.terminating !== undefined) conditions.terminating = o.terminating;
+  const hints: Record<string, unknown> = {};
+  if (o.forZones) hints.forZones = o.forZones.map((name) => ({ name }));
+  if (o.forNodes) hints.forNodes = o.forNodes.map((name) => ({ name }));
+  return {
+    addresses: [ip],
+    conditions,
+    ...(o.node ? { nodeName: o.node } : {}),
+    ...(o.zone ? { zone: o.zone } : {}),
+    ...(Object.keys(hints).length ? { hints } : {}),
+  };
+}
+
+/** A discovery.k8s.io/v1 EndpointSlice of Service `ns/name`. */
+export function endpointSlice(serviceKey: string, ports: PortSpec[], endpoints: Record<string, unknown>[], suffix = 'abcde'): Record<string, unknown> {
+  const [namespace, name] = serviceKey.split('/');
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    addressType: 'IPv4',
+    metadata: { name: `${name}-${suffix}`, namespace, labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io' } },
+    ports: ports.map((p) => ({ name: p.name ?? '', port: p.port, protocol: p.protocol ?? 'TCP' })),
+    endpoints,
+  };
+}
+
+/** A core/v1 Node. */
+export function node(name: string, zone?: string, addresses: string[] = []): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, labels: { 'kubernetes.io/hostname': name, ...(zone ? { 'topology.kubernetes.io/zone': zone } : {}) } },
+    status: { addresses: addresses.map((address) => ({ type: 'InternalIP', address })) },
+  };
+}
+
+/** The fixture files shipped in examples/ (copies of ../shared/fixtures). */
+export const EXAMPLES = join(import.meta.dirname, '../../examples');
+
+/** The items of examples/cluster.yaml, parsed. */
+export function fixtureItems(): Record<string, unknown>[] {
+  const [list] = parseDocuments('cluster.yaml', readFileSync(join(EXAMPLES, 'cluster.yaml'), 'utf8')) as [{ items: Record<string, unknown>[] }];
+  return list.items;
+}
