@@ -11,7 +11,7 @@
  * made here are touched: nothing runs in or changes the root namespace. Every namespace and
  * process is removed by destroy(), and by an exit hook if a test run dies.
  */
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -76,7 +76,7 @@ export class TestCluster {
   readonly dir = mkdtempSync(join(tmpdir(), 'kproxy-e2e-'));
   readonly pods = new Map<string, PodSpec>();
   readonly #namespaces: string[] = [];
-  readonly #servers: ResultPromise[] = [];
+  readonly #servers: { kill(signal: NodeJS.Signals): boolean; then: PromiseLike<unknown>['then'] }[] = [];
   #pending: Promise<void> = Promise.resolve();
 
   private constructor() {}

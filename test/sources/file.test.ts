@@ -1,0 +1,50 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readObjectFiles, SourceError } from '../../src/sources/file.ts';
+
+const SHARED = join(import.meta.dirname, '../../examples');
+
+function dir(files: Record<string, string>): string {
+  const d = mkdtempSync(join(tmpdir(), 'kproxy-src-'));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(d, name), text);
+  return d;
+}
+
+describe('readObjectFiles', () => {
+  it('reads the fixture List (kubectl get svc,endpointslices -A -o yaml) and NodeList', async () => {
+    const r = await readObjectFiles([join(SHARED, 'cluster.yaml'), join(SHARED, 'nodes.yaml')]);
+    expect(r.services).toHaveLength(9);
+    expect(r.endpointSlices).toHaveLength(8);
+    expect(r.nodes.map((n) => n.metadata?.name)).toEqual(['node-1', 'node-2']);
+    expect(r.warnings).toEqual([]);
+  });
+
+  it('reads the JSON form of the same list identically', async () => {
+    const yaml = await readObjectFiles([join(SHARED, 'cluster.yaml')]);
+    const json = await readObjectFiles([join(import.meta.dirname, '../fixtures/cluster.json')]);
+    expect(json.services.map((s) => s.metadata?.name)).toEqual(yaml.services.map((s) => s.metadata?.name));
+    expect(json.endpointSlices).toHaveLength(yaml.endpointSlices.length);
+  });
+
+  it('reads a directory, multi-document YAML and typed lists whose items have no kind', async () => {
+    const d = dir({
+      'a.yaml': 'apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n',
+      'b.json': JSON.stringify({ kind: 'EndpointSliceList', apiVersion: 'discovery.k8s.io/v1', items: [{ metadata: { name: 's' } }] }),
+      'notes.txt': 'ignored',
+    });
+    const r = await readObjectFiles([d]);
+    expect(r.services).toHaveLength(1);
+    expect(r.endpointSlices).toHaveLength(1);
+    expect(r.warnings).toHaveLength(1);
+    expect(r.warnings[0]!.message).toContain('ConfigMap');
+  });
+
+  it('throws SourceError naming the file for missing paths and syntax errors', async () => {
+    await expect(readObjectFiles(['/nonexistent.yaml'])).rejects.toThrow(SourceError);
+    const d = dir({ 'bad.yaml': 'kind: Service\n  metadata: [\n', 'bad.json': '{"kind":' });
+    await expect(readObjectFiles([join(d, 'bad.yaml')])).rejects.toThrow(/bad\.yaml: invalid YAML/);
+    await expect(readObjectFiles([join(d, 'bad.json')])).rejects.toThrow(/bad\.json: invalid JSON/);
+  });
+});
