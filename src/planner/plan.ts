@@ -15,7 +15,7 @@
  * @module
  */
 import { cidrContains, type CIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
-import type { Endpoint, NodeInfo, Protocol, ServicePortState } from '../state/model.ts';
+import type { Endpoint, NodeInfo, Protocol, ServicePort, ServicePortState } from '../state/model.ts';
 import { categorizeEndpoints, externalPolicyLocal, externallyAccessible, internalPolicyLocal, usesClusterEndpoints, usesLocalEndpoints } from './topology.ts';
 
 /** Node-level proxy configuration (kube-proxy's flags). */
@@ -156,10 +156,17 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
 }
 
 function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddress | undefined, family: IPFamily): ServicePortPlan | undefined {
-  const sp = state.servicePort;
-  const clusterIP = sp.clusterIPs.find((ip) => ip.family === family);
+  const clusterIP = state.servicePort.clusterIPs.find((ip) => ip.family === family);
   if (!clusterIP) return undefined;
-  const sameFamily = (ips: readonly IPAddress[]) => ips.filter((ip) => ip.family === family).map((ip) => ip.text);
+  // Every decision below sees only this family's addresses, as upstream's per-family proxier does:
+  // an IPv6 external IP must not make the IPv4 plan "externally accessible".
+  const ofFamily = <T extends { family: IPFamily }>(list: readonly T[]) => list.filter((x) => x.family === family);
+  const sp: ServicePort = {
+    ...state.servicePort,
+    externalIPs: ofFamily(state.servicePort.externalIPs),
+    loadBalancerIPs: ofFamily(state.servicePort.loadBalancerIPs),
+  };
+  const sameFamily = (ips: readonly IPAddress[]) => ips.map((ip) => ip.text);
   const endpoints = state.endpoints.filter((e) => e.ip.family === family);
   const sets = categorizeEndpoints(sp, endpoints, node.name, node.zone);
 

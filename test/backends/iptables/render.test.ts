@@ -157,6 +157,15 @@ describe('rules in upstream shapes (TestOverallIPTablesRules)', () => {
     expect(comment('a/b:c')).toBe('-m comment --comment a/b:c');
   });
 
+  it('judges external access per family: an IPv6-only external IP gives the IPv4 rules no KUBE-EXT chain', () => {
+    const r8 = rules([
+      service('ns1/svc1', { clusterIP: '172.30.0.41', ports: p80, externalIPs: ['fd00::20'], externalTrafficPolicy: 'Local' }),
+      endpointSlice('ns1/svc1', p80, [endpoint('10.180.0.1', { node: 'other' })]),
+    ]);
+    expect(r8.nat.map((c) => c.name).filter((n) => /^KUBE-(EXT|SVL)-/.test(n))).toEqual([]);
+    expect(chain(r8, 'filter', 'KUBE-EXTERNAL-SERVICES')).toEqual([]);
+  });
+
   it('leaves out objects of the other IP family', () => {
     expect(parseIP('fd00::1')?.family).toBe(6);
     const r7 = rules([service('ns1/v6', { clusterIP: 'fd00::1', ports: p80 }), endpointSlice('ns1/v6', p80, [])]);
