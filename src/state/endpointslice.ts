@@ -14,7 +14,7 @@
  */
 import { describeObject, type RawObject } from '../sources/objects.ts';
 import type { IPFamily } from './ip.ts';
-import type { EndpointSlice, InputIssue, SliceEndpoint, SlicePort } from './model.ts';
+import type { EndpointSlice, InputIssue, NormaliseResult, SliceEndpoint, SlicePort } from './model.ts';
 import { SERVICE_PROXY_NAME_LABEL } from './service.ts';
 import * as v from './validate.ts';
 
@@ -23,14 +23,9 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 /** Label the EndpointSlice controller puts on slices of headless Services. */
 export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
 
-/** The outcome of normalising one EndpointSlice; `issues` lists endpoints dropped from an `ok` slice. */
-export type EndpointSliceResult =
-  | { readonly status: 'ok'; readonly slice: EndpointSlice; readonly issues: readonly InputIssue[] }
-  | { readonly status: 'ignored'; readonly key: string | undefined; readonly reason: string }
-  | { readonly status: 'invalid'; readonly key: string | undefined; readonly issue: InputIssue };
 
-/** Validates a raw EndpointSlice. Never throws. */
-export function normaliseEndpointSlice(raw: RawObject): EndpointSliceResult {
+/** Validates a raw EndpointSlice; `issues` of an `ok` result lists dropped endpoints. Never throws. */
+export function normaliseEndpointSlice(raw: RawObject): NormaliseResult<EndpointSlice> {
   let key: string | undefined;
   try {
     const meta = v.record(raw.metadata, 'metadata');
@@ -64,7 +59,7 @@ export function normaliseEndpointSlice(raw: RawObject): EndpointSliceResult {
         issues.push({ kind: 'EndpointSlice', object: key!, field: err.field, message: err.message, skipped: 'endpoint' });
       }
     });
-    return { status: 'ok', slice: { key, serviceKey, family, ports, endpoints }, issues };
+    return { status: 'ok', value: { key, serviceKey, family, ports, endpoints }, issues };
   } catch (err) {
     if (!(err instanceof v.FieldError)) throw err;
     const issue: InputIssue = { kind: 'EndpointSlice', object: key ?? describeObject(raw), field: err.field, message: err.message, skipped: 'object' };

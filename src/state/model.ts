@@ -123,3 +123,13 @@ export interface InputIssue {
   /** What was dropped: the whole object, or one element of it. */
   readonly skipped: 'object' | 'endpoint';
 }
+
+/**
+ * The outcome of normalising one object: usable, deliberately not proxied (headless, ExternalName,
+ * claimed by another proxy, …), or invalid. `key` is `namespace/name` when it could be read, so an
+ * earlier version can be removed. `issues` on `ok` lists parts that were dropped (bad endpoints).
+ */
+export type NormaliseResult<T> =
+  | { readonly status: 'ok'; readonly value: T; readonly issues: readonly InputIssue[] }
+  | { readonly status: 'ignored'; readonly key: string | undefined; readonly reason: string }
+  | { readonly status: 'invalid'; readonly key: string | undefined; readonly issue: InputIssue };

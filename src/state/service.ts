@@ -13,7 +13,7 @@
  */
 import { describeObject, type RawObject } from '../sources/objects.ts';
 import type { IPAddress } from './ip.ts';
-import type { InputIssue, Service, ServicePort } from './model.ts';
+import type { InputIssue, NormaliseResult, Service, ServicePort } from './model.ts';
 import * as v from './validate.ts';
 
 /** Label by which another service proxy claims a Service (upstream `apis.LabelServiceProxyName`). */
@@ -22,18 +22,13 @@ export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-nam
 export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800;
 const MAX_AFFINITY_TIMEOUT_SECONDS = 86400;
 
-/** The outcome of normalising one Service: usable, deliberately ignored, or invalid. */
-export type ServiceResult =
-  | { readonly status: 'ok'; readonly service: Service }
-  | { readonly status: 'ignored'; readonly key: string | undefined; readonly reason: string }
-  | { readonly status: 'invalid'; readonly key: string | undefined; readonly issue: InputIssue };
 
 /**
  * Validates a raw Service and builds its service ports.
  * @returns `ok` with the Service; `ignored` for kinds of Service a proxy does not handle; `invalid`
  *   with an issue naming the first bad field. Never throws.
  */
-export function normaliseService(raw: RawObject): ServiceResult {
+export function normaliseService(raw: RawObject): NormaliseResult<Service> {
   let key: string | undefined;
   try {
     const meta = v.record(raw.metadata, 'metadata');
@@ -90,7 +85,7 @@ export function normaliseService(raw: RawObject): ServiceResult {
         healthCheckNodePort,
       };
     });
-    return { status: 'ok', service: { key, namespace, name, ports } };
+    return { status: 'ok', value: { key, namespace, name, ports }, issues: [] };
   } catch (err) {
     if (!(err instanceof v.FieldError)) throw err;
     const issue: InputIssue = { kind: 'Service', object: key ?? describeObject(raw), field: err.field, message: err.message, skipped: 'object' };

@@ -14,7 +14,7 @@
 import type { RawObject } from '../sources/objects.ts';
 import { normaliseEndpointSlice } from './endpointslice.ts';
 import { joinHostPort } from './ip.ts';
-import type { Endpoint, EndpointSlice, InputIssue, NodeInfo, Service, ServicePortState } from './model.ts';
+import type { Endpoint, EndpointSlice, InputIssue, NodeInfo, NormaliseResult, Service, ServicePortState } from './model.ts';
 import { normaliseNode } from './node.ts';
 import { normaliseService } from './service.ts';
 
@@ -53,14 +53,10 @@ export class ProxyStateStore {
 
   /** Adds or replaces a Service. An invalid or ignored Service removes any earlier version. */
   applyService(raw: RawObject): ApplyResult {
-    const result = normaliseService(raw);
-    if (result.status === 'ok') {
-      this.#services.set(result.service.key, result.service);
-      this.#touch(result.service.key);
-      return { issues: [] };
-    }
-    if (result.key !== undefined) this.deleteService(result.key);
-    return result.status === 'invalid' ? { issues: [result.issue] } : { issues: [], ignored: result.reason };
+    return this.#apply(normaliseService(raw), (key) => this.deleteService(key), (service) => {
+      this.#services.set(service.key, service);
+      this.#touch(service.key);
+    });
   }
 
   /** Removes a Service by `namespace/name`; its endpoints are kept for when it comes back. */
@@ -70,20 +66,15 @@ export class ProxyStateStore {
 
   /** Adds or replaces an EndpointSlice. An invalid or ignored slice removes any earlier version. */
   applyEndpointSlice(raw: RawObject): ApplyResult {
-    const result = normaliseEndpointSlice(raw);
-    if (result.status !== 'ok') {
-      if (result.key !== undefined) this.deleteEndpointSlice(result.key);
-      return result.status === 'invalid' ? { issues: [result.issue] } : { issues: [], ignored: result.reason };
-    }
-    const { slice } = result;
-    const previous = this.#slices.get(slice.key);
-    if (previous && previous.serviceKey !== slice.serviceKey) this.deleteEndpointSlice(slice.key);
-    this.#slices.set(slice.key, slice);
-    let keys = this.#slicesByService.get(slice.serviceKey);
-    if (!keys) this.#slicesByService.set(slice.serviceKey, (keys = new Set()));
-    keys.add(slice.key);
-    this.#touch(slice.serviceKey);
-    return { issues: result.issues };
+    return this.#apply(normaliseEndpointSlice(raw), (key) => this.deleteEndpointSlice(key), (slice) => {
+      const previous = this.#slices.get(slice.key);
+      if (previous && previous.serviceKey !== slice.serviceKey) this.deleteEndpointSlice(slice.key);
+      this.#slices.set(slice.key, slice);
+      let keys = this.#slicesByService.get(slice.serviceKey);
+      if (!keys) this.#slicesByService.set(slice.serviceKey, (keys = new Set()));
+      keys.add(slice.key);
+      this.#touch(slice.serviceKey);
+    });
   }
 
   /** Removes an EndpointSlice by `namespace/name`. */
@@ -138,6 +129,16 @@ export class ProxyStateStore {
     }));
     this.#merged.set(serviceKey, states);
     return states;
+  }
+
+  /** Stores an `ok` result; otherwise removes the object's earlier version (by key) and reports why. */
+  #apply<T>(result: NormaliseResult<T>, remove: (key: string) => void, store: (value: T) => void): ApplyResult {
+    if (result.status === 'ok') {
+      store(result.value);
+      return { issues: result.issues };
+    }
+    if (result.key !== undefined) remove(result.key);
+    return result.status === 'invalid' ? { issues: [result.issue] } : { issues: [], ignored: result.reason };
   }
 
   #touch(serviceKey: string): void {

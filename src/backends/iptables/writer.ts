@@ -34,10 +34,7 @@ export const IPTABLES_TIMEOUT_MS = 60_000;
 export function systemIptables(family: IPFamily): IptablesTools {
   const prefix = family === 6 ? 'ip6tables' : 'iptables';
   return {
-    async save(table) {
-      const result = await run(`${prefix}-save`, ['-t', table]);
-      return result;
-    },
+    save: (table) => run(`${prefix}-save`, ['-t', table]),
     async restore(script) {
       await run(`${prefix}-restore`, ['-w', '5', '-W', '100000', '--noflush'], script);
     },

@@ -70,6 +70,15 @@ async function ip(...args: string[]): Promise<void> {
   await execa('ip', args, { timeout: 10_000 });
 }
 
+/** A veth pair between two namespaces, each end addressed and up: [namespace, device, address/prefix]. */
+async function link(a: [string, string, string], b: [string, string, string]): Promise<void> {
+  await ip('-n', a[0], 'link', 'add', a[1], 'type', 'veth', 'peer', 'name', b[1], 'netns', b[0]);
+  for (const [ns, dev, addr] of [a, b]) {
+    await ip('-n', ns, 'addr', 'add', addr, 'dev', dev);
+    await ip('-n', ns, 'link', 'set', dev, 'up');
+  }
+}
+
 /** The test cluster. Create with {@link TestCluster.create}; always `destroy()` it (afterAll). */
 export class TestCluster {
   readonly id = randomBytes(3).toString('hex');
@@ -119,20 +128,10 @@ export class TestCluster {
     const n1 = await this.#addNamespace('node-1');
     const n2 = await this.#addNamespace('node-2');
     const cl = await this.#addNamespace('client');
-    // node-1 <-> node-2
-    await ip('-n', n1, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0', 'netns', n2);
-    await ip('-n', n1, 'addr', 'add', `${NODE1_IP}/24`, 'dev', 'lan0');
-    await ip('-n', n2, 'addr', 'add', `${NODE2_IP}/24`, 'dev', 'lan0');
-    await ip('-n', n1, 'link', 'set', 'lan0', 'up');
-    await ip('-n', n2, 'link', 'set', 'lan0', 'up');
+    await link([n1, 'lan0', `${NODE1_IP}/24`], [n2, 'lan0', `${NODE2_IP}/24`]);
     await ip('-n', n1, 'route', 'add', '10.244.2.0/24', 'via', NODE2_IP);
     await ip('-n', n2, 'route', 'add', 'default', 'via', NODE1_IP);
-    // node-1 <-> client
-    await ip('-n', n1, 'link', 'add', 'ext0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', cl);
-    await ip('-n', n1, 'addr', 'add', `${NODE1_EXT_IP}/24`, 'dev', 'ext0');
-    await ip('-n', cl, 'addr', 'add', `${CLIENT_IP}/24`, 'dev', 'eth0');
-    await ip('-n', n1, 'link', 'set', 'ext0', 'up');
-    await ip('-n', cl, 'link', 'set', 'eth0', 'up');
+    await link([n1, 'ext0', `${NODE1_EXT_IP}/24`], [cl, 'eth0', `${CLIENT_IP}/24`]);
     await ip('-n', cl, 'route', 'add', 'default', 'via', NODE1_EXT_IP);
     await ip('-n', n1, 'route', 'add', 'default', 'via', CLIENT_IP);
     for (const a of clientAddresses) {
@@ -144,12 +143,8 @@ export class TestCluster {
       const host = this.ns(pod.node);
       const ns = await this.#addNamespace(pod.name);
       const dev = `p${index++}`;
-      await ip('-n', host, 'link', 'add', dev, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-      await ip('-n', host, 'addr', 'add', `${GATEWAY}/32`, 'dev', dev);
-      await ip('-n', host, 'link', 'set', dev, 'up');
+      await link([host, dev, `${GATEWAY}/32`], [ns, 'eth0', `${pod.ip}/32`]);
       await ip('-n', host, 'route', 'add', `${pod.ip}/32`, 'dev', dev);
-      await ip('-n', ns, 'addr', 'add', `${pod.ip}/32`, 'dev', 'eth0');
-      await ip('-n', ns, 'link', 'set', 'eth0', 'up');
       await ip('-n', ns, 'route', 'add', GATEWAY, 'dev', 'eth0');
       await ip('-n', ns, 'route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0');
       this.pods.set(pod.name, pod);
