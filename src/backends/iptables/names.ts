@@ -29,11 +29,17 @@ export interface ServiceChainNames {
 export function hashSuffix(input: string): string {
   const digest = hash('sha256', input, 'buffer');
   let out = '';
-  // 10 bytes = 80 bits = exactly 16 base32 characters, no padding.
-  for (let i = 0; i < 10; i += 5) {
-    let bits = 0n;
-    for (let j = 0; j < 5; j++) bits = (bits << 8n) | BigInt(digest[i + j]!);
-    for (let k = 7; k >= 0; k--) out += BASE32[Number((bits >> BigInt(k * 5)) & 31n)];
+  // 10 bytes = 80 bits = exactly 16 base32 characters, no padding; a bit buffer of < 13 bits.
+  let buffer = 0;
+  let bits = 0;
+  for (let i = 0; i < 10; i++) {
+    buffer = (buffer << 8) | digest[i]!;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += BASE32[(buffer >> bits) & 31];
+    }
+    buffer &= (1 << bits) - 1;
   }
   return out;
 }

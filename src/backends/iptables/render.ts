@@ -194,13 +194,14 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean,
     nat(names.fw, comment(`other traffic to ${sp.name} will be dropped by ${CHAIN.proxyFirewall}`));
   }
 
-  // Endpoint selection.
-  if (sp.clusterEndpoints.length > 0) writeEndpointSelection(nat, names.svc, sp, sp.clusterEndpoints, large);
-  if (sp.localEndpoints.length > 0) writeEndpointSelection(nat, names.svl, sp, sp.localEndpoints, large);
+  // Endpoint selection; each KUBE-SEP- name is hashed once per service port.
+  const sepNames = new Map(sp.reachableEndpoints.map((ep) => [ep.hostPort, endpointChainName(sp.name, sp.protocol, ep.hostPort)]));
+  if (sp.clusterEndpoints.length > 0) writeEndpointSelection(nat, names.svc, sp, sp.clusterEndpoints, sepNames, large);
+  if (sp.localEndpoints.length > 0) writeEndpointSelection(nat, names.svl, sp, sp.localEndpoints, sepNames, large);
 
   // Per-endpoint chains: hairpin masquerade, affinity, DNAT.
   for (const ep of sp.reachableEndpoints) {
-    const sep = endpointChainName(sp.name, sp.protocol, ep.hostPort);
+    const sep = sepNames.get(ep.hostPort)!;
     const c = large ? [] : [comment(sp.name)];
     nat(sep, ...c, `-s ${ep.ip}`, `-j ${CHAIN.markMasq}`);
     const affinity = sp.affinityTimeoutSeconds === undefined ? [] : [`-m recent --name ${sep} --set`];
@@ -208,8 +209,15 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean,
   }
 }
 
-function writeEndpointSelection(nat: Emit, chain: string, sp: ServicePortPlan, endpoints: ServicePortPlan['clusterEndpoints'], large: boolean): void {
-  const seps = endpoints.map((ep) => endpointChainName(sp.name, sp.protocol, ep.hostPort));
+function writeEndpointSelection(
+  nat: Emit,
+  chain: string,
+  sp: ServicePortPlan,
+  endpoints: ServicePortPlan['clusterEndpoints'],
+  sepNames: ReadonlyMap<string, string>,
+  large: boolean,
+): void {
+  const seps = endpoints.map((ep) => sepNames.get(ep.hostPort)!);
   const c = (i: number) => (large ? [] : [comment(`${sp.name} -> ${endpoints[i]!.hostPort}`)]);
   if (sp.affinityTimeoutSeconds !== undefined) {
     seps.forEach((sep, i) => nat(chain, ...c(i), `-m recent --name ${sep} --rcheck --seconds ${sp.affinityTimeoutSeconds} --reap`, `-j ${sep}`));
