@@ -16,7 +16,7 @@
  */
 import { cidrContains, type CIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
 import type { Endpoint, NodeInfo, Protocol, ServicePort, ServicePortState } from '../state/model.ts';
-import { categorizeEndpoints, externalPolicyLocal, externallyAccessible, internalPolicyLocal, usesClusterEndpoints, usesLocalEndpoints } from './topology.ts';
+import { categorizeEndpoints, externalPolicyLocal, externallyAccessible, internalPolicyLocal } from './topology.ts';
 
 /** Node-level proxy configuration (kube-proxy's flags). */
 export interface ProxyConfig {
@@ -166,7 +166,7 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     externalIPs: ofFamily(state.servicePort.externalIPs),
     loadBalancerIPs: ofFamily(state.servicePort.loadBalancerIPs),
   };
-  const sameFamily = (ips: readonly IPAddress[]) => ips.map((ip) => ip.text);
+  const texts = (ips: readonly IPAddress[]) => ips.map((ip) => ip.text);
   const endpoints = state.endpoints.filter((e) => e.ip.family === family);
   const sets = categorizeEndpoints(sp, endpoints, node.name, node.zone);
 
@@ -175,7 +175,7 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
   const hasEndpoints = sets.hasAny;
   const hasInternal = hasEndpoints && (!iLocal || sets.local.length > 0);
   const hasExternal = hasEndpoints && (!eLocal || sets.local.length > 0);
-  const loadBalancerIPs = sameFamily(sp.loadBalancerIPs);
+  const loadBalancerIPs = texts(sp.loadBalancerIPs);
   const ranges = sp.loadBalancerSourceRanges.filter((c) => c.family === family);
   return {
     name: sp.name,
@@ -184,15 +184,16 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     port: sp.port,
     nodePort: sp.nodePort,
     healthCheckNodePort: sp.healthCheckNodePort,
-    externalIPs: sameFamily(sp.externalIPs),
+    externalIPs: texts(sp.externalIPs),
     loadBalancerIPs,
     loadBalancerSourceRanges: ranges.map((c) => c.text),
     allowLoadBalancerIPsAsSource: nodeIP !== undefined && ranges.some((c) => cidrContains(c, nodeIP)),
     affinityTimeoutSeconds: sp.affinityTimeoutSeconds,
     externalPolicyLocal: eLocal,
     internalPolicyLocal: iLocal,
-    clusterEndpoints: usesClusterEndpoints(sp) ? sets.cluster.map(planned) : [],
-    localEndpoints: usesLocalEndpoints(sp) ? sets.local.map(planned) : [],
+    // categorizeEndpoints leaves a set empty when the port does not use it.
+    clusterEndpoints: sets.cluster.map(planned),
+    localEndpoints: sets.local.map(planned),
     reachableEndpoints: sets.reachable.map(planned),
     internalNoEndpoints: !hasEndpoints ? 'REJECT' : hasInternal ? undefined : 'DROP',
     externalNoEndpoints: !hasEndpoints ? 'REJECT' : hasExternal ? undefined : 'DROP',

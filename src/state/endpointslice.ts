@@ -55,15 +55,12 @@ export function normaliseEndpointSlice(raw: RawObject): NormaliseResult<Endpoint
       try {
         endpoints.push(readEndpoint(item, `endpoints[${i}]`, family));
       } catch (err) {
-        if (!(err instanceof v.FieldError)) throw err;
-        issues.push({ kind: 'EndpointSlice', object: key!, field: err.field, message: err.message, skipped: 'endpoint' });
+        issues.push(v.issueFrom(err, 'EndpointSlice', key!, 'endpoint'));
       }
     });
     return { status: 'ok', value: { key, serviceKey, family, ports, endpoints }, issues };
   } catch (err) {
-    if (!(err instanceof v.FieldError)) throw err;
-    const issue: InputIssue = { kind: 'EndpointSlice', object: key ?? describeObject(raw), field: err.field, message: err.message, skipped: 'object' };
-    return { status: 'invalid', key, issue };
+    return { status: 'invalid', key, issue: v.issueFrom(err, 'EndpointSlice', key ?? describeObject(raw), 'object') };
   }
 }
 

@@ -27,7 +27,6 @@ export function normaliseNode(raw: RawObject): { node: NodeInfo } | { issue: Inp
     });
     return { node: { name, zone, addresses } };
   } catch (err) {
-    if (!(err instanceof v.FieldError)) throw err;
-    return { issue: { kind: 'Node', object: describeObject(raw), field: err.field, message: err.message, skipped: 'object' } };
+    return { issue: v.issueFrom(err, 'Node', describeObject(raw), 'object') };
   }
 }

@@ -13,7 +13,7 @@
  */
 import { describeObject, type RawObject } from '../sources/objects.ts';
 import type { IPAddress } from './ip.ts';
-import type { InputIssue, NormaliseResult, Service, ServicePort } from './model.ts';
+import type { NormaliseResult, Service, ServicePort } from './model.ts';
 import * as v from './validate.ts';
 
 /** Label by which another service proxy claims a Service (upstream `apis.LabelServiceProxyName`). */
@@ -87,9 +87,7 @@ export function normaliseService(raw: RawObject): NormaliseResult<Service> {
     });
     return { status: 'ok', value: { key, namespace, name, ports }, issues: [] };
   } catch (err) {
-    if (!(err instanceof v.FieldError)) throw err;
-    const issue: InputIssue = { kind: 'Service', object: key ?? describeObject(raw), field: err.field, message: err.message, skipped: 'object' };
-    return { status: 'invalid', key, issue };
+    return { status: 'invalid', key, issue: v.issueFrom(err, 'Service', key ?? describeObject(raw), 'object') };
   }
 }
 

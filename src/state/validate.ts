@@ -9,7 +9,7 @@
  * @module
  */
 import { parseCIDR, parseIP, type CIDR, type IPAddress } from './ip.ts';
-import type { Protocol } from './model.ts';
+import type { InputIssue, Protocol } from './model.ts';
 
 /** A field failed validation. `field` is a JSON-path-like location such as `spec.ports[0].port`. */
 export class FieldError extends Error {
@@ -19,6 +19,15 @@ export class FieldError extends Error {
     super(`${field}: ${message}`);
     this.field = field;
   }
+}
+
+/**
+ * Turns a caught {@link FieldError} into an {@link InputIssue}.
+ * @throws the error itself when it is not a FieldError (a bug, not bad input)
+ */
+export function issueFrom(err: unknown, kind: InputIssue['kind'], object: string, skipped: InputIssue['skipped']): InputIssue {
+  if (!(err instanceof FieldError)) throw err;
+  return { kind, object, field: err.field, message: err.message, skipped };
 }
 
 /** Upper bound on list fields (externalIPs, source ranges, ports, …): larger ones are refused. */
