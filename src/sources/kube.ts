@@ -1,0 +1,337 @@
+/**
+ * The Kubernetes API source: Services, EndpointSlices and this node's Node, watched through
+ * `@kubernetes/client-node`'s `ListWatch`, each under a supervisor that makes it fit for a
+ * DaemonSet (shared/reference/typescript-ecosystem.md §1.5):
+ *
+ * - lists are our own, raw and paginated (`limit`/`continue`, as client-go's reflector pages at
+ *   500), so list and watch objects have one shape, the wire JSON; an expired `continue` token
+ *   (410) restarts the list once from the beginning;
+ * - the label selector of upstream kube-proxy (cmd/kube-proxy/app/server.go) applies to list and
+ *   watch alike;
+ * - watches ask for bookmarks and a server-side `timeoutSeconds` drawn from [5, 10) minutes, as
+ *   client-go's reflector does, and the client aborts a watch that stays silent for `stallMs`;
+ * - any error restarts the informer after a capped exponential backoff with jitter; a 410 clears
+ *   the resourceVersion so the restart re-lists; the `AbortError`s the library raises when it is
+ *   stopped or restarted are ours and ignored;
+ * - a watchdog restarts an informer that showed no sign of life for twice `stallMs`;
+ * - handlers never throw: they push plain {@link SourceEvent}s into an {@link EventQueue}, and a
+ *   `synced` event after every complete list tells the runner its cache is whole.
+ * @module
+ */
+import {
+  HttpMethod,
+  IsomorphicFetchHttpLibrary,
+  KubeConfig,
+  ListWatch,
+  RequestContext,
+  Watch,
+  type KubernetesListObject,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { ObjectKind, RawObject } from './objects.ts';
+import type { EventQueue } from './queue.ts';
+
+/** Upstream's selector: skip Services claimed by another proxy and headless EndpointSlices. */
+export const PROXY_LABEL_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
+
+/** Page size of list requests (client-go's reflector default). */
+export const LIST_PAGE_SIZE = 500;
+/** Upper bound on pages of one list, so a server that keeps answering `continue` cannot loop us. */
+const MAX_LIST_PAGES = 10_000;
+/** Time limit for one list page request. */
+const LIST_TIMEOUT_MS = 60_000;
+
+/** A resource kproxy watches. */
+export interface WatchedResource {
+  readonly kind: ObjectKind;
+  /** Collection path, e.g. `/api/v1/services`. */
+  readonly path: string;
+  readonly labelSelector?: string;
+  readonly fieldSelector?: string;
+}
+
+/** The three resources of a proxy on node `nodeName`. */
+export function proxyResources(nodeName: string): WatchedResource[] {
+  return [
+    { kind: 'Service', path: '/api/v1/services', labelSelector: PROXY_LABEL_SELECTOR },
+    { kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices', labelSelector: PROXY_LABEL_SELECTOR },
+    { kind: 'Node', path: '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` },
+  ];
+}
+
+/** Tuning of the supervisor; the defaults suit production. */
+export interface SupervisorOptions {
+  /** Range of the server-side watch timeout, seconds: [min, 2·min). Default 300. */
+  readonly watchTimeoutSeconds?: number;
+  /** A watch that receives no bytes for this long is aborted and resumed. Default 90 s. */
+  readonly stallMs?: number;
+  /** First restart delay after an error; doubles per consecutive failure. Default 500 ms. */
+  readonly minBackoffMs?: number;
+  /** Cap of the restart delay. Default 30 s. */
+  readonly maxBackoffMs?: number;
+}
+
+/** Counters of one supervised informer, for metrics and tests. */
+export interface InformerStats {
+  readonly kind: ObjectKind;
+  /** Complete lists delivered (the first sync and every re-list). */
+  lists: number;
+  /** Restarts after an error or a stall. */
+  restarts: number;
+  /** Errors seen, by a short reason (`http_500`, `ECONNRESET`, `stalled`, …). */
+  readonly errors: Record<string, number>;
+  /** Time of the last event, bookmark or list (ms since the epoch); 0 before the first. */
+  lastActivityMs: number;
+}
+
+/** An error answer of the API server, with its HTTP status. */
+export class ApiError extends Error {
+  override readonly name = 'ApiError';
+  readonly statusCode: number;
+  /** Same as statusCode: client-node's ListWatch looks for `code === 410`. */
+  readonly code: number;
+  constructor(statusCode: number, message: string) {
+    super(message);
+    this.statusCode = statusCode;
+    this.code = statusCode;
+  }
+}
+
+/**
+ * Builds the API client configuration: `kubeconfig` when given (kube-proxy's `--kubeconfig`),
+ * else in-cluster (service account) when running in a pod, else the default lookup
+ * (`$KUBECONFIG`, `~/.kube/config`). `master` (kube-proxy's `--master`) overrides the server.
+ * kube-proxy must not reach the API through the `kubernetes` ClusterIP it is about to program, so
+ * a DaemonSet gives it the API server's real address (kubeconfig or `--master`).
+ * @throws Error when no configuration can be loaded
+ */
+export function loadKubeConfig(kubeconfig: string | undefined, master: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (kubeconfig) kc.loadFromFile(kubeconfig);
+  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  if (master) {
+    const current = kc.getCurrentCluster();
+    if (!current) throw new Error('no current cluster in the kubeconfig to apply --master to');
+    kc.clusters = kc.clusters.map((c) => (c.name === current.name ? { ...c, server: master } : c));
+  }
+  if (!kc.getCurrentCluster()) throw new Error('the kubeconfig names no current cluster');
+  return kc;
+}
+
+/**
+ * Lists a collection in pages, following `continue` tokens. Objects are returned as the server
+ * sent them (wire JSON), in server order.
+ * @throws ApiError for an error status (after one restart on an expired continue token)
+ */
+export async function listCollection(kc: KubeConfig, resource: WatchedResource, pageSize = LIST_PAGE_SIZE): Promise<KubernetesListObject<KubernetesObject>> {
+  const server = kc.getCurrentCluster()?.server;
+  if (!server) throw new Error('no current cluster');
+  const http = new IsomorphicFetchHttpLibrary();
+  let items: KubernetesObject[] = [];
+  let cont: string | undefined;
+  let restarted = false;
+  for (let page = 0; page < MAX_LIST_PAGES; page++) {
+    const url = new URL(server.replace(/\/$/, '') + resource.path);
+    url.searchParams.set('limit', String(pageSize));
+    if (resource.labelSelector) url.searchParams.set('labelSelector', resource.labelSelector);
+    if (resource.fieldSelector) url.searchParams.set('fieldSelector', resource.fieldSelector);
+    if (cont) url.searchParams.set('continue', cont);
+    const ctx = new RequestContext(url.toString(), HttpMethod.GET);
+    ctx.setHeaderParam('Accept', 'application/json');
+    ctx.setSignal(AbortSignal.timeout(LIST_TIMEOUT_MS));
+    await kc.applySecurityAuthentication(ctx);
+    const response = await http.send(ctx).toPromise();
+    const text = await response.body.text();
+    if (response.httpStatusCode === 410 && cont && !restarted) {
+      // The continue token expired mid-list (API concepts, "Retrieving large results sets in
+      // chunks"): start over, once, for a consistent snapshot.
+      restarted = true;
+      items = [];
+      cont = undefined;
+      continue;
+    }
+    if (response.httpStatusCode !== 200) throw new ApiError(response.httpStatusCode, `list ${resource.path}: HTTP ${response.httpStatusCode}: ${statusMessage(text)}`);
+    const body = JSON.parse(text) as KubernetesListObject<KubernetesObject>;
+    if (!Array.isArray(body.items)) throw new ApiError(500, `list ${resource.path}: response has no items`);
+    items.push(...body.items);
+    cont = body.metadata?._continue ?? (body.metadata as { continue?: string } | undefined)?.continue;
+    if (!cont) return { ...body, items };
+  }
+  throw new ApiError(500, `list ${resource.path}: more than ${MAX_LIST_PAGES} pages`);
+}
+
+function statusMessage(text: string): string {
+  try {
+    const status = JSON.parse(text) as { message?: unknown; reason?: unknown };
+    return String(status.message ?? status.reason ?? '').slice(0, 300);
+  } catch {
+    return text.slice(0, 300);
+  }
+}
+
+/** A short, bounded reason for an error, used as a metric label. */
+function errorReason(err: unknown): string {
+  const e = err as { statusCode?: unknown; code?: unknown; name?: unknown; cause?: { code?: unknown } };
+  if (typeof e?.statusCode === 'number') return `http_${e.statusCode}`;
+  if (typeof e?.cause?.code === 'string' && /^[A-Z_]{2,40}$/.test(e.cause.code)) return e.cause.code;
+  if (typeof e?.code === 'string' && /^[A-Z_]{2,40}$/.test(e.code)) return e.code;
+  if (typeof e?.name === 'string' && /^[A-Za-z]{2,40}$/.test(e.name)) return e.name;
+  return 'other';
+}
+
+/**
+ * One `ListWatch` under supervision (see the module comment). Create, then `start()`; `stop()`
+ * is final.
+ */
+export class SupervisedInformer {
+  readonly resource: WatchedResource;
+  readonly stats: InformerStats;
+  readonly #informer: ListWatch<KubernetesObject>;
+  readonly #watch: Watch;
+  readonly #queue: EventQueue;
+  readonly #log: Logger;
+  readonly #opts: Required<SupervisorOptions>;
+  #stopped = true;
+  #failures = 0;
+  #selfAbortUntil = 0;
+  #retry: NodeJS.Timeout | undefined;
+  #watchdog: NodeJS.Timeout | undefined;
+  #lastRv = '';
+
+  constructor(kc: KubeConfig, resource: WatchedResource, queue: EventQueue, log: Logger, opts: SupervisorOptions = {}) {
+    this.resource = resource;
+    this.#queue = queue;
+    this.#log = log.child({ resource: resource.kind });
+    this.#opts = { watchTimeoutSeconds: 300, stallMs: 90_000, minBackoffMs: 500, maxBackoffMs: 30_000, ...opts };
+    this.stats = { kind: resource.kind, lists: 0, restarts: 0, errors: {}, lastActivityMs: 0 };
+    const timeout = Math.floor(this.#opts.watchTimeoutSeconds * (1 + Math.random()));
+    const watchPath = `${resource.path}?allowWatchBookmarks=true&timeoutSeconds=${timeout}`;
+    this.#watch = new Watch(kc);
+    // client-node 2.0.1 aborts a watch that received no bytes for `requestTimeoutMs` (30 s) and
+    // resumes it from its resourceVersion. The field is private in its typings; if a later version
+    // drops it, the library's own 30 s applies, which is only noisier.
+    (this.#watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = this.#opts.stallMs;
+    this.#informer = new ListWatch(watchPath, this.#watch, () => this.#list(kc), false, resource.labelSelector, resource.fieldSelector);
+    const emit = (type: 'upsert' | 'delete') => (object: KubernetesObject) => {
+      try {
+        this.#activity(true);
+        this.#queue.push({ type, kind: resource.kind, object: object as RawObject });
+      } catch (err) {
+        this.#log.error({ err }, 'event handler failed');
+      }
+    };
+    this.#informer.on('add', emit('upsert'));
+    this.#informer.on('update', emit('upsert'));
+    this.#informer.on('delete', emit('delete'));
+    this.#informer.on('connect', () => this.#activity(false));
+    this.#informer.on('error', (err) => this.#onError(err));
+  }
+
+  /** Starts listing and watching. Resolves once the first attempt was made (not when synced). */
+  async start(): Promise<void> {
+    this.#stopped = false;
+    const tick = Math.min(this.#opts.stallMs, 5_000);
+    this.#watchdog = setInterval(() => this.#checkStall(), tick);
+    this.#watchdog.unref();
+    await this.#startInformer();
+  }
+
+  /** Stops for good: no more requests, timers or events. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#retry);
+    clearInterval(this.#watchdog);
+    this.#selfAbortUntil = Date.now() + 2_000;
+    await this.#informer.stop();
+  }
+
+  async #list(kc: KubeConfig): Promise<KubernetesListObject<KubernetesObject>> {
+    const list = await listCollection(kc, this.resource);
+    // ListWatch applies the items (add/update/delete callbacks) synchronously after this promise
+    // settles; the 'synced' marker is queued after them.
+    setImmediate(() => {
+      if (this.#stopped) return;
+      this.stats.lists++;
+      this.#activity(true);
+      this.#log.debug({ items: list.items.length, resourceVersion: list.metadata?.resourceVersion }, 'listed');
+      this.#queue.push({ type: 'synced', kind: this.resource.kind });
+    });
+    return list;
+  }
+
+  async #startInformer(): Promise<void> {
+    try {
+      this.#selfAbortUntil = Date.now() + 2_000;
+      await this.#informer.start();
+    } catch (err) {
+      this.#onError(err);
+    }
+  }
+
+  #activity(healthy: boolean): void {
+    this.stats.lastActivityMs = Date.now();
+    if (healthy) this.#failures = 0;
+  }
+
+  #onError(err: unknown): void {
+    if (this.#stopped) return;
+    if ((err as { name?: unknown })?.name === 'AbortError' && Date.now() < this.#selfAbortUntil) return;
+    const reason = errorReason(err);
+    this.stats.errors[reason] = (this.stats.errors[reason] ?? 0) + 1;
+    this.#failures++;
+    const base = Math.min(this.#opts.maxBackoffMs, this.#opts.minBackoffMs * 2 ** Math.min(this.#failures - 1, 20));
+    const delay = Math.round(base / 2 + Math.random() * (base / 2));
+    this.#log.warn({ reason, err: String((err as Error)?.message ?? err), retryInMs: delay }, 'watch failed, restarting');
+    this.#scheduleRestart(delay);
+  }
+
+  #scheduleRestart(delayMs: number): void {
+    clearTimeout(this.#retry);
+    this.#retry = setTimeout(() => {
+      if (this.#stopped) return;
+      this.stats.restarts++;
+      void this.#startInformer();
+    }, delayMs);
+    this.#retry.unref();
+  }
+
+  #checkStall(): void {
+    const rv = this.#informer.latestResourceVersion();
+    if (rv !== this.#lastRv) {
+      this.#lastRv = rv;
+      this.#activity(true);
+      return;
+    }
+    if (this.stats.lastActivityMs === 0 || Date.now() - this.stats.lastActivityMs < 2 * this.#opts.stallMs) return;
+    this.stats.errors.stalled = (this.stats.errors.stalled ?? 0) + 1;
+    this.#log.warn({ silentMs: Date.now() - this.stats.lastActivityMs }, 'watch stalled, restarting');
+    this.stats.lastActivityMs = Date.now();
+    this.#scheduleRestart(0);
+  }
+}
+
+/** The proxy's three supervised informers, feeding one queue. */
+export class KubeSource {
+  readonly informers: readonly SupervisedInformer[];
+
+  constructor(kc: KubeConfig, nodeName: string, queue: EventQueue, log: Logger, opts: SupervisorOptions = {}) {
+    this.informers = proxyResources(nodeName).map((r) => new SupervisedInformer(kc, r, queue, log, opts));
+  }
+
+  /** Starts every informer (their first list runs in the background). */
+  async start(): Promise<void> {
+    await Promise.all(this.informers.map((i) => i.start()));
+  }
+
+  /** Stops every informer. */
+  async stop(): Promise<void> {
+    await Promise.all(this.informers.map((i) => i.stop()));
+  }
+
+  /** Counters of each informer. */
+  stats(): readonly InformerStats[] {
+    return this.informers.map((i) => i.stats);
+  }
+}
