@@ -37,7 +37,10 @@ class Mirror {
   readonly objects = new Map<string, Map<string, unknown>>();
   readonly synced = new Map<string, number>();
   readonly events: SourceEvent[] = [];
-  constructor(readonly queue: EventQueue) {}
+  readonly queue: EventQueue;
+  constructor(queue: EventQueue) {
+    this.queue = queue;
+  }
   pump(): void {
     for (const e of this.queue.drain()) {
       this.events.push(e);
