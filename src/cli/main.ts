@@ -1,21 +1,21 @@
 /**
- * The `kproxy` command line: `dry-run` prints the rules, `sync` applies them once, `cleanup`
- * removes them. Logs are pino JSON lines on stderr; the rules (dry-run) are the only stdout.
+ * The `kproxy` command line: `run` is the node agent (watch the API, keep the rules in sync),
+ * `dry-run` prints the rules for files, `sync` applies them once, `cleanup` removes them. Logs are pino JSON lines on stderr; the rules (dry-run) are the only stdout.
  * Exit status: 0 on success (objects skipped for bad input are warnings, not failures), 1 on
  * errors (unreadable input, a failed iptables run), 2 on bad usage.
  * @module
  */
 import { Command, CommanderError, Option } from 'commander';
-import { readFile } from 'node:fs/promises';
-import { networkInterfaces } from 'node:os';
 import { pino, type Logger } from 'pino';
 import { cleanupIptables, IptablesError, syncIptables, systemIptables } from '../backends/iptables/writer.ts';
 import { renderIptables, type IptablesRuleset } from '../backends/iptables/render.ts';
 import { buildRestoreScript } from '../backends/iptables/restore.ts';
 import { planProxy, type ProxyPlan } from '../planner/plan.ts';
 import { readObjectFiles, SourceError } from '../sources/file.ts';
-import { parseIP, type IPAddress } from '../state/ip.ts';
 import { ProxyStateStore } from '../state/store.ts';
+import { localAddresses, tcpBeLiberal } from './host.ts';
+import { runCommand } from './run.ts';
+import { ConfigError } from './config.ts';
 import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
 
 const FAMILY = 4; // IPv4 single-stack for now; the model and planner already carry the family.
@@ -38,25 +38,6 @@ async function loadState(flags: ProxyFlags, log: Logger): Promise<ProxyStateStor
   for (const o of input.endpointSlices) report('EndpointSlice', store.applyEndpointSlice(o));
   log.info({ services: store.serviceCount, invalid, node: store.node.name, zone: store.node.zone }, 'input loaded');
   return store;
-}
-
-/** Addresses of this host's interfaces (the network namespace kproxy runs in). */
-function localAddresses(): IPAddress[] {
-  const out: IPAddress[] = [];
-  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) {
-    const ip = parseIP(a.address);
-    if (ip) out.push(ip);
-  }
-  return out;
-}
-
-/** `net.netfilter.nf_conntrack_tcp_be_liberal`; false when unreadable (module not loaded). */
-async function tcpBeLiberal(): Promise<boolean> {
-  try {
-    return (await readFile('/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal', 'utf8')).trim() === '1';
-  } catch {
-    return false;
-  }
 }
 
 async function buildRuleset(flags: ProxyFlags, log: Logger): Promise<{ plan: ProxyPlan; ruleset: IptablesRuleset }> {
@@ -111,6 +92,8 @@ export function buildProgram(log: Logger): Command {
     log.info({ servicePorts: plan.servicePorts.length, rulesWritten: report.rulesWritten, chainsDeleted: report.chainsDeleted }, 'rules applied');
   });
 
+  runCommand(program, log);
+
   program
     .command('cleanup')
     .description('remove every rule and chain kproxy (or kube-proxy) installed, and nothing else')
@@ -130,7 +113,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (err instanceof SourceError || err instanceof IptablesError) log.error(err.message);
+    if (err instanceof SourceError || err instanceof IptablesError || err instanceof ConfigError) log.error(err.message);
     else log.error({ err }, `kproxy failed: ${(err as Error).message}`);
     return 1;
   }

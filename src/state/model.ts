@@ -103,6 +103,12 @@ export interface NodeInfo {
   readonly zone: string | undefined;
   /** InternalIP and ExternalIP addresses from status.addresses. */
   readonly addresses: readonly IPAddress[];
+  /**
+   * The node is going away: it has a deletionTimestamp or the cluster autoscaler's
+   * `ToBeDeletedByClusterAutoscaler` taint. `/healthz` then answers 503 so load balancers drain
+   * it (KEP-3836; upstream pkg/proxy/healthcheck/proxy_health.go).
+   */
+  readonly deleting: boolean;
 }
 
 /** A service port with its merged endpoints: the planner's input, one per service port. */

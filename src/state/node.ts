@@ -12,6 +12,9 @@ import * as v from './validate.ts';
 /** Well-known zone label (`v1.LabelTopologyZone`). */
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
+/** Taint the cluster autoscaler puts on a node it is about to delete. */
+export const TO_BE_DELETED_TAINT = 'ToBeDeletedByClusterAutoscaler';
+
 /** Normalises a Node: `{ node }` or `{ issue }` naming the bad field. Never throws. */
 export function normaliseNode(raw: RawObject): { node: NodeInfo } | { issue: InputIssue } {
   try {
@@ -25,7 +28,10 @@ export function normaliseNode(raw: RawObject): { node: NodeInfo } | { issue: Inp
       const a = v.record(item, `status.addresses[${i}]`);
       if (a.type === 'InternalIP' || a.type === 'ExternalIP') addresses.push(v.ip(a.address, `status.addresses[${i}].address`));
     });
-    return { node: { name, zone, addresses } };
+    const spec = v.record(raw.spec, 'spec');
+    const taints = v.list(spec.taints, 'spec.taints');
+    const deleting = meta.deletionTimestamp != null || taints.some((t) => (t as { key?: unknown } | null)?.key === TO_BE_DELETED_TAINT);
+    return { node: { name, zone, addresses, deleting } };
   } catch (err) {
     return { issue: v.issueFrom(err, 'Node', describeObject(raw), 'object') };
   }

@@ -38,7 +38,7 @@ export class ProxyStateStore {
   /** @param nodeName this node's name (`--hostname-override`); endpoints on it are local */
   constructor(nodeName: string) {
     this.nodeName = nodeName;
-    this.#node = { name: nodeName, zone: undefined, addresses: [] };
+    this.#node = { name: nodeName, zone: undefined, addresses: [], deleting: false };
   }
 
   /** This node: its name, and zone and addresses once its Node object was applied. */
@@ -107,6 +107,11 @@ export class ProxyStateStore {
     const out = new Set(this.#dirty);
     this.#dirty.clear();
     return out;
+  }
+
+  /** Marks a Service changed again (a sync that consumed its change failed). */
+  markDirty(serviceKey: string): void {
+    this.#dirty.add(serviceKey);
   }
 
   /** Every service port with its merged endpoints, ordered by Service key, then port order in the spec. */

@@ -107,3 +107,34 @@ function jumpTarget(rule: string): string | undefined {
   const m = / ?-j (\S+)/.exec(rule);
   return m?.[1];
 }
+
+/**
+ * The change from `previous` to `next` as `iptables-restore --noflush` input: every chain that is
+ * new or whose rules differ is declared and written in full, every chain that is gone is flushed
+ * and deleted (`-X`). Jumps from built-in chains are listed only when they are new. What
+ * `kproxy run --dry-run` prints per sync.
+ * @param previous the ruleset of the last sync; undefined for the first sync (everything is new)
+ * @returns the script, or undefined when nothing changed
+ */
+export function buildChangeScript(previous: IptablesRuleset | undefined, next: IptablesRuleset): string | undefined {
+  const out: string[] = [];
+  for (const table of ['filter', 'nat'] as const) {
+    const before = new Map((previous?.[table] ?? []).map((c) => [c.name, c.rules]));
+    const changed = next[table].filter((c) => {
+      const old = before.get(c.name);
+      return old === undefined || old.length !== c.rules.length || old.some((r, i) => r !== c.rules[i]);
+    });
+    const wanted = new Set(next[table].map((c) => c.name));
+    const gone = [...before.keys()].filter((name) => !wanted.has(name)).sort();
+    const jumps = next.jumps.filter((j) => j.table === table && !previous?.jumps.some((p) => p.table === table && p.from === j.from && p.spec === j.spec));
+    if (changed.length === 0 && gone.length === 0 && jumps.length === 0) continue;
+    out.push(`*${table}`);
+    for (const chain of changed) out.push(`:${chain.name} - [0:0]`);
+    for (const chain of gone) out.push(`:${chain} - [0:0]`);
+    for (const chain of changed) for (const rule of chain.rules) out.push(`-A ${chain.name} ${rule}`);
+    for (const chain of gone) out.push(`-X ${chain}`);
+    for (const j of jumps) out.push(`-I ${j.from} ${j.spec}`);
+    out.push('COMMIT');
+  }
+  return out.length === 0 ? undefined : `${out.join('\n')}\n`;
+}

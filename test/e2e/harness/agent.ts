@@ -7,6 +7,11 @@
  *   agent.ts probe tcp|udp HOST PORT --count N [--bind SRC] [--timeout MS] [--sport PORT]
  *     makes N fresh connections (new source port each unless --sport), one after another, and
  *     prints one JSON line: {"answers":[{"name","peer"}],"refused":n,"timeout":n,"errors":[...]}.
+ *   agent.ts http-get URL [--timeout MS]
+ *     prints one JSON line: {"status":n,"body":"..."} or {"error":"CODE"}.
+ *   agent.ts listen-socket
+ *     (with an IPC channel) opens a TCP listener on 127.0.0.1:0 in its namespace, hands it to the
+ *     parent over IPC and exits: the parent then serves on this namespace's loopback.
  *
  * Bounded: every probe has a timeout, the count is capped, servers stop by themselves.
  */
@@ -92,6 +97,21 @@ if (mode === 'serve') {
     });
   for (let i = 0; i < count; i++) await once();
   process.stdout.write(`${JSON.stringify(result)}\n`);
+} else if (mode === 'http-get') {
+  const timeoutMs = Number(flag('timeout', '2000'));
+  try {
+    const res = await fetch(rest[0]!, { signal: AbortSignal.timeout(timeoutMs) });
+    process.stdout.write(`${JSON.stringify({ status: res.status, body: await res.text() })}\n`);
+  } catch (err) {
+    const e = err as { name?: string; cause?: { code?: string } };
+    process.stdout.write(`${JSON.stringify({ error: e.cause?.code ?? e.name ?? 'unknown' })}\n`);
+  }
+} else if (mode === 'listen-socket') {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1', () => {
+    process.send!({ port: (server.address() as net.AddressInfo).port }, server, () => process.exit(0));
+  });
+  setTimeout(() => process.exit(1), 10_000).unref();
 } else {
   process.stderr.write('usage: agent.ts serve NAME --tcp P,.. --udp P,.. | probe tcp|udp HOST PORT --count N\n');
   process.exit(2);

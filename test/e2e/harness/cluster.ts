@@ -12,7 +12,7 @@
  * process is removed by destroy(), and by an exit hook if a test run dies.
  */
 import { execa } from 'execa';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -86,6 +86,7 @@ export class TestCluster {
   readonly pods = new Map<string, PodSpec>();
   readonly #namespaces: string[] = [];
   readonly #servers: { kill(signal: NodeJS.Signals): boolean; then: PromiseLike<unknown>['then'] }[] = [];
+  #agent: { kill(signal: NodeJS.Signals): boolean; then: PromiseLike<unknown>['then']; pid?: number | undefined } | undefined;
   #pending: Promise<void> = Promise.resolve();
 
   private constructor() {}
@@ -217,8 +218,72 @@ export class TestCluster {
     return JSON.parse(r.stdout) as ProbeResult;
   }
 
+  /**
+   * Hands `server` a listener on `origin`'s loopback (127.0.0.1, a fresh port): a helper process
+   * opens it inside the namespace and passes it over IPC, so a server running in the test process
+   * (the test API server) is reachable only from inside that namespace. Resolves to the port.
+   */
+  async serveInNamespace(origin: Origin, listenOn: (handle: unknown) => Promise<void>): Promise<number> {
+    const child = spawn('ip', ['netns', 'exec', this.ns(origin), NODE, AGENT, 'listen-socket'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    try {
+      const [port, handle] = await new Promise<[number, unknown]>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('listen-socket helper did not answer')), 10_000);
+        child.once('message', (msg: { port: number }, h: unknown) => {
+          clearTimeout(timer);
+          resolve([msg.port, h]);
+        });
+        child.once('exit', (code) => reject(new Error(`listen-socket helper exited with ${code}`)));
+      });
+      await listenOn(handle);
+      return port;
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }
+
+  /**
+   * Starts `kproxy run` in node-1 in the background (stdout and stderr to files in the cluster's
+   * directory). Only one at a time; {@link stopAgent} ends it.
+   */
+  startAgent(args: readonly string[]): { stdout: string; stderr: string } {
+    if (this.#agent) throw new Error('kproxy run is already running');
+    const n = Date.now();
+    const files = { stdout: join(this.dir, `run-${n}.out`), stderr: join(this.dir, `run-${n}.err`) };
+    this.#agent = execa('ip', ['netns', 'exec', this.ns('node-1'), KPROXY, 'run', ...args], {
+      reject: false,
+      buffer: false,
+      stdout: { file: files.stdout },
+      stderr: { file: files.stderr },
+    });
+    return files;
+  }
+
+  /**
+   * Stops `kproxy run`: SIGTERM (graceful), or SIGKILL to every process in node-1's namespace
+   * (a crash: nothing runs after the signal).
+   */
+  async stopAgent(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+    const agent = this.#agent;
+    if (!agent) return;
+    this.#agent = undefined;
+    if (signal === 'SIGKILL') {
+      const pids = (await execa('ip', ['netns', 'pids', this.ns('node-1')], { reject: false })).stdout.split('\n').filter(Boolean);
+      for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+    } else agent.kill('SIGTERM');
+    const timer = setTimeout(() => agent.kill('SIGKILL'), 10_000);
+    await agent;
+    clearTimeout(timer);
+  }
+
+  /** GET `url` from inside `origin`'s namespace. */
+  async httpGet(origin: Origin, url: string): Promise<{ status?: number; body?: string; error?: string }> {
+    const r = await execa('ip', ['netns', 'exec', this.ns(origin), NODE, AGENT, 'http-get', url], { timeout: 30_000 });
+    return JSON.parse(r.stdout) as { status?: number; body?: string; error?: string };
+  }
+
   /** Stops every server and deletes every namespace this cluster made. Safe to call twice. */
   async destroy(): Promise<void> {
+    await this.stopAgent('SIGKILL');
     for (const s of this.#servers) s.kill('SIGKILL');
     await Promise.allSettled(this.#servers);
     for (const ns of this.#namespaces.reverse()) {

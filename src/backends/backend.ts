@@ -1,0 +1,39 @@
+/**
+ * What the runner needs of a proxy backend: one interface, one implementation per proxy mode
+ * (iptables now, nftables next), so the sync loop, dry-run and tests are shared.
+ * @module
+ */
+import type { ProxyPlan } from '../planner/plan.ts';
+
+/** Proxy modes kproxy implements (`--proxy-mode`). */
+export type ProxyMode = 'iptables';
+
+/** What one write did, for logs and metrics. */
+export interface WriteReport {
+  /** Rules written, per table (upstream's `sync_proxy_rules_iptables_last{table}`). */
+  readonly rulesWritten: Readonly<Record<string, number>>;
+  /** Rules the backend now holds, per table (`sync_proxy_rules_iptables_total{table}`). */
+  readonly rulesTotal: Readonly<Record<string, number>>;
+  /** Stale chains removed. */
+  readonly chainsDeleted: number;
+}
+
+/**
+ * A proxy backend. `R` is its rendered form of a plan.
+ *
+ * - `render` is pure and fast: plan in, rules out.
+ * - `write` makes the kernel match `rules`; it is atomic (all or nothing) and may be given the
+ *   rules of the previous successful write to write less. `full` asks it to verify against the
+ *   kernel and rewrite everything (first sync, after a failure, periodic resync).
+ * - `describeChange` prints what a write from `previous` to `next` would change (dry-run).
+ */
+export interface ProxyBackend<R> {
+  readonly mode: ProxyMode;
+  render(plan: ProxyPlan): R;
+  /** @throws an Error naming what failed; the kernel keeps its previous rules */
+  write(rules: R, options: { readonly full: boolean; readonly previous: R | undefined }): Promise<WriteReport>;
+  /** @returns the change as the backend's own input format, or undefined when nothing changed */
+  describeChange(previous: R | undefined, next: R): string | undefined;
+  /** Removes everything the backend owns. @returns the number of chains (or tables) removed */
+  cleanup(): Promise<number>;
+}

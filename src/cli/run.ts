@@ -1,0 +1,190 @@
+/**
+ * `kproxy run`: the node agent that replaces kube-proxy in a DaemonSet. Wires the stages together
+ * (API source → state → planner → backend, driven by the runner) and serves /healthz, /livez,
+ * /metrics and the health-check node ports. Stops on SIGTERM or SIGINT, leaving the rules in the
+ * kernel so traffic keeps flowing until the next kproxy converges them.
+ * @module
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type http from 'node:http';
+import type { Logger } from 'pino';
+import { iptablesBackend } from '../backends/iptables/backend.ts';
+import { cleanupIptables, systemIptables } from '../backends/iptables/writer.ts';
+import { ProxyRunner } from '../runner/runner.ts';
+import { ProxyHealth, ServiceHealthServers, startHealthServer } from '../server/health.ts';
+import { parseBindAddress, ProxyMetrics, startMetricsServer } from '../server/metrics.ts';
+import { KubeSource, loadKubeConfig, type SupervisorOptions } from '../sources/kube.ts';
+import { EventQueue } from '../sources/queue.ts';
+import { ProxyStateStore } from '../state/store.ts';
+import { ConfigError, loadConfigFile, parseDuration, type FileSettings } from './config.ts';
+import { cidrList, clusterCIDRFor, masqueradeBit, nodeName } from './options.ts';
+import { localAddresses, tcpBeLiberal } from './host.ts';
+
+const FAMILY = 4;
+
+/** `run`'s options as commander hands them over (defaults applied). */
+interface RunFlags {
+  config?: string;
+  kubeconfig?: string;
+  master?: string;
+  proxyMode: 'iptables';
+  hostnameOverride?: string;
+  clusterCidr: string;
+  masqueradeAll: boolean;
+  nodeportAddresses: string;
+  iptablesMasqueradeBit: number;
+  iptablesSyncPeriod: number;
+  iptablesMinSyncPeriod: number;
+  healthzBindAddress: string;
+  metricsBindAddress: string;
+  bindAddressHardFail: boolean;
+  cleanup: boolean;
+  dryRun: boolean;
+  watchStallTimeout: number;
+}
+
+const durationFlag = (value: string): number => {
+  try {
+    return parseDuration(value, 'duration');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+};
+
+/** Registers `run` on the program. */
+export function runCommand(program: Command, log: Logger): Command {
+  return program
+    .command('run')
+    .description('watch the API server and keep this node\'s Service rules in sync (what a kube-proxy DaemonSet runs)')
+    .option('--config <file>', 'KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) file; flags given on the command line override it')
+    .option('--kubeconfig <file>', 'kubeconfig with the API server address and credentials (default: in-cluster service account)')
+    .option('--master <url>', 'API server address, overriding the kubeconfig\'s')
+    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(['iptables']).default('iptables'))
+    .option('--hostname-override <name>', 'this node\'s name (default: the host name)')
+    .option('--cluster-cidr <cidrs>', 'pod CIDR(s), one per family: traffic from outside them to ClusterIPs is masqueraded', '')
+    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
+    .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all)', '')
+    .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14)
+    .option('--iptables-sync-period <duration>', 'longest time between full syncs, which also repair flushed rules', durationFlag, 30_000)
+    .option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes within it are batched', durationFlag, 1_000)
+    .option('--healthz-bind-address <host:port>', '/healthz and /livez address; empty to disable', '0.0.0.0:10256')
+    .option('--metrics-bind-address <host:port>', '/metrics address; empty to disable', '127.0.0.1:10249')
+    .option('--bind-address-hard-fail', 'exit when the healthz or metrics port cannot be bound', false)
+    .option('--cleanup', 'remove kproxy\'s (and kube-proxy\'s) rules and exit', false)
+    .option('--dry-run', 'watch as usual but print each sync\'s rule changes on stdout instead of applying them', false)
+    .addOption(new Option('--watch-stall-timeout <duration>', 'restart a watch that stays silent this long').argParser(durationFlag).default(90_000).hideHelp())
+    .action(async (_opts: RunFlags, cmd: Command) => {
+      await runProxy(await resolveFlags(cmd, log), log);
+    });
+}
+
+/** Flags with the config file folded in: file values apply unless the flag was given explicitly. */
+async function resolveFlags(cmd: Command, log: Logger): Promise<RunFlags> {
+  const flags = cmd.opts<RunFlags>();
+  if (!flags.config) return flags;
+  const { settings, reports } = await loadConfigFile(flags.config);
+  for (const r of reports) log.warn({ config: flags.config, field: r.field, problem: r.problem }, r.message);
+  const merged: Record<string, unknown> = { ...flags };
+  for (const [key, value] of Object.entries(settings) as [keyof FileSettings, unknown][]) {
+    if (cmd.getOptionValueSource(key) !== 'cli') merged[key] = value;
+  }
+  return merged as unknown as RunFlags;
+}
+
+function parseCidrs(text: string, flag: string) {
+  try {
+    return cidrList(text);
+  } catch (err) {
+    throw new ConfigError(`${flag}: ${(err as Error).message}`);
+  }
+}
+
+async function startServer(what: string, address: string, hardFail: boolean, start: (bind: { host: string; port: number }) => Promise<http.Server>, log: Logger): Promise<http.Server | undefined> {
+  if (!address) return undefined;
+  try {
+    const server = await start(parseBindAddress(address));
+    log.info({ address }, `${what} server listening`);
+    return server;
+  } catch (err) {
+    if (hardFail) throw new ConfigError(`${what} server on ${address}: ${(err as Error).message}`);
+    log.error({ address, err: (err as Error).message }, `${what} server failed to start; continuing`);
+    return undefined;
+  }
+}
+
+async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
+  if (flags.cleanup) {
+    const removed = await cleanupIptables(systemIptables(FAMILY));
+    log.info({ chainsRemoved: removed }, 'cleanup done');
+    return;
+  }
+  if (flags.iptablesSyncPeriod <= 0) throw new ConfigError('--iptables-sync-period must be greater than 0');
+  const node = nodeName(flags);
+  const clusterCIDR = clusterCIDRFor(parseCidrs(flags.clusterCidr, '--cluster-cidr'), FAMILY);
+  const nodePortAddresses = parseCidrs(flags.nodeportAddresses, '--nodeport-addresses').filter((c) => c.family === FAMILY);
+  const kc = loadKubeConfig(flags.kubeconfig, flags.master);
+  if (!clusterCIDR && !flags.masqueradeAll) log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
+
+  const queue = new EventQueue();
+  const store = new ProxyStateStore(node);
+  const supervisor: SupervisorOptions = { stallMs: flags.watchStallTimeout };
+  const source = new KubeSource(kc, node, queue, log, supervisor);
+  const metrics = new ProxyMetrics(() => source.stats());
+  const health = new ProxyHealth(2 * flags.iptablesSyncPeriod);
+  let liberal = await tcpBeLiberal();
+  const backend = iptablesBackend(FAMILY, () => ({ conntrackTCPBeLiberal: liberal }));
+  const serviceHealth = flags.dryRun ? undefined : new ServiceHealthServers('0.0.0.0', () => health.healthy(Date.now()), log);
+
+  const servers = [
+    await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, b), log),
+    await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, b), log),
+  ];
+
+  const runner = new ProxyRunner({
+    store,
+    queue,
+    backend,
+    config: () => ({
+      family: FAMILY,
+      clusterCIDR,
+      masqueradeAll: flags.masqueradeAll,
+      masqueradeBit: flags.iptablesMasqueradeBit,
+      nodePortAddresses,
+      localAddresses: localAddresses(),
+    }),
+    timing: { minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
+    health,
+    metrics,
+    log,
+    ...(serviceHealth ? { healthChecks: (targets) => serviceHealth.update(targets) } : {}),
+    ...(flags.dryRun ? { dryRun: (change: string) => void process.stdout.write(`# sync at ${new Date().toISOString()}\n${change}`) } : {}),
+  });
+
+  const stop = new AbortController();
+  const onSignal = (signal: string) => {
+    log.info({ signal }, 'stopping; the rules stay in place');
+    stop.abort();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  // A bug in a library callback must not take the node's proxy down; it is logged and counted.
+  const onRejection = (err: unknown) => log.error({ err }, 'unhandled rejection');
+  process.on('unhandledRejection', onRejection);
+  const sysctlTimer = setInterval(() => void tcpBeLiberal().then((v) => (liberal = v)), flags.iptablesSyncPeriod);
+  sysctlTimer.unref();
+
+  log.info({ node, mode: flags.proxyMode, dryRun: flags.dryRun, server: kc.getCurrentCluster()?.server, minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod }, 'kproxy starting');
+  try {
+    await source.start();
+    await runner.run(stop.signal);
+  } finally {
+    clearInterval(sysctlTimer);
+    process.off('unhandledRejection', onRejection);
+    await source.stop();
+    await serviceHealth?.close();
+    for (const s of servers) {
+      s?.close();
+      s?.closeAllConnections();
+    }
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * The sync loop of `kproxy run`: drains source events into the state, and keeps the kernel's rules
+ * equal to the plan of that state. It owns the error handling (as Cilium's reconciler does): a
+ * failed write is logged, counted and retried with backoff, and the retry rewrites everything.
+ *
+ * Timing follows kube-proxy's `BoundedFrequencyRunner` use (pkg/proxy/iptables/proxier.go):
+ * changes are coalesced and synced no more often than `minSyncPeriodMs` after the previous sync
+ * started; a periodic sync every `syncPeriodMs` rewrites and verifies the rules even when nothing
+ * changed, which repairs rules someone else flushed. Nothing is written before Services,
+ * EndpointSlices and the Node have each been listed once (upstream waits for its informers'
+ * `HasSynced`), so a restart never writes a half-empty ruleset. Rules stay in the kernel when
+ * the loop stops.
+ * @module
+ */
+import type { Logger } from 'pino';
+import type { ProxyBackend, WriteReport } from '../backends/backend.ts';
+import { healthCheckTargets, type HealthCheckTarget } from '../planner/healthcheck.ts';
+import { planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
+import type { ObjectKind, RawObject } from '../sources/objects.ts';
+import type { EventQueue, SourceEvent } from '../sources/queue.ts';
+import type { ApplyResult, ProxyStateStore } from '../state/store.ts';
+import type { ProxyHealth } from '../server/health.ts';
+import type { ProxyMetrics } from '../server/metrics.ts';
+
+/** EndpointSlice annotation the EndpointSlice controller sets to the time of the triggering change. */
+export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+/** Timing of the sync loop, in milliseconds. */
+export interface RunnerTiming {
+  /** Least time between the starts of two syncs (`--iptables-min-sync-period`, default 1 s). */
+  readonly minSyncPeriodMs: number;
+  /** Longest time between two syncs (`--iptables-sync-period`, default 30 s). */
+  readonly syncPeriodMs: number;
+}
+
+/** What the runner needs; every part is plain data or a stage's own object. */
+export interface RunnerDeps<R> {
+  readonly store: ProxyStateStore;
+  readonly queue: EventQueue;
+  readonly backend: ProxyBackend<R>;
+  /** Read at every sync: node configuration, including the current local addresses. */
+  readonly config: () => ProxyConfig;
+  readonly timing: RunnerTiming;
+  readonly health: ProxyHealth;
+  readonly metrics: ProxyMetrics;
+  readonly log: Logger;
+  /** Given the health-check targets after every successful sync. */
+  readonly healthChecks?: (targets: readonly HealthCheckTarget[]) => Promise<void>;
+  /** Dry-run: hand each sync's change to this instead of writing it. */
+  readonly dryRun?: (change: string) => void;
+}
+
+/** Outcome of one sync, for tests and logs. */
+export interface SyncOutcome {
+  readonly ok: boolean;
+  readonly full: boolean;
+  readonly durationMs: number;
+  readonly plan: ProxyPlan | undefined;
+  readonly report: WriteReport | undefined;
+  readonly error: string | undefined;
+}
+
+const REQUIRED: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
+
+/** The sync loop. Create, then `run(signal)`; it resolves when the signal aborts. */
+export class ProxyRunner<R> {
+  readonly #d: RunnerDeps<R>;
+  readonly #synced = new Set<ObjectKind>();
+  #previous: R | undefined;
+  #pending = false;
+  #needFull = true;
+  #failures = 0;
+  #lastStart = 0;
+  #lastEnd = 0;
+  #retryAt = 0;
+  #triggerTimes: number[] = [];
+  #syncs = 0;
+
+  constructor(deps: RunnerDeps<R>) {
+    this.#d = deps;
+  }
+
+  /** Successful and failed syncs so far. */
+  get syncs(): number {
+    return this.#syncs;
+  }
+
+  /** Every required resource has been listed at least once. */
+  get ready(): boolean {
+    return REQUIRED.every((k) => this.#synced.has(k));
+  }
+
+  /** Runs until `signal` aborts. Never throws; sync failures are retried. */
+  async run(signal: AbortSignal): Promise<void> {
+    const { queue, timing, health } = this.#d;
+    health.queued(Date.now());
+    while (!signal.aborted) {
+      this.#drain();
+      const now = Date.now();
+      const due = this.#nextSyncAt();
+      if (due <= now) {
+        await this.syncOnce();
+        continue;
+      }
+      await queue.wait(Math.min(due - now, timing.syncPeriodMs), signal);
+    }
+  }
+
+  /** When the next sync should start (ms since the epoch); Infinity while not ready. */
+  #nextSyncAt(): number {
+    if (!this.ready) return Infinity;
+    const { minSyncPeriodMs, syncPeriodMs } = this.#d.timing;
+    const periodic = this.#lastEnd + syncPeriodMs;
+    if (!this.#pending && !this.#needFull) return periodic;
+    return Math.min(periodic, Math.max(this.#lastStart + minSyncPeriodMs, this.#retryAt));
+  }
+
+  /** Applies queued events to the state. */
+  #drain(): void {
+    const events = this.#d.queue.drain();
+    if (events.length === 0) return;
+    let services = 0;
+    let endpoints = 0;
+    for (const event of events) {
+      try {
+        if (event.type === 'synced') {
+          if (!this.#synced.has(event.kind)) this.#d.log.info({ resource: event.kind }, 'initial list received');
+          this.#synced.add(event.kind);
+          continue;
+        }
+        if (event.kind === 'Service') services++;
+        if (event.kind === 'EndpointSlice') {
+          endpoints++;
+          const trigger = triggerTime(event.object);
+          if (trigger !== undefined) this.#triggerTimes.push(trigger);
+        }
+        this.#apply(event);
+      } catch (err) {
+        // The state stage validates everything; this is a bug, not bad input. Keep going.
+        this.#d.log.error({ err, kind: event.type === 'synced' ? undefined : event.kind }, 'applying an event failed');
+      }
+    }
+    const { metrics, health } = this.#d;
+    metrics.serviceChangesTotal.inc(services);
+    metrics.endpointChangesTotal.inc(endpoints);
+    if (services + endpoints > 0 || events.some((e) => e.kind === 'Node')) {
+      this.#pending = true;
+      health.queued(Date.now());
+      metrics.lastQueued.setToCurrentTime();
+    }
+    metrics.serviceChangesPending.inc(services);
+    metrics.endpointChangesPending.inc(endpoints);
+  }
+
+  #apply(event: Exclude<SourceEvent, { type: 'synced' }>): void {
+    const { store, health } = this.#d;
+    if (event.type === 'delete') {
+      const key = objectKey(event.object);
+      if (event.kind === 'Node') health.setNodeEligible(false);
+      else if (key !== undefined) (event.kind === 'Service' ? store.deleteService(key) : store.deleteEndpointSlice(key));
+      return;
+    }
+    const result =
+      event.kind === 'Service' ? store.applyService(event.object) : event.kind === 'EndpointSlice' ? store.applyEndpointSlice(event.object) : store.applyNode(event.object);
+    if (event.kind === 'Node' && !result.ignored && result.issues.length === 0) health.setNodeEligible(!store.node.deleting);
+    this.#report(event.kind, result);
+  }
+
+  #report(kind: ObjectKind, result: ApplyResult): void {
+    for (const issue of result.issues) {
+      this.#d.metrics.invalidObjects.inc({ kind: issue.kind, skipped: issue.skipped });
+      this.#d.log.warn(
+        { kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped },
+        `skipping ${issue.skipped === 'object' ? issue.kind : `endpoint of ${issue.kind}`} ${issue.object}: ${issue.message}`,
+      );
+    }
+    if (result.ignored) this.#d.log.debug({ kind }, `ignored: ${result.ignored}`);
+  }
+
+  /**
+   * Plans, renders and writes (or prints) the rules once. A periodic or first sync, or the first
+   * after a failure, is full. Never throws.
+   */
+  async syncOnce(): Promise<SyncOutcome> {
+    const { store, backend, metrics, health, log } = this.#d;
+    const started = performance.now();
+    this.#lastStart = Date.now();
+    const full = this.#needFull || !this.#pending;
+    const dirty = store.takeDirty();
+    const triggers = this.#triggerTimes;
+    this.#triggerTimes = [];
+    this.#pending = false;
+    this.#syncs++;
+    let plan: ProxyPlan | undefined;
+    let report: WriteReport | undefined;
+    try {
+      plan = planProxy(store.servicePortStates(), store.node, this.#d.config());
+      const rules = backend.render(plan);
+      if (this.#d.dryRun) {
+        const change = backend.describeChange(this.#previous, rules);
+        if (change !== undefined) this.#d.dryRun(change);
+      } else {
+        report = await backend.write(rules, { full, previous: this.#previous });
+      }
+      this.#previous = rules;
+    } catch (err) {
+      const message = (err as Error).message;
+      this.#failures++;
+      this.#needFull = true;
+      this.#pending = true;
+      for (const key of dirty) store.markDirty(key);
+      this.#triggerTimes.push(...triggers);
+      const backoff = Math.min(this.#d.timing.syncPeriodMs, this.#d.timing.minSyncPeriodMs * 2 ** Math.min(this.#failures, 10));
+      this.#retryAt = Date.now() + backoff;
+      this.#lastEnd = Date.now();
+      metrics.restoreFailures.inc();
+      log.error({ err: message, retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
+      return { ok: false, full, durationMs: performance.now() - started, plan, report, error: message };
+    }
+    const seconds = (performance.now() - started) / 1000;
+    this.#failures = 0;
+    this.#needFull = false;
+    this.#retryAt = 0;
+    this.#lastEnd = Date.now();
+    health.updated(Date.now());
+    metrics.syncDuration.observe(seconds);
+    (full ? metrics.syncFullDuration : metrics.syncPartialDuration).observe(seconds);
+    metrics.lastSync.setToCurrentTime();
+    metrics.serviceChangesPending.set(0);
+    metrics.endpointChangesPending.set(0);
+    metrics.noLocalEndpoints.set({ traffic_policy: 'internal' }, plan.noLocalEndpointsInternal);
+    metrics.noLocalEndpoints.set({ traffic_policy: 'external' }, plan.noLocalEndpointsExternal);
+    if (report) {
+      for (const [table, n] of Object.entries(report.rulesWritten)) metrics.rulesLast.set({ table }, n);
+      for (const [table, n] of Object.entries(report.rulesTotal)) metrics.rulesTotal.set({ table }, n);
+    }
+    const now = Date.now();
+    for (const t of triggers) if (t <= now) metrics.networkProgramming.observe((now - t) / 1000);
+    log.info({ full, seconds: Number(seconds.toFixed(4)), servicesChanged: dirty.size, servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints, rulesWritten: report?.rulesWritten, chainsDeleted: report?.chainsDeleted }, 'proxy rules synced');
+    if (this.#d.healthChecks) {
+      try {
+        await this.#d.healthChecks(healthCheckTargets(store.servicePortStates(), store.nodeName, plan.family));
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'updating health check servers failed');
+      }
+    }
+    return { ok: true, full, durationMs: seconds * 1000, plan, report, error: undefined };
+  }
+}
+
+/** `namespace/name` of a raw object when both are plain names; undefined otherwise. */
+function objectKey(o: RawObject): string | undefined {
+  const ns = o.metadata?.namespace ?? 'default';
+  const name = o.metadata?.name;
+  return typeof ns === 'string' && typeof name === 'string' ? `${ns}/${name}` : undefined;
+}
+
+/** The slice's trigger-time annotation in ms since the epoch, if present and valid. */
+function triggerTime(o: RawObject): number | undefined {
+  const annotations = (o.metadata as { annotations?: unknown } | undefined)?.annotations;
+  const value = typeof annotations === 'object' && annotations !== null ? (annotations as Record<string, unknown>)[TRIGGER_TIME_ANNOTATION] : undefined;
+  if (typeof value !== 'string' || value.length > 64) return undefined;
+  const t = Date.parse(value);
+  return Number.isFinite(t) ? t : undefined;
+}
