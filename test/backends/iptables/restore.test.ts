@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildCleanupScript, buildRestoreScript, parseSave } from '../../../src/backends/iptables/restore.ts';
+import { buildChangeScript, buildCleanupScript, buildRestoreScript, parseSave } from '../../../src/backends/iptables/restore.ts';
 import { endpoint, endpointSlice, service } from '../../support/objects.ts';
 import { rules } from '../../support/pipeline.ts';
 
@@ -72,5 +72,30 @@ describe('iptables-restore scripts', () => {
       '',
     ]);
     expect(buildCleanupScript({ filter: parseSave('*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n', 'filter') })).toBeUndefined();
+  });
+});
+
+describe('buildChangeScript (what run --dry-run prints)', () => {
+  const PORTS = [{ name: 'http', port: 80 }];
+  const a = service('demo/a', { clusterIP: '10.96.0.1', ports: PORTS });
+  const b = service('demo/b', { clusterIP: '10.96.0.2', ports: PORTS });
+  const epsA = (ip: string) => endpointSlice('demo/a', PORTS, [endpoint(ip)]);
+
+  it('is the whole ruleset on the first sync and nothing when nothing changed', () => {
+    const first = rules([a, epsA('10.180.0.1')]);
+    expect(buildChangeScript(undefined, first)).toBe(buildRestoreScript(first));
+    expect(buildChangeScript(first, rules([a, epsA('10.180.0.1')]))).toBeUndefined();
+  });
+
+  it('holds only changed chains, with -X for chains that are gone', () => {
+    const before = rules([a, b, epsA('10.180.0.1')]);
+    const after = rules([a, b, epsA('10.180.0.2')]);
+    const change = buildChangeScript(before, after)!;
+    const declared = change.split('\n').filter((l) => l.startsWith(':')).map((l) => l.split(' ')[0]);
+    expect(declared.some((c) => c!.startsWith(':KUBE-SVC-'))).toBe(true);
+    expect(declared.filter((c) => c!.startsWith(':KUBE-SEP-'))).toHaveLength(2); // new one, and the old one to delete
+    expect(change.split('\n').filter((l) => l.startsWith('-X '))).toHaveLength(1);
+    expect(change).not.toContain('*filter');
+    expect(change).not.toContain('demo/b');
   });
 });

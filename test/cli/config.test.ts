@@ -1,0 +1,135 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, interpretConfig, loadConfigFile, parseDuration } from '../../src/cli/config.ts';
+
+/** The config.conf kubeadm writes into the kube-proxy ConfigMap (v1.30), with our values set. */
+const KUBEADM = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+bindAddress: 0.0.0.0
+bindAddressHardFail: false
+clientConnection:
+  acceptContentTypes: ""
+  burst: 0
+  contentType: ""
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+  qps: 0
+clusterCIDR: 10.244.0.0/16
+configSyncPeriod: 0s
+conntrack:
+  maxPerCore: null
+  min: null
+  tcpBeLiberal: false
+  tcpCloseWaitTimeout: null
+  tcpEstablishedTimeout: null
+  udpStreamTimeout: 0s
+  udpTimeout: 0s
+detectLocal:
+  bridgeInterface: ""
+  interfaceNamePrefix: ""
+detectLocalMode: ""
+enableProfiling: false
+healthzBindAddress: ""
+hostnameOverride: ""
+iptables:
+  localhostNodePorts: null
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+ipvs:
+  excludeCIDRs: null
+  minSyncPeriod: 0s
+  scheduler: ""
+  strictARP: false
+  syncPeriod: 0s
+  tcpFinTimeout: 0s
+  tcpTimeout: 0s
+  udpTimeout: 0s
+kind: KubeProxyConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+  verbosity: 0
+metricsBindAddress: ""
+mode: ""
+nftables:
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+nodePortAddresses: null
+oomScoreAdj: null
+portRange: ""
+showHiddenMetricsForVersion: ""
+winkernel:
+  enableDSR: false
+  forwardHealthCheckVip: false
+  networkName: ""
+  rootHnsEndpointName: ""
+  sourceVip: ""
+`;
+
+function file(text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'kproxy-config-')), 'config.conf');
+  writeFileSync(path, text);
+  return path;
+}
+
+describe('KubeProxyConfiguration v1alpha1', () => {
+  it('reads kubeadm\'s file: applies what it sets, reports nothing for defaults', async () => {
+    const { settings, reports } = await loadConfigFile(file(KUBEADM));
+    expect(reports).toEqual([]);
+    expect(settings).toEqual({ kubeconfig: '/var/lib/kube-proxy/kubeconfig.conf', clusterCidr: '10.244.0.0/16', bindAddressHardFail: false, masqueradeAll: false });
+  });
+
+  it('applies iptables timing, mode, bit and node port addresses', () => {
+    const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'iptables', iptables: { syncPeriod: '1m30s', minSyncPeriod: '500ms', masqueradeBit: 15 }, nodePortAddresses: ['192.0.2.0/24', '198.18.0.0/15'], healthzBindAddress: '0.0.0.0:10256', metricsBindAddress: '0.0.0.0:10249' };
+    expect(interpretConfig(doc).settings).toEqual({ proxyMode: 'iptables', iptablesSyncPeriod: 90_000, iptablesMinSyncPeriod: 500, iptablesMasqueradeBit: 15, nodeportAddresses: '192.0.2.0/24,198.18.0.0/15', healthzBindAddress: '0.0.0.0:10256', metricsBindAddress: '0.0.0.0:10249' });
+  });
+
+  it('reports unknown fields and unsupported values, never silently', () => {
+    const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', frobnicate: 1, iptables: { localhostNodePorts: true, typo: 1 }, conntrack: { maxPerCore: 32768 }, detectLocalMode: 'InterfaceNamePrefix', featureGates: { Foo: true } };
+    const { reports } = interpretConfig(doc);
+    expect(reports.map((r) => `${r.problem} ${r.field}`).sort()).toEqual([
+      'unknown frobnicate',
+      'unknown iptables.typo',
+      'unsupported conntrack.maxPerCore',
+      'unsupported detectLocalMode',
+      'unsupported featureGates',
+      'unsupported iptables.localhostNodePorts',
+    ]);
+  });
+
+  it('rejects a wrong kind, another proxy mode and invalid values of applied fields', () => {
+    const base = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
+    expect(() => interpretConfig({ ...base, kind: 'KubeletConfiguration' })).toThrow(ConfigError);
+    expect(() => interpretConfig({ ...base, apiVersion: 'kubeproxy.config.k8s.io/v1alpha2' })).toThrow(/apiVersion/);
+    expect(() => interpretConfig({ ...base, mode: 'ipvs' })).toThrow(/ipvs/);
+    expect(() => interpretConfig({ ...base, iptables: { masqueradeBit: 32 } })).toThrow(/0-31/);
+    expect(() => interpretConfig({ ...base, iptables: { syncPeriod: '30 seconds' } })).toThrow(/duration/);
+    expect(() => interpretConfig({ ...base, nodePortAddresses: ['primary'] })).toThrow(/primary/);
+    expect(() => interpretConfig([base])).toThrow(ConfigError);
+  });
+
+  it('fails clearly on unreadable or duplicate-key YAML', async () => {
+    await expect(loadConfigFile('/nonexistent/config.conf')).rejects.toThrow(/cannot read/);
+    await expect(loadConfigFile(file('kind: KubeProxyConfiguration\nkind: Other\n'))).rejects.toThrow(/not valid YAML/);
+  });
+});
+
+describe('parseDuration', () => {
+  it.each([
+    ['30s', 30_000],
+    ['1m', 60_000],
+    ['2h22m', 8_520_000],
+    ['500ms', 500],
+    ['1.5s', 1_500],
+    ['0s', 0],
+    ['0', 0],
+  ])('%s is %d ms', (text, ms) => expect(parseDuration(text, 'f')).toBe(ms));
+
+  it.each(['', '30', '-1s', '1d', 's', '1s ', '1m x'])('rejects %j', (text) => expect(() => parseDuration(text, 'f')).toThrow(ConfigError));
+});
