@@ -6,7 +6,7 @@
  * repaired by the periodic sync, and /healthz, /livez, the health-check node port and /metrics
  * answer as upstream's do.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeconfigFor, TestApiServer } from '../support/apiserver.ts';
@@ -189,5 +189,18 @@ describe('kproxy run on a node', () => {
     expect(onlyFrom('web-1', 'web-3')(await toWeb())).toBe(true);
     expect(readFileSync(logs.stderr, 'utf8')).toContain('stopping; the rules stay in place');
   });
-});
 
+  it('run --dry-run prints each sync\'s changes and writes nothing', async () => {
+    await c.kproxy(['cleanup']);
+    const dry = c.startAgent([...args, '--dry-run']);
+    const printed = () => (existsSync(dry.stdout) ? readFileSync(dry.stdout, 'utf8') : '');
+    await eventuallyHttp(async () => printed(), (t) => t.includes('-A KUBE-SERVICES'));
+    api.apply('endpointslices', web(['10.244.2.10']) as never);
+    await eventuallyHttp(async () => printed(), (t) => t.split('# sync at').length === 3);
+    const second = printed().split('# sync at')[2]!;
+    expect(second).toContain('10.244.2.10');
+    expect(second).not.toContain('*filter');
+    expect(await c.onNode('iptables-save', [])).not.toContain('KUBE-');
+    await c.stopAgent('SIGTERM');
+  });
+});
