@@ -43,6 +43,37 @@ interface RunFlags {
   watchStallTimeout: number;
 }
 
+/**
+ * kube-proxy flags kproxy accepts but does not implement (cmd/kube-proxy/app/options.go): a
+ * kube-proxy command line carries over, and each of these is logged as unsupported. Any other
+ * unknown flag is a usage error.
+ */
+const UPSTREAM_ONLY_FLAGS = new Set([
+  'v', 'vmodule', 'feature-gates', 'bind-address', 'oom-score-adj', 'profiling', 'proxy-port-range', 'config-sync-period',
+  'kube-api-burst', 'kube-api-qps', 'kube-api-content-type', 'detect-local-mode', 'pod-bridge-interface', 'pod-interface-name-prefix',
+  'conntrack-max-per-core', 'conntrack-min', 'conntrack-tcp-timeout-established', 'conntrack-tcp-timeout-close-wait', 'conntrack-tcp-be-liberal',
+  'conntrack-udp-timeout', 'conntrack-udp-timeout-stream', 'iptables-localhost-nodeports', 'ipvs-exclude-cidrs', 'ipvs-min-sync-period',
+  'ipvs-scheduler', 'ipvs-strict-arp', 'ipvs-sync-period', 'ipvs-tcp-timeout', 'ipvs-tcpfin-timeout', 'ipvs-udp-timeout',
+  'nftables-min-sync-period', 'nftables-sync-period', 'show-hidden-metrics-for-version', 'logging-format', 'log-flush-frequency',
+  'log-json-info-buffer-size', 'log-json-split-stream', 'log-text-info-buffer-size', 'log-text-split-stream', 'init-only', 'write-config-to',
+  'healthz-port', 'metrics-port', 'masquerade-all-udp', 'boot-id-file',
+]);
+
+/**
+ * Splits the arguments commander could not place into upstream-only flags (reported) and errors.
+ * @throws InvalidArgumentError naming the first flag that is neither kproxy's nor kube-proxy's
+ */
+export function upstreamOnlyFlags(args: readonly string[]): string[] {
+  const flags: string[] = [];
+  for (const arg of args) {
+    const m = /^--?([a-z0-9-]+)(=.*)?$/.exec(arg);
+    if (!m) continue; // a value of the previous flag
+    if (!UPSTREAM_ONLY_FLAGS.has(m[1]!)) throw new InvalidArgumentError(`unknown flag ${JSON.stringify(arg.split('=')[0])}`);
+    flags.push(m[1]!);
+  }
+  return flags;
+}
+
 const durationFlag = (value: string): number => {
   try {
     return parseDuration(value, 'duration');
@@ -73,7 +104,16 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--cleanup', 'remove kproxy\'s (and kube-proxy\'s) rules and exit', false)
     .option('--dry-run', 'watch as usual but print each sync\'s rule changes on stdout instead of applying them', false)
     .addOption(new Option('--watch-stall-timeout <duration>', 'restart a watch that stays silent this long').argParser(durationFlag).default(90_000).hideHelp())
+    .allowUnknownOption()
+    .allowExcessArguments()
     .action(async (_opts: RunFlags, cmd: Command) => {
+      let ignored: string[];
+      try {
+        ignored = upstreamOnlyFlags(cmd.args);
+      } catch (err) {
+        cmd.error((err as Error).message, { exitCode: 2 });
+      }
+      for (const flag of ignored) log.warn({ flag: `--${flag}` }, `kube-proxy flag --${flag} is not supported by kproxy and has no effect`);
       await runProxy(await resolveFlags(cmd, log), log);
     });
 }
@@ -122,7 +162,12 @@ async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   const node = nodeName(flags);
   const clusterCIDR = clusterCIDRFor(parseCidrs(flags.clusterCidr, '--cluster-cidr'), FAMILY);
   const nodePortAddresses = parseCidrs(flags.nodeportAddresses, '--nodeport-addresses').filter((c) => c.family === FAMILY);
-  const kc = loadKubeConfig(flags.kubeconfig, flags.master);
+  let kc: ReturnType<typeof loadKubeConfig>;
+  try {
+    kc = loadKubeConfig(flags.kubeconfig, flags.master);
+  } catch (err) {
+    throw new ConfigError(`cannot load the kubeconfig${flags.kubeconfig ? ` ${flags.kubeconfig}` : ''}: ${(err as Error).message}`);
+  }
   if (!clusterCIDR && !flags.masqueradeAll) log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
 
   const queue = new EventQueue();
