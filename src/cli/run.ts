@@ -8,6 +8,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type http from 'node:http';
 import type { Logger } from 'pino';
+import { deleteConntrackEntries } from '../backends/conntrack.ts';
 import { iptablesBackend } from '../backends/iptables/backend.ts';
 import { cleanupIptables, systemIptables } from '../backends/iptables/writer.ts';
 import { ProxyRunner } from '../runner/runner.ts';
@@ -201,6 +202,7 @@ async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
     health,
     metrics,
     log,
+    conntrack: deleteConntrackEntries,
     ...(serviceHealth ? { healthChecks: (targets) => serviceHealth.update(targets) } : {}),
     ...(flags.dryRun ? { dryRun: (change: string) => void process.stdout.write(`# sync at ${new Date().toISOString()}\n${change}`) } : {}),
   });

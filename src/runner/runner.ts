@@ -15,6 +15,7 @@
 import type { Logger } from 'pino';
 import type { ProxyBackend, WriteReport } from '../backends/backend.ts';
 import { healthCheckTargets, type HealthCheckTarget } from '../planner/healthcheck.ts';
+import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
 import { planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
 import type { ObjectKind, RawObject } from '../sources/objects.ts';
 import type { EventQueue, SourceEvent } from '../sources/queue.ts';
@@ -48,6 +49,8 @@ export interface RunnerDeps<R> {
   readonly healthChecks?: (targets: readonly HealthCheckTarget[]) => Promise<void>;
   /** Dry-run: hand each sync's change to this instead of writing it. */
   readonly dryRun?: (change: string) => void;
+  /** Deletes stale UDP conntrack entries after a successful write; returns error messages. */
+  readonly conntrack?: (filters: readonly ConntrackFilter[]) => Promise<string[]>;
 }
 
 /** Outcome of one sync, for tests and logs. */
@@ -67,6 +70,7 @@ export class ProxyRunner<R> {
   readonly #d: RunnerDeps<R>;
   readonly #synced = new Set<ObjectKind>();
   #previous: R | undefined;
+  #previousPlan: ProxyPlan | undefined;
   #pending = false;
   #needFull = true;
   #failures = 0;
@@ -203,6 +207,12 @@ export class ProxyRunner<R> {
         report = await backend.write(rules, { full, previous: this.#previous });
       }
       this.#previous = rules;
+      const stale = staleUDPFlows(this.#previousPlan, plan);
+      this.#previousPlan = plan;
+      if (stale.length > 0 && this.#d.conntrack && !this.#d.dryRun) {
+        const errors = await this.#d.conntrack(stale);
+        for (const e of errors) log.warn({ err: e }, 'deleting stale UDP conntrack entries failed');
+      }
     } catch (err) {
       const message = (err as Error).message;
       this.#failures++;

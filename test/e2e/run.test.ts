@@ -55,9 +55,9 @@ describe('kproxy run on a node', () => {
 
   beforeAll(async () => {
     c = await TestCluster.create([
-      { name: 'web-1', ip: '10.244.1.10', node: 'node-1', tcp: [8080] },
+      { name: 'web-1', ip: '10.244.1.10', node: 'node-1', tcp: [8080], udp: [5353] },
       { name: 'web-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080] },
-      { name: 'web-3', ip: '10.244.1.11', node: 'node-1', tcp: [8080] },
+      { name: 'web-3', ip: '10.244.1.11', node: 'node-1', tcp: [8080], udp: [5353] },
       { name: 'src', ip: '10.244.1.99', node: 'node-1' },
     ]);
     api = new TestApiServer();
@@ -182,6 +182,18 @@ describe('kproxy run on a node', () => {
       expect(metrics.body).toContain(name);
     }
     expect((await c.httpGet('client', `http://${NODE1_EXT_IP}:10249/metrics`)).error).toBeDefined();
+  });
+
+  it('deletes stale UDP conntrack entries when an endpoint goes away', async () => {
+    const DNS = '10.96.5.53';
+    const dnsSlice = (ip: string) => endpointSlice('demo/dns', [{ name: 'dns', port: 5353, protocol: 'UDP' }], [endpoint(ip, { node: 'node-1' })]);
+    api.apply('services', service('demo/dns', { clusterIP: DNS, ports: [{ name: 'dns', port: 53, targetPort: 5353, protocol: 'UDP' }] }) as never);
+    api.apply('endpointslices', dnsSlice('10.244.1.10') as never);
+    // One fixed source port: every probe is the same UDP flow, kept alive in conntrack.
+    const ask = () => c.probe('src', 'udp', DNS, 53, { count: 1, sport: 40053, timeoutMs: 500 });
+    await eventually(ask, onlyFrom('web-1'));
+    api.apply('endpointslices', dnsSlice('10.244.1.11') as never);
+    await eventually(ask, onlyFrom('web-3'));
   });
 
   it('stops on SIGTERM and leaves the rules in place', async () => {
