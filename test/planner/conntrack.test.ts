@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { staleUDPFlows } from '../../src/planner/conntrack.ts';
-import { endpoint, endpointSlice, service } from '../support/objects.ts';
+import { endpoint, endpointSlice, service, type PortSpec } from '../support/objects.ts';
 import { plan } from '../support/pipeline.ts';
 
-const DNS = (ports = [{ name: 'dns', port: 53, protocol: 'UDP' as const, nodePort: 30053 }]) =>
+const DNS = (ports: PortSpec[] = [{ name: 'dns', port: 53, protocol: 'UDP', nodePort: 30053 }]) =>
   service('kube-system/dns', { type: 'NodePort', clusterIP: '10.96.0.10', externalIPs: ['198.51.100.5'], ports });
 const eps = (...ips: string[]) => endpointSlice('kube-system/dns', [{ name: 'dns', port: 53, protocol: 'UDP' }], ips.map((ip) => endpoint(ip)));
 
