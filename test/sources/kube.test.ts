@@ -107,16 +107,11 @@ describe('listCollection', () => {
     const { api, kc } = await fixtureServer();
     cleanup.push(() => api.close());
     const first = await listCollection(kc, proxyResources('node-1')[0]!, 100);
-    let calls = 0;
-    // Expire tokens right after the first page is served.
-    const original = api.requests.push.bind(api.requests);
-    api.requests.push = (...r: string[]) => {
-      if (++calls === 2) api.expireContinueTokens();
-      return original(...r);
-    };
+    api.expireContinueTokensAfterNextPage();
     const paged = await listCollection(kc, proxyResources('node-1')[0]!, 2);
     expect(paged.items.map((i) => i.metadata?.name)).toEqual(first.items.map((i) => i.metadata?.name));
-    expect(api.requests.filter((r) => r.includes('continue=')).length).toBeGreaterThan(1);
+    // The first list, then the paged one's first page, its 410'd second page, and a fresh first page.
+    expect(api.requests.filter((r) => r.startsWith('GET /api/v1/services?') && !r.includes('continue=')).length).toBe(3);
   });
 
   it('reports an error status with the server message', async () => {

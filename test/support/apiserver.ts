@@ -78,6 +78,7 @@ export class TestApiServer {
   #rv = 1000;
   #oldestRv = 0;
   #tokenEpoch = 0;
+  #expireAfterPage = false;
   readonly #store = new Map<Collection, Map<string, Obj>>(Object.keys(COLLECTIONS).map((c) => [c as Collection, new Map()]));
   readonly #history: { rv: number; collection: Collection; type: EventType; object: Obj }[] = [];
   readonly #watchers = new Set<Watcher>();
@@ -102,7 +103,7 @@ export class TestApiServer {
 
   /** Listens on a socket handle made elsewhere (e.g. inside a network namespace). */
   async listenOn(handle: unknown): Promise<void> {
-    await new Promise<void>((resolve) => this.#server.listen(handle as net_ListenHandle, resolve));
+    await new Promise<void>((resolve) => this.#server.listen(handle as ListenHandle, resolve));
   }
 
   async close(): Promise<void> {
@@ -158,6 +159,11 @@ export class TestApiServer {
   /** Continue tokens handed out so far now get 410 Expired. */
   expireContinueTokens(): void {
     this.#tokenEpoch++;
+  }
+
+  /** Expires the continue tokens once, right after the next list page is served (a list racing compaction). */
+  expireContinueTokensAfterNextPage(): void {
+    this.#expireAfterPage = true;
   }
 
   /** Sends a BOOKMARK with the current RV to watchers that asked for bookmarks. */
@@ -234,6 +240,10 @@ export class TestApiServer {
       }
       // Real list items carry no kind/apiVersion (kubernetes/kubernetes#3030).
       const items = page.map(({ kind: _k, apiVersion: _a, ...rest }) => rest);
+      if (this.#expireAfterPage) {
+        this.#expireAfterPage = false;
+        this.#tokenEpoch++;
+      }
       return json(res, 200, { kind: c.listKind, apiVersion: c.apiVersion, metadata, items });
     }
 
@@ -258,7 +268,7 @@ export class TestApiServer {
   }
 }
 
-type net_ListenHandle = Parameters<http.Server['listen']>[0];
+type ListenHandle = Parameters<http.Server['listen']>[0];
 
 function key(o: Obj): string {
   return `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
