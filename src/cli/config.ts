@@ -104,7 +104,7 @@ const ignore: Rule = { ignore: true };
 const RULES: Record<string, Rule> = {
   apiVersion: ignore,
   kind: ignore,
-  featureGates: unsupported('feature gates are not implemented; kproxy has the GA behaviour of each feature'),
+  featureGates: unsupported('kproxy has no feature gates: every feature it has behaves as upstream\'s GA version'),
   'clientConnection.kubeconfig': str('kubeconfig'),
   'clientConnection.acceptContentTypes': ignore,
   'clientConnection.contentType': ignore,

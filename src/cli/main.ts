@@ -15,6 +15,7 @@ import { readObjectFiles, SourceError } from '../sources/file.ts';
 import { ProxyStateStore } from '../state/store.ts';
 import { localAddresses, tcpBeLiberal } from './host.ts';
 import { runCommand } from './run.ts';
+import { logApplyResult } from '../runner/runner.ts';
 import { ConfigError } from './config.ts';
 import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
 
@@ -26,16 +27,9 @@ async function loadState(flags: ProxyFlags, log: Logger): Promise<ProxyStateStor
   for (const w of input.warnings) log.warn({ file: w.file }, w.message);
   const store = new ProxyStateStore(nodeName(flags));
   let invalid = 0;
-  const report = (kind: string, result: ReturnType<ProxyStateStore['applyService']>) => {
-    for (const issue of result.issues) {
-      invalid++;
-      log.warn({ kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped }, `skipping ${issue.skipped === 'object' ? issue.kind : 'endpoint of ' + issue.kind} ${issue.object}: ${issue.message}`);
-    }
-    if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);
-  };
-  for (const o of input.nodes) report('Node', store.applyNode(o));
-  for (const o of input.services) report('Service', store.applyService(o));
-  for (const o of input.endpointSlices) report('EndpointSlice', store.applyEndpointSlice(o));
+  for (const o of input.nodes) invalid += logApplyResult(log, 'Node', store.applyNode(o));
+  for (const o of input.services) invalid += logApplyResult(log, 'Service', store.applyService(o));
+  for (const o of input.endpointSlices) invalid += logApplyResult(log, 'EndpointSlice', store.applyEndpointSlice(o));
   log.info({ services: store.serviceCount, invalid, node: store.node.name, zone: store.node.zone }, 'input loaded');
   return store;
 }

@@ -36,9 +36,9 @@ export function staleUDPFlows(previous: ProxyPlan | undefined, next: ProxyPlan):
   for (const before of previous.servicePorts) {
     if (before.protocol !== 'UDP') continue;
     const after = now.get(key(before));
-    const serving = new Set((after?.reachableEndpoints ?? []).filter((e) => e.port === before.reachableEndpoints.find((o) => o.ip === e.ip)?.port).map((e) => e.ip));
+    const serving = new Set((after?.reachableEndpoints ?? []).map((e) => e.hostPort));
     for (const e of before.reachableEndpoints) {
-      if (serving.has(e.ip)) continue;
+      if (serving.has(e.hostPort)) continue;
       for (const dst of addressesOf(before)) add({ origDst: dst, replySrc: e.ip });
       if (before.nodePort !== 0) add({ origPortDst: before.nodePort, replySrc: e.ip });
     }

@@ -19,6 +19,7 @@ import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
 import { planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
 import type { ObjectKind, RawObject } from '../sources/objects.ts';
 import type { EventQueue, SourceEvent } from '../sources/queue.ts';
+import type { ServicePortState } from '../state/model.ts';
 import type { ApplyResult, ProxyStateStore } from '../state/store.ts';
 import type { ProxyHealth } from '../server/health.ts';
 import type { ProxyMetrics } from '../server/metrics.ts';
@@ -171,14 +172,8 @@ export class ProxyRunner<R> {
   }
 
   #report(kind: ObjectKind, result: ApplyResult): void {
-    for (const issue of result.issues) {
-      this.#d.metrics.invalidObjects.inc({ kind: issue.kind, skipped: issue.skipped });
-      this.#d.log.warn(
-        { kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped },
-        `skipping ${issue.skipped === 'object' ? issue.kind : `endpoint of ${issue.kind}`} ${issue.object}: ${issue.message}`,
-      );
-    }
-    if (result.ignored) this.#d.log.debug({ kind }, `ignored: ${result.ignored}`);
+    for (const issue of result.issues) this.#d.metrics.invalidObjects.inc({ kind: issue.kind, skipped: issue.skipped });
+    logApplyResult(this.#d.log, kind, result);
   }
 
   /**
@@ -195,10 +190,12 @@ export class ProxyRunner<R> {
     this.#triggerTimes = [];
     this.#pending = false;
     this.#syncs++;
+    let states: ServicePortState[] = [];
     let plan: ProxyPlan | undefined;
     let report: WriteReport | undefined;
     try {
-      plan = planProxy(store.servicePortStates(), store.node, this.#d.config());
+      states = store.servicePortStates();
+      plan = planProxy(states, store.node, this.#d.config());
       const rules = backend.render(plan);
       if (this.#d.dryRun) {
         const change = backend.describeChange(this.#previous, rules);
@@ -249,13 +246,29 @@ export class ProxyRunner<R> {
     log.info({ full, seconds: Number(seconds.toFixed(4)), servicesChanged: dirty.size, servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints, rulesWritten: report?.rulesWritten, chainsDeleted: report?.chainsDeleted }, 'proxy rules synced');
     if (this.#d.healthChecks) {
       try {
-        await this.#d.healthChecks(healthCheckTargets(store.servicePortStates(), store.nodeName, plan.family));
+        await this.#d.healthChecks(healthCheckTargets(states, store.nodeName, plan.family));
       } catch (err) {
         log.error({ err: (err as Error).message }, 'updating health check servers failed');
       }
     }
     return { ok: true, full, durationMs: seconds * 1000, plan, report, error: undefined };
   }
+}
+
+/**
+ * Logs what applying one object did: a warning per skipped object or endpoint, naming it and the
+ * field; a debug line when it is deliberately not proxied. Shared by `run` and the file commands.
+ * @returns the number of issues logged
+ */
+export function logApplyResult(log: Logger, kind: ObjectKind, result: ApplyResult): number {
+  for (const issue of result.issues) {
+    log.warn(
+      { kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped },
+      `skipping ${issue.skipped === 'object' ? issue.kind : `endpoint of ${issue.kind}`} ${issue.object}: ${issue.message}`,
+    );
+  }
+  if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);
+  return result.issues.length;
 }
 
 /** `namespace/name` of a raw object when both are plain names; undefined otherwise. */

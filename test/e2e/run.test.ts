@@ -20,19 +20,8 @@ const CIP = '10.96.5.1';
 
 const web = (ips: string[]) => endpointSlice('demo/web', EP_PORTS, ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })));
 
-/** Polls `probe` until `accept` holds; bounded in attempts and time. */
-async function eventually(probe: () => Promise<ProbeResult>, accept: (r: ProbeResult) => boolean, timeoutMs = 15_000): Promise<ProbeResult> {
-  const end = Date.now() + timeoutMs;
-  let last: ProbeResult | undefined;
-  for (let i = 0; i < 200 && Date.now() < end; i++) {
-    last = await probe();
-    if (accept(last)) return last;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`traffic did not converge within ${timeoutMs} ms; last probe: ${JSON.stringify(last)}`);
-}
-
-async function eventuallyHttp<T>(get: () => Promise<T>, accept: (r: T) => boolean, timeoutMs = 15_000): Promise<T> {
+/** Polls `get` until `accept` holds; bounded in attempts and time. */
+async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, timeoutMs = 15_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: T | undefined;
   for (let i = 0; i < 200 && Date.now() < end; i++) {
@@ -40,7 +29,7 @@ async function eventuallyHttp<T>(get: () => Promise<T>, accept: (r: T) => boolea
     if (accept(last)) return last;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`no expected answer within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+  throw new Error(`not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
 }
 
 const onlyFrom = (...names: string[]) => (r: ProbeResult) => r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
@@ -91,10 +80,7 @@ describe('kproxy run on a node', () => {
     api.remove('endpointslices', 'demo', 'web-abcde');
     await eventually(toWeb, refused);
     api.remove('services', 'demo', 'web');
-    await eventually(async () => {
-      const saved = await c.onNode('iptables-save', ['-t', 'nat']);
-      return { answers: saved.includes('demo/web') ? [] : [{ name: 'gone', peer: '' }], refused: 0, timeout: 0, errors: [] };
-    }, (r) => r.answers.length === 1);
+    await eventually(() => c.onNode('iptables-save', ['-t', 'nat']), (saved) => !saved.includes('demo/web'));
     api.apply('services', service('demo/web', { clusterIP: CIP, ports: PORTS }) as never);
     api.apply('endpointslices', web(['10.244.1.10']) as never);
     await eventually(toWeb, onlyFrom('web-1'));
@@ -142,16 +128,16 @@ describe('kproxy run on a node', () => {
   });
 
   it('answers /healthz and /livez as upstream does, with node eligibility', async () => {
-    const healthz = await eventuallyHttp(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 200);
+    const healthz = await eventually(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 200);
     expect(JSON.parse(healthz.body!)).toMatchObject({ nodeEligible: true, lastUpdated: expect.any(String), currentTime: expect.any(String) });
     expect((await c.httpGet('client', `http://${NODE1_EXT_IP}:10256/livez`)).status).toBe(200);
     const tainted = { ...node('node-1', 'zone-a', [NODE1_IP]), spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', effect: 'NoSchedule' }] } };
     api.apply('nodes', tainted as never);
-    const draining = await eventuallyHttp(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 503);
+    const draining = await eventually(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 503);
     expect(JSON.parse(draining.body!)).toMatchObject({ nodeEligible: false });
     expect((await c.httpGet('client', `http://${NODE1_EXT_IP}:10256/livez`)).status).toBe(200);
     api.apply('nodes', node('node-1', 'zone-a', [NODE1_IP]) as never);
-    await eventuallyHttp(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 200);
+    await eventually(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 200);
   });
 
   it('serves the health-check node port of an eTP Local LoadBalancer', async () => {
@@ -159,17 +145,17 @@ describe('kproxy run on a node', () => {
     api.apply('services', lb as never);
     api.apply('endpointslices', endpointSlice('demo/lb', EP_PORTS, [endpoint('10.244.1.10', { node: 'node-1' }), endpoint('10.244.2.10', { node: 'node-2' })]) as never);
     const url = `http://${NODE1_EXT_IP}:32100/`;
-    const up = await eventuallyHttp(() => c.httpGet('client', url), (r) => r.status === 200);
+    const up = await eventually(() => c.httpGet('client', url), (r) => r.status === 200);
     expect(JSON.parse(up.body!)).toEqual({ service: { namespace: 'demo', name: 'lb' }, localEndpoints: 1, serviceProxyHealthy: true });
     api.apply('endpointslices', endpointSlice('demo/lb', EP_PORTS, [endpoint('10.244.2.10', { node: 'node-2' })]) as never);
-    const down = await eventuallyHttp(() => c.httpGet('client', url), (r) => r.status === 503);
+    const down = await eventually(() => c.httpGet('client', url), (r) => r.status === 503);
     expect(JSON.parse(down.body!)).toMatchObject({ localEndpoints: 0, serviceProxyHealthy: true });
     api.remove('services', 'demo', 'lb');
-    await eventuallyHttp(() => c.httpGet('client', url), (r) => r.error !== undefined);
+    await eventually(() => c.httpGet('client', url), (r) => r.error !== undefined);
   });
 
   it('exposes upstream metrics on 127.0.0.1:10249 only', async () => {
-    const metrics = await eventuallyHttp(() => c.httpGet('node-1', 'http://127.0.0.1:10249/metrics'), (r) => r.status === 200);
+    const metrics = await eventually(() => c.httpGet('node-1', 'http://127.0.0.1:10249/metrics'), (r) => r.status === 200);
     for (const name of [
       'kubeproxy_sync_proxy_rules_duration_seconds_bucket',
       'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
@@ -206,9 +192,9 @@ describe('kproxy run on a node', () => {
     await c.kproxy(['cleanup']);
     const dry = c.startAgent([...args, '--dry-run']);
     const printed = () => (existsSync(dry.stdout) ? readFileSync(dry.stdout, 'utf8') : '');
-    await eventuallyHttp(async () => printed(), (t) => t.includes('-A KUBE-SERVICES'));
+    await eventually(async () => printed(), (t) => t.includes('-A KUBE-SERVICES'));
     api.apply('endpointslices', web(['10.244.2.10']) as never);
-    await eventuallyHttp(async () => printed(), (t) => t.split('# sync at').length === 3);
+    await eventually(async () => printed(), (t) => t.split('# sync at').length === 3);
     const second = printed().split('# sync at')[2]!;
     expect(second).toContain('10.244.2.10');
     expect(second).not.toContain('*filter');
