@@ -1,21 +1,29 @@
 /**
  * What the runner needs of a proxy backend: one interface, one implementation per proxy mode
- * (iptables now, nftables next), so the sync loop, dry-run and tests are shared.
+ * (iptables, nftables), so the sync loop, dry-run and tests are shared.
  * @module
  */
 import type { ProxyPlan } from '../planner/plan.ts';
 
 /** Proxy modes kproxy implements (`--proxy-mode`). */
-export type ProxyMode = 'iptables';
+export type ProxyMode = 'iptables' | 'nftables';
+
+/** Every proxy mode, for `--proxy-mode` choices. */
+export const PROXY_MODES: readonly ProxyMode[] = ['iptables', 'nftables'];
 
 /** What one write did, for logs and metrics. */
 export interface WriteReport {
-  /** Rules written, per table (upstream's `sync_proxy_rules_iptables_last{table}`). */
+  /**
+   * What was written: iptables rules per table (upstream's `sync_proxy_rules_iptables_last{table}`),
+   * or nftables `rules` and `elements`.
+   */
   readonly rulesWritten: Readonly<Record<string, number>>;
-  /** Rules the backend now holds, per table (`sync_proxy_rules_iptables_total{table}`). */
+  /** What the backend now holds, keyed as `rulesWritten` (`sync_proxy_rules_iptables_total{table}`). */
   readonly rulesTotal: Readonly<Record<string, number>>;
   /** Stale chains removed. */
   readonly chainsDeleted: number;
+  /** Set when a full sync found the kernel changed behind kproxy's back and rewrote everything: what differed. */
+  readonly repaired?: string;
 }
 
 /**

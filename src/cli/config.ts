@@ -12,6 +12,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parse } from 'yaml';
+import { PROXY_MODES, type ProxyMode } from '../backends/backend.ts';
 
 export const CONFIG_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
 
@@ -22,7 +23,7 @@ export interface FileSettings {
   healthzBindAddress?: string;
   metricsBindAddress?: string;
   bindAddressHardFail?: boolean;
-  proxyMode?: 'iptables';
+  proxyMode?: ProxyMode;
   clusterCidr?: string;
   nodeportAddresses?: string;
   masqueradeAll?: boolean;
@@ -97,6 +98,13 @@ const duration = (key: 'iptablesSyncPeriod' | 'iptablesMinSyncPeriod') => ({
     if (ms > 0) out[key] = ms; // 0 means the default, as upstream's defaulting does
   },
 });
+const masqBit: Rule = {
+  apply(value, out, field) {
+    if (value === null) return;
+    if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 31) throw new ConfigError(`${field}: must be a whole number 0-31`);
+    out.iptablesMasqueradeBit = value as number;
+  },
+};
 const unsupported = (why: string, isDefault: (v: unknown) => boolean = isEmpty): Rule => ({ unsupported: why, isDefault });
 const ignore: Rule = { ignore: true };
 
@@ -121,26 +129,22 @@ const RULES: Record<string, Rule> = {
   serviceProxyName: unsupported('kproxy handles the Services without a service-proxy-name label'),
   mode: {
     apply(value, out, field) {
-      if (value === null || value === '' || value === 'iptables') {
-        if (value === 'iptables') out.proxyMode = 'iptables';
-        return;
-      }
-      throw new ConfigError(`${field}: proxy mode ${JSON.stringify(value)} is not supported (iptables)`);
+      if (value === null || value === '') return;
+      if (!PROXY_MODES.includes(value as ProxyMode)) throw new ConfigError(`${field}: proxy mode ${JSON.stringify(value)} is not supported (${PROXY_MODES.join(', ')})`);
+      out.proxyMode = value as ProxyMode;
     },
   },
-  'iptables.masqueradeBit': {
-    apply(value, out, field) {
-      if (value === null) return;
-      if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 31) throw new ConfigError(`${field}: must be a whole number 0-31`);
-      out.iptablesMasqueradeBit = value as number;
-    },
-  },
+  // The iptables.* and nftables.* sections carry the same settings; the one of the file's mode applies.
+  'iptables.masqueradeBit': masqBit,
   'iptables.masqueradeAll': bool('masqueradeAll'),
   'iptables.localhostNodePorts': unsupported('localhost NodePorts are never enabled (route_localnet, CVE-2020-8558)', (v) => v === null || v === undefined || v === false),
   'iptables.syncPeriod': duration('iptablesSyncPeriod'),
   'iptables.minSyncPeriod': duration('iptablesMinSyncPeriod'),
+  'nftables.masqueradeBit': masqBit,
+  'nftables.masqueradeAll': bool('masqueradeAll'),
+  'nftables.syncPeriod': duration('iptablesSyncPeriod'),
+  'nftables.minSyncPeriod': duration('iptablesMinSyncPeriod'),
   ipvs: ignore,
-  nftables: ignore,
   winkernel: ignore,
   detectLocalMode: unsupported('only the ClusterCIDR local-traffic detector is implemented', (v) => isEmpty(v) || v === 'ClusterCIDR'),
   detectLocal: ignore,
@@ -166,7 +170,7 @@ const RULES: Record<string, Rule> = {
 };
 
 /** Sections whose children are each listed in RULES. */
-const SECTIONS = new Set(['clientConnection', 'iptables', 'conntrack']);
+const SECTIONS = new Set(['clientConnection', 'iptables', 'nftables', 'conntrack']);
 
 /**
  * Interprets a parsed KubeProxyConfiguration.
@@ -178,6 +182,7 @@ export function interpretConfig(doc: unknown): { settings: FileSettings; reports
   if (obj.kind !== 'KubeProxyConfiguration') throw new ConfigError(`kind must be KubeProxyConfiguration, got ${JSON.stringify(obj.kind)}`);
   if (obj.apiVersion !== CONFIG_API_VERSION) throw new ConfigError(`apiVersion must be ${CONFIG_API_VERSION}, got ${JSON.stringify(obj.apiVersion)}`);
   const settings: FileSettings = {};
+  const sections: Record<'iptables' | 'nftables', FileSettings> = { iptables: {}, nftables: {} };
   const reports: ConfigReport[] = [];
   const visit = (path: string, value: unknown) => {
     const rule = RULES[path];
@@ -185,7 +190,8 @@ export function interpretConfig(doc: unknown): { settings: FileSettings; reports
       reports.push({ field: path, problem: 'unknown', message: `unknown field "${path}" (not in ${CONFIG_API_VERSION})` });
       return;
     }
-    if ('apply' in rule) rule.apply(value, settings, path);
+    const section = path.split('.')[0];
+    if ('apply' in rule) rule.apply(value, section === 'iptables' || section === 'nftables' ? sections[section] : settings, path);
     else if ('unsupported' in rule && !rule.isDefault(value)) reports.push({ field: path, problem: 'unsupported', message: `"${path}" is not supported and has no effect: ${rule.unsupported}` });
   };
   for (const [key, value] of Object.entries(obj)) {
@@ -194,7 +200,7 @@ export function interpretConfig(doc: unknown): { settings: FileSettings; reports
       for (const [child, v] of Object.entries(value as Record<string, unknown>)) visit(`${key}.${child}`, v);
     } else visit(key, value);
   }
-  return { settings, reports };
+  return { settings: { ...settings, ...sections[settings.proxyMode ?? 'iptables'] }, reports };
 }
 
 /**

@@ -2,14 +2,19 @@
  * The `kproxy` command line: `run` is the node agent (watch the API, keep the rules in sync),
  * `dry-run` prints the rules for files, `sync` applies them once, `cleanup` removes them. Logs are pino JSON lines on stderr; the rules (dry-run) are the only stdout.
  * Exit status: 0 on success (objects skipped for bad input are warnings, not failures), 1 on
- * errors (unreadable input, a failed iptables run), 2 on bad usage.
+ * errors (unreadable input, a failed iptables or nft run), 2 on bad usage.
  * @module
  */
 import { Command, CommanderError, Option } from 'commander';
 import { pino, type Logger } from 'pino';
-import { cleanupIptables, IptablesError, syncIptables, systemIptables } from '../backends/iptables/writer.ts';
-import { renderIptables, type IptablesRuleset } from '../backends/iptables/render.ts';
+import { PROXY_MODES } from '../backends/backend.ts';
+import { IptablesError } from '../backends/iptables/writer.ts';
+import { renderIptables } from '../backends/iptables/render.ts';
 import { buildRestoreScript } from '../backends/iptables/restore.ts';
+import { formatBatch } from '../backends/nftables/backend.ts';
+import { fullBatch } from '../backends/nftables/batch.ts';
+import { renderNftables } from '../backends/nftables/render.ts';
+import { NftError } from '../backends/nftables/writer.ts';
 import { planProxy, type ProxyPlan } from '../planner/plan.ts';
 import { readObjectFiles, SourceError } from '../sources/file.ts';
 import { ProxyStateStore } from '../state/store.ts';
@@ -17,6 +22,7 @@ import { localAddresses, tcpBeLiberal } from './host.ts';
 import { runCommand } from './run.ts';
 import { logApplyResult } from '../runner/runner.ts';
 import { ConfigError } from './config.ts';
+import { cleanupAll, cleanupOtherModes, createBackend } from './backends.ts';
 import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
 
 const FAMILY = 4; // IPv4 single-stack for now; the model and planner already carry the family.
@@ -34,7 +40,7 @@ async function loadState(flags: ProxyFlags, log: Logger): Promise<ProxyStateStor
   return store;
 }
 
-async function buildRuleset(flags: ProxyFlags, log: Logger): Promise<{ plan: ProxyPlan; ruleset: IptablesRuleset }> {
+async function buildPlan(flags: ProxyFlags, log: Logger): Promise<ProxyPlan> {
   const store = await loadState(flags, log);
   const plan = planProxy(store.servicePortStates(), store.node, {
     family: FAMILY,
@@ -47,7 +53,7 @@ async function buildRuleset(flags: ProxyFlags, log: Logger): Promise<{ plan: Pro
   if (plan.localCIDR === undefined && !plan.masqueradeAll) {
     log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
   }
-  return { plan, ruleset: renderIptables(plan, { conntrackTCPBeLiberal: await tcpBeLiberal() }) };
+  return plan;
 }
 
 function proxyCommand(program: Command, name: string, summary: string): Command {
@@ -55,7 +61,7 @@ function proxyCommand(program: Command, name: string, summary: string): Command 
     .command(name)
     .description(summary)
     .requiredOption('--from <path>', 'YAML or JSON file or directory of Services, EndpointSlices and Nodes (repeatable)', collect)
-    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(['iptables']).default('iptables'))
+    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(PROXY_MODES).default('iptables'))
     .option('--hostname-override <name>', 'this node\'s name (default: the host name); endpoints on it are local')
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), comma-separated, one per family: traffic from outside them to ClusterIPs is masqueraded', cidrList, [])
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
@@ -66,7 +72,7 @@ function proxyCommand(program: Command, name: string, summary: string): Command 
 /** Builds the program; `log` receives all diagnostics. Exported for tests. */
 export function buildProgram(log: Logger): Command {
   const program = new Command('kproxy')
-    .description('A drop-in replacement for kube-proxy: Services and EndpointSlices in, iptables rules out.')
+    .description('A drop-in replacement for kube-proxy: Services and EndpointSlices in, iptables or nftables rules out.')
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
     .hook('preAction', (cmd) => {
       log.level = cmd.opts<{ logLevel: string }>().logLevel;
@@ -74,27 +80,32 @@ export function buildProgram(log: Logger): Command {
     .showHelpAfterError()
     .exitOverride();
 
-  proxyCommand(program, 'dry-run', 'print the iptables-restore input for the given objects, change nothing').action(async (flags: ProxyFlags) => {
-    const { plan, ruleset } = await buildRuleset(flags, log);
-    process.stdout.write(buildRestoreScript(ruleset));
-    log.info({ servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints }, 'rules printed');
-  });
+  proxyCommand(program, 'dry-run', 'print the rules for the given objects (iptables-restore input, or an nft batch), change nothing')
+    .addOption(new Option('--output <format>', 'nftables mode: nft text syntax, or the JSON batch exactly as run and sync send it').choices(['text', 'json']).default('text'))
+    .action(async (flags: ProxyFlags & { output: 'text' | 'json' }) => {
+      const plan = await buildPlan(flags, log);
+      if (flags.proxyMode === 'nftables') process.stdout.write(formatBatch(fullBatch(renderNftables(plan)).commands, flags.output));
+      else process.stdout.write(buildRestoreScript(renderIptables(plan, { conntrackTCPBeLiberal: await tcpBeLiberal() })));
+      log.info({ mode: flags.proxyMode, servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints }, 'rules printed');
+    });
 
-  proxyCommand(program, 'sync', 'apply the rules once, atomically, with iptables-restore --noflush').action(async (flags: ProxyFlags) => {
-    const { plan, ruleset } = await buildRuleset(flags, log);
-    const report = await syncIptables(ruleset, systemIptables(FAMILY));
-    log.info({ servicePorts: plan.servicePorts.length, rulesWritten: report.rulesWritten, chainsDeleted: report.chainsDeleted }, 'rules applied');
+  proxyCommand(program, 'sync', 'apply the rules once, atomically (iptables-restore --noflush, or one nft transaction)').action(async (flags: ProxyFlags) => {
+    const plan = await buildPlan(flags, log);
+    const liberal = await tcpBeLiberal();
+    const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: 'text' });
+    await cleanupOtherModes(flags.proxyMode, FAMILY, log);
+    const report = await backend.write(backend.render(plan), { full: true, previous: undefined });
+    log.info({ mode: flags.proxyMode, servicePorts: plan.servicePorts.length, rulesWritten: report.rulesWritten, chainsDeleted: report.chainsDeleted }, 'rules applied');
   });
 
   runCommand(program, log);
 
   program
     .command('cleanup')
-    .description('remove every rule and chain kproxy (or kube-proxy) installed, and nothing else')
-    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to clean up').choices(['iptables']).default('iptables'))
+    .description('remove every rule, chain and table kproxy (or kube-proxy) installed, in both modes, and nothing else')
+    .addOption(new Option('--proxy-mode <mode>', 'accepted for kube-proxy compatibility: both modes are always cleaned up').choices(PROXY_MODES))
     .action(async () => {
-      const removed = await cleanupIptables(systemIptables(FAMILY));
-      log.info({ chainsRemoved: removed }, 'cleanup done');
+      log.info(await cleanupAll(FAMILY), 'cleanup done');
     });
   return program;
 }
@@ -107,7 +118,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (err instanceof SourceError || err instanceof IptablesError || err instanceof ConfigError) log.error(err.message);
+    if (err instanceof SourceError || err instanceof IptablesError || err instanceof NftError || err instanceof ConfigError) log.error(err.message);
     else log.error({ err }, `kproxy failed: ${(err as Error).message}`);
     return 1;
   }

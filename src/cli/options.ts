@@ -5,12 +5,13 @@
  */
 import { InvalidArgumentError } from 'commander';
 import { hostname } from 'node:os';
+import type { ProxyMode } from '../backends/backend.ts';
 import { parseCIDR, type CIDR, type IPFamily } from '../state/ip.ts';
 
 /** Flags shared by dry-run and sync, as commander hands them over. */
 export interface ProxyFlags {
   readonly from: readonly string[];
-  readonly proxyMode: 'iptables';
+  readonly proxyMode: ProxyMode;
   readonly hostnameOverride?: string;
   readonly clusterCidr: readonly CIDR[];
   readonly masqueradeAll: boolean;

@@ -9,8 +9,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type http from 'node:http';
 import type { Logger } from 'pino';
 import { deleteConntrackEntries } from '../backends/conntrack.ts';
-import { iptablesBackend } from '../backends/iptables/backend.ts';
-import { cleanupIptables, systemIptables } from '../backends/iptables/writer.ts';
+import { PROXY_MODES, type ProxyMode } from '../backends/backend.ts';
 import { ProxyRunner } from '../runner/runner.ts';
 import { ProxyHealth, ServiceHealthServers, startHealthServer } from '../server/health.ts';
 import { parseBindAddress, ProxyMetrics, startMetricsServer } from '../server/metrics.ts';
@@ -20,6 +19,7 @@ import { ProxyStateStore } from '../state/store.ts';
 import { ConfigError, loadConfigFile, parseDuration, type FileSettings } from './config.ts';
 import { cidrList, clusterCIDRFor, masqueradeBit, nodeName } from './options.ts';
 import { localAddresses, tcpBeLiberal } from './host.ts';
+import { cleanupAll, cleanupOtherModes, createBackend } from './backends.ts';
 
 const FAMILY = 4;
 
@@ -28,7 +28,8 @@ interface RunFlags {
   config?: string;
   kubeconfig?: string;
   master?: string;
-  proxyMode: 'iptables';
+  proxyMode: ProxyMode;
+  output: 'text' | 'json';
   hostnameOverride?: string;
   clusterCidr: string;
   masqueradeAll: boolean;
@@ -91,19 +92,20 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--config <file>', 'KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) file; flags given on the command line override it')
     .option('--kubeconfig <file>', 'kubeconfig with the API server address and credentials (default: in-cluster service account)')
     .option('--master <url>', 'API server address, overriding the kubeconfig\'s')
-    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(['iptables']).default('iptables'))
+    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(PROXY_MODES).default('iptables'))
     .option('--hostname-override <name>', 'this node\'s name (default: the host name)')
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), one per family: traffic from outside them to ClusterIPs is masqueraded', '')
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
     .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all)', '')
     .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14)
-    .option('--iptables-sync-period <duration>', 'longest time between full syncs, which also repair flushed rules', durationFlag, 30_000)
-    .option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes within it are batched', durationFlag, 1_000)
+    .option('--iptables-sync-period <duration>', 'longest time between full syncs, which also repair flushed rules (both modes)', durationFlag, 30_000)
+    .option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes within it are batched (both modes)', durationFlag, 1_000)
     .option('--healthz-bind-address <host:port>', '/healthz and /livez address; empty to disable', '0.0.0.0:10256')
     .option('--metrics-bind-address <host:port>', '/metrics address; empty to disable', '127.0.0.1:10249')
     .option('--bind-address-hard-fail', 'exit when the healthz or metrics port cannot be bound', false)
     .option('--cleanup', 'remove kproxy\'s (and kube-proxy\'s) rules and exit', false)
     .option('--dry-run', 'watch as usual but print each sync\'s rule changes on stdout instead of applying them', false)
+    .addOption(new Option('--output <format>', 'nftables --dry-run: nft text syntax, or the JSON batches exactly as they would be sent').choices(['text', 'json']).default('text'))
     .addOption(new Option('--watch-stall-timeout <duration>', 'restart a watch that stays silent this long').argParser(durationFlag).default(90_000).hideHelp())
     .allowUnknownOption()
     .allowExcessArguments()
@@ -155,8 +157,7 @@ async function startServer(what: string, address: string, hardFail: boolean, sta
 
 async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   if (flags.cleanup) {
-    const removed = await cleanupIptables(systemIptables(FAMILY));
-    log.info({ chainsRemoved: removed }, 'cleanup done');
+    log.info(await cleanupAll(FAMILY), 'cleanup done');
     return;
   }
   if (flags.iptablesSyncPeriod <= 0) throw new ConfigError('--iptables-sync-period must be greater than 0');
@@ -178,7 +179,8 @@ async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   const metrics = new ProxyMetrics(() => source.stats());
   const health = new ProxyHealth(2 * flags.iptablesSyncPeriod);
   let liberal = await tcpBeLiberal();
-  const backend = iptablesBackend(FAMILY, () => ({ conntrackTCPBeLiberal: liberal }));
+  const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: flags.output });
+  if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, FAMILY, log);
   const serviceHealth = flags.dryRun ? undefined : new ServiceHealthServers('0.0.0.0', () => health.healthy(Date.now()), log);
 
   const servers = [

@@ -220,7 +220,7 @@ export class ProxyRunner<R> {
       const backoff = Math.min(this.#d.timing.syncPeriodMs, this.#d.timing.minSyncPeriodMs * 2 ** Math.min(this.#failures, 10));
       this.#retryAt = Date.now() + backoff;
       this.#lastEnd = Date.now();
-      metrics.restoreFailures.inc();
+      (backend.mode === 'nftables' ? metrics.nftablesSyncFailures : metrics.restoreFailures).inc();
       log.error({ err: message, retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
       return { ok: false, full, durationMs: performance.now() - started, plan, report, error: message };
     }
@@ -238,8 +238,13 @@ export class ProxyRunner<R> {
     metrics.noLocalEndpoints.set({ traffic_policy: 'internal' }, plan.noLocalEndpointsInternal);
     metrics.noLocalEndpoints.set({ traffic_policy: 'external' }, plan.noLocalEndpointsExternal);
     if (report) {
-      for (const [table, n] of Object.entries(report.rulesWritten)) metrics.rulesLast.set({ table }, n);
-      for (const [table, n] of Object.entries(report.rulesTotal)) metrics.rulesTotal.set({ table }, n);
+      const nft = backend.mode === 'nftables';
+      for (const [key, n] of Object.entries(report.rulesWritten)) (nft ? metrics.nftablesLast.set({ object: key }, n) : metrics.rulesLast.set({ table: key }, n));
+      for (const [key, n] of Object.entries(report.rulesTotal)) (nft ? metrics.nftablesTotal.set({ object: key }, n) : metrics.rulesTotal.set({ table: key }, n));
+      if (report.repaired !== undefined) {
+        metrics.repairs.inc();
+        log.warn({ difference: report.repaired }, 'the kernel\'s rules differed from what kproxy wrote; rewrote them');
+      }
     }
     const now = Date.now();
     for (const t of triggers) if (t <= now) metrics.networkProgramming.observe((now - t) / 1000);

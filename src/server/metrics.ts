@@ -33,6 +33,14 @@ export class ProxyMetrics {
   readonly partialRestoreFailures = this.#counter('kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total', 'Cumulative proxy iptables partial restore failures');
   readonly rulesTotal = this.#gauge('kubeproxy_sync_proxy_rules_iptables_total', 'Total number of iptables rules owned by kube-proxy', ['table']);
   readonly rulesLast = this.#gauge('kubeproxy_sync_proxy_rules_iptables_last', 'Number of iptables rules written by kube-proxy in last sync', ['table']);
+  /** Upstream's nftables-mode failure counter. */
+  readonly nftablesSyncFailures = this.#counter('kubeproxy_sync_proxy_rules_nftables_sync_failures_total', 'Cumulative proxy nftables sync failures');
+  /** nftables mode: rules and map/set elements written by the last sync (upstream has no equivalent). */
+  readonly nftablesLast = this.#gauge('kproxy_sync_proxy_rules_nftables_last', 'Number of nftables rules and set elements written by kproxy in last sync', ['object']);
+  /** nftables mode: rules and map/set elements in kproxy's table. */
+  readonly nftablesTotal = this.#gauge('kproxy_sync_proxy_rules_nftables_total', 'Total number of nftables rules and set elements owned by kproxy', ['object']);
+  /** Full syncs that found the kernel changed behind kproxy's back and rewrote everything. */
+  readonly repairs = this.#counter('kproxy_sync_proxy_rules_repairs_total', 'Full syncs that found rules changed by someone else and rewrote them');
   readonly healthzTotal = this.#counter('kubeproxy_proxy_healthz_total', 'Cumulative proxy healthz HTTP status', ['code']);
   readonly livezTotal = this.#counter('kubeproxy_proxy_livez_total', 'Cumulative proxy livez HTTP status', ['code']);
   /** Objects skipped because a field failed validation. */

@@ -1,0 +1,51 @@
+/**
+ * The nftables proxy backend: renders with {@link renderNftables}, writes one `nft -j -f -`
+ * transaction per sync through an {@link NftWriter} that keeps the committed table in memory.
+ * @module
+ */
+import type { ProxyBackend, WriteReport } from '../backend.ts';
+import type { ProxyPlan } from '../../planner/plan.ts';
+import { toBatch } from './json.ts';
+import { renderNftables, type NftRuleset } from './render.ts';
+import { batchText } from './text.ts';
+import { cleanupNftables, NftWriter, systemNft, type NftTools } from './writer.ts';
+
+/** How dry-run prints a batch: nft's text syntax (`nft -f`), or the JSON document `nft -j -f` reads. */
+export type NftOutput = 'text' | 'json';
+
+/** Prints a batch's commands in the chosen form; JSON exactly as the writer sends it. */
+export function formatBatch(commands: Parameters<typeof toBatch>[0], output: NftOutput): string {
+  return output === 'json' ? `${JSON.stringify(toBatch(commands))}\n` : batchText(commands);
+}
+
+/**
+ * @param output the form `describeChange` prints (dry-run)
+ * @param tools nft; default the real binary
+ */
+export function nftablesBackend(output: NftOutput = 'text', tools: NftTools = systemNft()): ProxyBackend<NftRuleset> {
+  const writer = new NftWriter(tools);
+  // Dry-run tracks what it printed in a writer of its own, so its deltas are the ones `run` would send.
+  const printer = new NftWriter(tools);
+  return {
+    mode: 'nftables',
+    render: (plan: ProxyPlan) => renderNftables(plan),
+    async write(rules, { full }): Promise<WriteReport> {
+      const r = await writer.write(rules, { verify: full });
+      let totalRules = 0;
+      for (const c of rules.chains) totalRules += c.rules.length;
+      let totalElements = 0;
+      for (const list of rules.elements.values()) totalElements += list.length;
+      return {
+        rulesWritten: { rules: r.rules, elements: r.elements },
+        rulesTotal: { rules: totalRules, elements: totalElements },
+        chainsDeleted: r.chainsDeleted,
+        ...(r.repaired === undefined ? {} : { repaired: r.repaired }),
+      };
+    },
+    describeChange(_previous, next) {
+      const batch = printer.plan(next);
+      return batch.commands.length === 0 ? undefined : formatBatch(batch.commands, output);
+    },
+    cleanup: () => cleanupNftables(tools),
+  };
+}

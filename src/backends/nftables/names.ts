@@ -1,0 +1,60 @@
+/**
+ * Names of upstream kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go, reference/kube-proxy.md
+ * §2.3–2.4), so `nft list table ip kube-proxy` on a kproxy node reads like one run by kube-proxy:
+ *
+ * - per-service-port base: `ns/svc/proto/portName`; per-endpoint base: that plus `__ip/port`,
+ *   with an IPv6 address's `:` replaced by `.`;
+ * - chain or set name: `<prefix>-<hash>-<base>`, where hash = base32(sha256(base))[:8] and the
+ *   whole stays within upstream's 240 characters (`hashAndTruncate`).
+ * @module
+ */
+import type { Protocol } from '../../state/model.ts';
+import { hashSuffix } from '../iptables/names.ts';
+
+/** The table kproxy owns in each family (upstream's name, so `cleanup` of either removes the other). */
+export const TABLE = 'kube-proxy';
+
+/** Longest chain or set name kproxy writes (upstream `chainNameBaseLengthMax` plus prefix room). */
+const MAX_NAME = 240;
+
+/** Characters nft's text parser takes in an unquoted name (nft 1.0.6 rejects quoted chain names). */
+const NAME = /^[a-zA-Z][a-zA-Z0-9/_.-]*$/;
+
+/** The names of one service port's chains. */
+export interface ServiceNames {
+  /** Load balancing over the Cluster endpoints (iptables KUBE-SVC-). */
+  readonly service: string;
+  /** Load balancing over the Local endpoints (KUBE-SVL-). */
+  readonly local: string;
+  /** Entry for external destinations (KUBE-EXT-). */
+  readonly external: string;
+  /** loadBalancerSourceRanges filter (KUBE-FW-, here in the filter hooks). */
+  readonly firewall: string;
+  /** The base, `ns/svc/proto/portName`, to derive endpoint names from. */
+  readonly base: string;
+}
+
+/**
+ * @param name `namespace/name:portName` (ServicePortName.String())
+ * @throws Error when the name holds characters nft could not take unquoted (the state stage admits
+ *   only DNS names, so this is a bug)
+ */
+export function serviceNames(name: string, protocol: Protocol): ServiceNames {
+  const colon = name.indexOf(':');
+  const base = `${colon < 0 ? name : name.slice(0, colon)}/${protocol.toLowerCase()}/${colon < 0 ? '' : name.slice(colon + 1)}`;
+  const hashed = hashAndTruncate(base);
+  return { service: `service-${hashed}`, local: `local-${hashed}`, external: `external-${hashed}`, firewall: `firewall-${hashed}`, base };
+}
+
+/** Names of one endpoint's chain and (ClientIP affinity) set. */
+export function endpointNames(serviceBase: string, ip: string, port: number): { readonly chain: string; readonly affinity: string } {
+  const hashed = hashAndTruncate(`${serviceBase}__${ip.replaceAll(':', '.')}/${port}`);
+  return { chain: `endpoint-${hashed}`, affinity: `affinity-${hashed}` };
+}
+
+function hashAndTruncate(base: string): string {
+  const hash = hashSuffix(base).slice(0, 8);
+  const name = `${hash}-${base}`.slice(0, MAX_NAME - 'endpoint-'.length);
+  if (!NAME.test(`x${name}`)) throw new Error(`refusing to write nft name ${JSON.stringify(name)}`);
+  return name;
+}

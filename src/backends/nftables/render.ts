@@ -1,0 +1,279 @@
+/**
+ * Plan → nftables ruleset: one table (`ip kube-proxy`), upstream kube-proxy's layout where it
+ * scales (pkg/proxy/nftables/proxier.go; reference/kube-proxy.md §2.4) and a linear one where
+ * upstream's does not:
+ *
+ * - dispatch by verdict maps: `service-ips` (`daddr . l4proto . dport` → goto the service,
+ *   local or external chain), `service-nodeports` (`l4proto . dport`), `no-endpoint-services` and
+ *   `no-endpoint-nodeports` (→ drop, or goto `reject-chain`), `firewall-ips` (→ goto a
+ *   loadBalancerSourceRanges chain, run before DNAT), and the `cluster-ips` set (a ClusterIP on an
+ *   undefined port is rejected);
+ * - masquerading by the mark bit: `mark-for-masquerade` sets it, `masquerading` (postrouting)
+ *   clears it and masquerades `fully-random`;
+ * - **endpoint selection is a cascade of plain rules**, `numgen random mod (n-i) == 0 goto
+ *   endpoint-i` for i = 0..n-2, then `goto endpoint-(n-1)`: each endpoint with probability 1/n,
+ *   as iptables' `statistic` chain. Upstream writes one anonymous `numgen … vmap { … }` per chain,
+ *   and every rule that creates an anonymous set or references a named one costs the kernel work in
+ *   proportion to the table: its cold start is quadratic (≈10.7 s at 10k Services here), the
+ *   cascade linear (≈1.1 s) — shared/reference/nft-scaling/README.md, and bench/README.md;
+ * - loadBalancerSourceRanges are plain `ip saddr <cidr> return` rules, then `drop`, for the same reason.
+ *
+ * The only per-service named sets are ClientIP-affinity sets (`affinity-…`, one per endpoint, timeout
+ * = the Service's), as upstream: nft has no `recent` match. What iptables mode does in filter with a
+ * rule, nftables mode does with a map element, so the two modes behave alike; no filter ACCEPT for
+ * health-check node ports and no conntrack-INVALID drop, as upstream's nftables mode.
+ *
+ * Output is deterministic: sets and chains sorted by name, elements in plan order.
+ * @module
+ */
+import type { ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
+import {
+  DROP, RETURN, eq, fibType, goto, jump, meta, ne, payload, prefix,
+  type NftElement, type NftFamily, type NftHook, type NftRule, type NftSelector, type NftSetSpec, type NftStatement,
+} from './json.ts';
+import { endpointNames, serviceNames, TABLE } from './names.ts';
+
+/** One chain of the table; base chains carry their hook. */
+export interface NftChain {
+  readonly name: string;
+  readonly hook?: NftHook;
+  readonly rules: readonly NftRule[];
+}
+
+/** The complete desired content of kproxy's table. */
+export interface NftRuleset {
+  readonly family: NftFamily;
+  readonly table: string;
+  /** Sorted by name. */
+  readonly sets: readonly NftSetSpec[];
+  /** Sorted by name. */
+  readonly chains: readonly NftChain[];
+  /** Elements of each set or map, by its name (every set in `sets` has an entry). */
+  readonly elements: ReadonlyMap<string, readonly NftElement[]>;
+}
+
+/** Fixed chain, set and map names (upstream's). */
+export const NFT = {
+  services: 'services',
+  serviceIPs: 'service-ips',
+  serviceNodePorts: 'service-nodeports',
+  noEndpointServices: 'no-endpoint-services',
+  noEndpointNodePorts: 'no-endpoint-nodeports',
+  firewallIPs: 'firewall-ips',
+  clusterIPs: 'cluster-ips',
+  nodePortIPs: 'nodeport-ips',
+  firewallCheck: 'firewall-check',
+  serviceEndpointsCheck: 'service-endpoints-check',
+  nodePortEndpointsCheck: 'nodeport-endpoints-check',
+  clusterIPsCheck: 'cluster-ips-check',
+  markMasq: 'mark-for-masquerade',
+  masquerading: 'masquerading',
+  reject: 'reject-chain',
+} as const;
+
+const ctNew: NftStatement = { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } };
+
+/** Base chains: upstream's names, hooks and priorities (dstnat = -100, srcnat = 100). */
+const BASE_CHAINS: readonly NftChain[] = [
+  { name: 'filter-prerouting-pre-dnat', hook: { type: 'filter', hook: 'prerouting', prio: -110 }, rules: [{ expr: [ctNew, jump(NFT.firewallCheck)] }] },
+  { name: 'filter-output-pre-dnat', hook: { type: 'filter', hook: 'output', prio: -110 }, rules: [{ expr: [ctNew, jump(NFT.firewallCheck)] }] },
+  { name: 'filter-input', hook: { type: 'filter', hook: 'input', prio: 0 }, rules: [{ expr: [ctNew, jump(NFT.nodePortEndpointsCheck)] }, { expr: [ctNew, jump(NFT.serviceEndpointsCheck)] }] },
+  { name: 'filter-forward', hook: { type: 'filter', hook: 'forward', prio: 0 }, rules: [{ expr: [ctNew, jump(NFT.serviceEndpointsCheck)] }, { expr: [ctNew, jump(NFT.clusterIPsCheck)] }] },
+  { name: 'filter-output', hook: { type: 'filter', hook: 'output', prio: 0 }, rules: [{ expr: [ctNew, jump(NFT.serviceEndpointsCheck)] }, { expr: [ctNew, jump(NFT.clusterIPsCheck)] }] },
+  { name: 'nat-prerouting', hook: { type: 'nat', hook: 'prerouting', prio: -100 }, rules: [{ expr: [jump(NFT.services)] }] },
+  { name: 'nat-output', hook: { type: 'nat', hook: 'output', prio: -100 }, rules: [{ expr: [jump(NFT.services)] }] },
+  { name: 'nat-postrouting', hook: { type: 'nat', hook: 'postrouting', prio: 100 }, rules: [{ expr: [jump(NFT.masquerading)] }] },
+];
+
+/** The table's family for an IP family. */
+export function nftFamily(family: 4 | 6): NftFamily {
+  return family === 6 ? 'ip6' : 'ip';
+}
+
+/**
+ * Renders the plan.
+ * @throws Error if a name or comment would hold characters nft cannot take (a bug: the state
+ *   stage admits only names that cannot)
+ */
+export function renderNftables(plan: ProxyPlan): NftRuleset {
+  const family = nftFamily(plan.family);
+  const addrType = family === 'ip6' ? 'ipv6_addr' : 'ipv4_addr';
+  const r = new Renderer(plan, family);
+  for (const sp of plan.servicePorts) r.servicePort(sp);
+
+  const daddr = payload(family, 'daddr');
+  const dispatch = (map: string): NftStatement => ({ vmap: { key: { concat: [daddr, meta('l4proto'), payload('th', 'dport')] }, data: `@${map}` } });
+  const protoPort: NftSelector = { concat: [meta('l4proto'), payload('th', 'dport')] };
+  // Where NodePorts are accepted: every local address but loopback, or the --nodeport-addresses ones.
+  const nodePortDestination: NftStatement[] =
+    plan.nodePortDestinations.kind === 'all'
+      ? [eq(fibType('daddr'), 'local'), ne(daddr, prefix(family === 'ip6' ? '::1/128' : '127.0.0.0/8'))]
+      : [eq(daddr, `@${NFT.nodePortIPs}`)];
+  const mark = Number(plan.masqueradeMark);
+  const markOf = { meta: { key: 'mark' } } as const;
+
+  r.chain(NFT.services, { expr: [dispatch(NFT.serviceIPs)] }, { expr: [...nodePortDestination, { vmap: { key: protoPort, data: `@${NFT.serviceNodePorts}` } }] });
+  r.chain(NFT.firewallCheck, { expr: [dispatch(NFT.firewallIPs)] });
+  r.chain(NFT.serviceEndpointsCheck, { expr: [dispatch(NFT.noEndpointServices)] });
+  r.chain(NFT.nodePortEndpointsCheck, { expr: [...nodePortDestination, { vmap: { key: protoPort, data: `@${NFT.noEndpointNodePorts}` } }] });
+  r.chain(NFT.clusterIPsCheck, { expr: [eq(daddr, `@${NFT.clusterIPs}`), { reject: null }] });
+  r.chain(NFT.markMasq, { expr: [{ mangle: { key: markOf, value: { '|': [markOf, mark] } } }] });
+  r.chain(
+    NFT.masquerading,
+    { expr: [{ match: { op: '==', left: { '&': [markOf, mark] }, right: 0 } }, RETURN] },
+    { expr: [{ mangle: { key: markOf, value: { '^': [markOf, mark] } } }] },
+    { expr: [{ masquerade: { flags: 'fully-random' } }], comment: 'kubernetes service traffic requiring SNAT' },
+  );
+  r.chain(NFT.reject, { expr: [{ reject: null }] });
+
+  const key3 = [addrType, 'inet_proto', 'inet_service'];
+  const sets: NftSetSpec[] = [
+    { name: NFT.serviceIPs, type: key3, map: 'verdict' },
+    { name: NFT.serviceNodePorts, type: ['inet_proto', 'inet_service'], map: 'verdict' },
+    { name: NFT.noEndpointServices, type: key3, map: 'verdict' },
+    { name: NFT.noEndpointNodePorts, type: ['inet_proto', 'inet_service'], map: 'verdict' },
+    { name: NFT.firewallIPs, type: key3, map: 'verdict' },
+    { name: NFT.clusterIPs, type: addrType },
+    ...r.affinitySets,
+  ];
+  if (plan.nodePortDestinations.kind === 'addresses') {
+    sets.push({ name: NFT.nodePortIPs, type: addrType });
+    r.element(NFT.nodePortIPs, ...plan.nodePortDestinations.addresses.map((key) => ({ key })));
+  }
+  const elements = new Map<string, NftElement[]>();
+  for (const s of sets) elements.set(s.name, r.elements.get(s.name) ?? []);
+  // A Service with several ports lists its ClusterIP once per port; a set holds it once.
+  const seen = new Set<unknown>();
+  elements.set(NFT.clusterIPs, elements.get(NFT.clusterIPs)!.filter((e) => !seen.has(e.key) && seen.add(e.key)));
+
+  const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  return {
+    family,
+    table: TABLE,
+    sets: sets.sort(byName),
+    chains: [...BASE_CHAINS, ...Array.from(r.chains, ([name, rules]) => ({ name, rules }))].sort(byName),
+    elements,
+  };
+}
+
+/** Accumulates chains, elements and affinity sets while walking the service ports. */
+class Renderer {
+  readonly chains = new Map<string, NftRule[]>();
+  readonly elements = new Map<string, NftElement[]>();
+  readonly affinitySets: NftSetSpec[] = [];
+  readonly #plan: ProxyPlan;
+  readonly #family: NftFamily;
+
+  constructor(plan: ProxyPlan, family: NftFamily) {
+    this.#plan = plan;
+    this.#family = family;
+  }
+
+  /** Declares a chain (when new) and appends rules to it. */
+  chain(name: string, ...rules: NftRule[]): void {
+    let list = this.chains.get(name);
+    if (!list) this.chains.set(name, (list = []));
+    for (const rule of rules) {
+      if (rule.comment !== undefined) checkComment(rule.comment);
+      list.push(rule);
+    }
+  }
+
+  element(set: string, ...elements: NftElement[]): void {
+    let list = this.elements.get(set);
+    if (!list) this.elements.set(set, (list = []));
+    for (const e of elements) {
+      if (e.comment !== undefined) checkComment(e.comment);
+      list.push(e);
+    }
+  }
+
+  servicePort(sp: ServicePortPlan): void {
+    const plan = this.#plan;
+    const ip = this.#family;
+    const saddr = payload(ip, 'saddr');
+    const proto = sp.protocol.toLowerCase() as 'tcp' | 'udp' | 'sctp';
+    const names = serviceNames(sp.name, sp.protocol);
+    const internalChain = sp.internalPolicyLocal ? names.local : names.service;
+    const externalPolicyChain = sp.externalPolicyLocal ? names.local : names.service;
+    const key = (addr: string) => ({ concat: [addr, proto, sp.port] });
+    const noEndpoints = (verdict: 'REJECT' | 'DROP') => (verdict === 'REJECT' ? goto(NFT.reject) : DROP);
+    const hasEndpoints = sp.internalNoEndpoints !== 'REJECT';
+
+    this.element(NFT.clusterIPs, { key: sp.clusterIP });
+    // ClusterIP.
+    if (sp.internalNoEndpoints === undefined) this.element(NFT.serviceIPs, { key: key(sp.clusterIP), value: goto(internalChain) });
+    else this.element(NFT.noEndpointServices, { key: key(sp.clusterIP), value: noEndpoints(sp.internalNoEndpoints), comment: sp.name });
+    // externalIPs and load-balancer IPs (source ranges are checked before DNAT, in firewall-check).
+    for (const addr of [...sp.externalIPs, ...sp.loadBalancerIPs]) {
+      if (hasEndpoints) this.element(NFT.serviceIPs, { key: key(addr), value: goto(names.external) });
+      if (sp.externalNoEndpoints) this.element(NFT.noEndpointServices, { key: key(addr), value: noEndpoints(sp.externalNoEndpoints), comment: sp.name });
+    }
+    if (sp.usesFirewallChain) {
+      for (const addr of sp.loadBalancerIPs) this.element(NFT.firewallIPs, { key: key(addr), value: goto(names.firewall) });
+      const allowed = [...sp.loadBalancerSourceRanges, ...(sp.allowLoadBalancerIPsAsSource ? sp.loadBalancerIPs : [])];
+      this.chain(names.firewall, ...allowed.map((cidr) => ({ expr: [eq(saddr, prefix(cidr)), RETURN] })), { expr: [DROP] });
+    }
+    // NodePort (never subject to loadBalancerSourceRanges).
+    if (sp.nodePort !== 0) {
+      const npKey = { concat: [proto, sp.nodePort] };
+      if (hasEndpoints) this.element(NFT.serviceNodePorts, { key: npKey, value: goto(names.external) });
+      if (sp.externalNoEndpoints) this.element(NFT.noEndpointNodePorts, { key: npKey, value: noEndpoints(sp.externalNoEndpoints), comment: sp.name });
+    }
+
+    // Masquerade ClusterIP traffic from outside the pod network.
+    if (sp.internalNoEndpoints === undefined && (plan.masqueradeAll || plan.localCIDR)) {
+      const from = plan.masqueradeAll ? [] : [ne(saddr, prefix(plan.localCIDR!))];
+      this.chain(internalChain, { expr: [eq(payload(ip, 'daddr'), sp.clusterIP), eq(payload(proto, 'dport'), sp.port), ...from, jump(NFT.markMasq)], comment: `${sp.name} cluster IP` });
+    }
+
+    // External destinations.
+    if (sp.usesExternalChain) {
+      this.chain(names.external);
+      if (!sp.externalPolicyLocal) {
+        this.chain(names.external, { expr: [jump(NFT.markMasq)], comment: `masquerade traffic for ${sp.name} external destinations` });
+      } else if (sp.clusterEndpoints.length > 0) {
+        // Pods and the node itself short-circuit to the Cluster endpoints.
+        if (plan.localCIDR) this.chain(names.external, { expr: [eq(saddr, prefix(plan.localCIDR)), goto(names.service)], comment: `pod traffic for ${sp.name} external destinations` });
+        this.chain(names.external, { expr: [eq(fibType('saddr'), 'local'), jump(NFT.markMasq)], comment: `masquerade LOCAL traffic for ${sp.name} external destinations` });
+        this.chain(names.external, { expr: [eq(fibType('saddr'), 'local'), goto(names.service)], comment: `route LOCAL traffic for ${sp.name} external destinations` });
+      }
+      if (sp.externalNoEndpoints === undefined) this.chain(names.external, { expr: [goto(externalPolicyChain)] });
+    }
+
+    // Endpoint selection and per-endpoint chains.
+    const endpoints = new Map(sp.reachableEndpoints.map((ep) => [ep.hostPort, endpointNames(names.base, ep.ip, ep.port)]));
+    const affinity = sp.affinityTimeoutSeconds;
+    if (sp.clusterEndpoints.length > 0) this.#selection(names.service, sp.clusterEndpoints.map((ep) => endpoints.get(ep.hostPort)!), affinity !== undefined);
+    if (sp.localEndpoints.length > 0) this.#selection(names.local, sp.localEndpoints.map((ep) => endpoints.get(ep.hostPort)!), affinity !== undefined);
+    for (const ep of sp.reachableEndpoints) {
+      const n = endpoints.get(ep.hostPort)!;
+      const update: NftRule[] = affinity === undefined ? [] : [{ expr: [{ set: { op: 'update', elem: saddr, set: `@${n.affinity}` } }] }];
+      this.chain(
+        n.chain,
+        { expr: [eq(saddr, ep.ip), jump(NFT.markMasq)] },
+        ...update,
+        { expr: [eq(meta('l4proto'), proto), { dnat: { addr: ep.ip, port: ep.port } }] },
+      );
+      if (affinity !== undefined) this.affinitySets.push({ name: n.affinity, type: ip === 'ip6' ? 'ipv6_addr' : 'ipv4_addr', flags: ['timeout'], timeout: affinity });
+    }
+  }
+
+  /** ClientIP affinity first, then the random cascade: endpoint i taken with probability 1/(n-i). */
+  #selection(chain: string, endpoints: readonly { chain: string; affinity: string }[], affinity: boolean): void {
+    const saddr = payload(this.#family, 'saddr');
+    if (affinity) this.chain(chain, ...endpoints.map((ep) => ({ expr: [eq(saddr, `@${ep.affinity}`), goto(ep.chain)] })));
+    const n = endpoints.length;
+    this.chain(
+      chain,
+      ...endpoints.map((ep, i) => ({ expr: i < n - 1 ? [eq({ numgen: { mode: 'random', mod: n - i } }, 0), goto(ep.chain)] : [goto(ep.chain)] })),
+    );
+  }
+}
+
+/**
+ * @throws Error for a comment nft could not take inside double quotes, or longer than its 128 characters
+ */
+function checkComment(text: string): void {
+  if (!/^[\x20-\x7e]{1,128}$/.test(text) || /["\\]/.test(text)) throw new Error(`refusing to write comment ${JSON.stringify(text)} into an nft rule`);
+}
