@@ -5,12 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';
-import { CLIENT_IP, peers, tally, TestCluster } from './harness/cluster.ts';
+import { CLIENT_IP, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
 
 const WEB = [{ name: 'http', port: 80, targetPort: 8080 }];
 const WEB_EP = [{ name: 'http', port: 8080 }];
 
-describe('ClusterIP', () => {
+describe.each(MODES)('%s mode: ClusterIP', (mode) => {
   let c: TestCluster;
   beforeAll(async () => {
     c = await TestCluster.create([
@@ -18,7 +18,7 @@ describe('ClusterIP', () => {
       { name: 'a2', ip: '10.244.1.11', node: 'node-1', tcp: [8080] },
       { name: 'b1', ip: '10.244.2.10', node: 'node-2', tcp: [8080], udp: [53] },
       { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-    ]);
+    ], [], mode);
   });
   afterAll(async () => {
     await c?.destroy();

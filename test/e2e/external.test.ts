@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service, type ServiceOptions } from '../support/objects.ts';
-import { CLIENT_IP, NODE1_EXT_IP, NODE1_IP, peers, tally, TestCluster } from './harness/cluster.ts';
+import { CLIENT_IP, NODE1_EXT_IP, NODE1_IP, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
 
 const ALLOWED = '203.0.113.2';
 const BLOCKED = '198.51.100.200';
@@ -26,7 +26,7 @@ function lb(key: string, n: number, extra: Partial<ServiceOptions> = {}) {
   });
 }
 
-describe('external destinations', () => {
+describe.each(MODES)('%s mode: external destinations', (mode) => {
   let c: TestCluster;
   beforeAll(async () => {
     c = await TestCluster.create(
@@ -36,6 +36,7 @@ describe('external destinations', () => {
         { name: 'src', ip: '10.244.1.99', node: 'node-1' },
       ],
       [ALLOWED, BLOCKED],
+      mode,
     );
   });
   afterAll(async () => {

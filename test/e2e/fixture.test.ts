@@ -5,12 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXAMPLES } from '../support/objects.ts';
-import { CLIENT_IP, NODE1_EXT_IP, peers, tally, TestCluster } from './harness/cluster.ts';
+import { CLIENT_IP, NODE1_EXT_IP, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
 
 const CLIENT = '203.0.113.2';
 const BLOCKED = '198.51.100.200';
 
-describe('the fixture cluster on node-1', () => {
+describe.each(MODES)('%s mode: the fixture cluster on node-1', (mode) => {
   let c: TestCluster;
   beforeAll(async () => {
     c = await TestCluster.create(
@@ -31,8 +31,9 @@ describe('the fixture cluster on node-1', () => {
         { name: 'src', ip: '10.244.1.99', node: 'node-1' },
       ],
       [CLIENT, BLOCKED],
+      mode,
     );
-    await c.kproxy(['sync', '--from', EXAMPLES, '--proxy-mode', 'iptables', '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16']);
+    await c.kproxy(['sync', '--from', EXAMPLES, '--proxy-mode', mode, '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16']);
   });
   afterAll(async () => {
     await c?.destroy();

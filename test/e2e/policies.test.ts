@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
-import { NODE1_EXT_IP, tally, TestCluster } from './harness/cluster.ts';
+import { NODE1_EXT_IP, tally, MODES, TestCluster } from './harness/cluster.ts';
 
 const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
 const EP_PORTS = [{ name: 'http', port: 8080 }];
@@ -15,7 +15,7 @@ const L2 = '10.244.1.11';
 const R1 = '10.244.2.10';
 const R2 = '10.244.2.11';
 
-describe('endpoint selection policies', () => {
+describe.each(MODES)('%s mode: endpoint selection policies', (mode) => {
   let c: TestCluster;
   beforeAll(async () => {
     c = await TestCluster.create([
@@ -25,7 +25,7 @@ describe('endpoint selection policies', () => {
       { name: 'r2', ip: R2, node: 'node-2', tcp: [8080] },
       { name: 'src', ip: '10.244.1.99', node: 'node-1' },
       { name: 'src2', ip: '10.244.1.98', node: 'node-1' },
-    ]);
+    ], [], mode);
   });
   afterAll(async () => {
     await c?.destroy();

@@ -1,5 +1,5 @@
 /**
- * The nftables proxy backend: renders with {@link renderNftables}, writes one `nft -j -f -`
+ * The nftables proxy backend: renders with {@link renderNftables}, writes one `nft -j -f`
  * transaction per sync through an {@link NftWriter} that keeps the committed table in memory.
  * @module
  */

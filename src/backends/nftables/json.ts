@@ -105,7 +105,7 @@ export type NftCommand =
   | { readonly flush: NftObject }
   | { readonly delete: NftObject };
 
-/** The document `nft -j -f -` reads: a metainfo object, then commands applied in order, atomically. */
+/** The document `nft -j -f` reads: a metainfo object, then commands applied in order, atomically. */
 export interface NftBatch {
   readonly nftables: readonly ({ readonly metainfo: { readonly json_schema_version: 1 } } | NftCommand)[];
 }

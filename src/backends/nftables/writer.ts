@@ -1,5 +1,5 @@
 /**
- * Writes kproxy's nftables table with the real `nft`: one `nft -j -f -` transaction per sync
+ * Writes kproxy's nftables table with the real `nft`: one `nft -j -f` transaction per sync
  * (atomic: all of it or nothing). The committed ruleset is kept in memory, so a sync sends only the
  * delta and never lists the table (upstream lists it on every sync, which takes tens of seconds at
  * 40k Services, kubernetes#139513); the kernel is read back only on the periodic full sync, to
@@ -11,6 +11,9 @@
  * @module
  */
 import { execa, ExecaError } from 'execa';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { deltaBatch, fullBatch, type NftBatchPlan } from './batch.ts';
 import { toBatch, type NftCommand, type NftFamily } from './json.ts';
 import { TABLE } from './names.ts';
@@ -30,7 +33,7 @@ export class NftError extends Error {
 
 /** Runs nft. The default runs the real binary; tests may pass another. */
 export interface NftTools {
-  /** `nft -j -f -` of a JSON document; with `check`, `nft -c` (validated, not committed). */
+  /** `nft -j -f` of a JSON document; with `check`, `nft -c` (validated, not committed). */
   apply(json: string, check?: boolean): Promise<void>;
   /** `nft -j list table <family> <table>`, or undefined when the table does not exist. */
   list(family: NftFamily, table: string): Promise<string | undefined>;
@@ -45,7 +48,15 @@ export const NFT_TIMEOUT_MS = 120_000;
 export function systemNft(): NftTools {
   return {
     async apply(json, check = false) {
-      await run(check ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], json);
+      // Not `-f -`: nft opens /dev/stdin, which fails when stdin is the socketpair Node gives a child.
+      const dir = await mkdtemp(join(tmpdir(), 'kproxy-nft-'));
+      try {
+        const file = join(dir, 'batch.json');
+        await writeFile(file, json, { mode: 0o600 });
+        await run(check ? ['-c', '-j', '-f', file] : ['-j', '-f', file]);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     },
     async list(family, table) {
       try {
@@ -62,9 +73,9 @@ export function systemNft(): NftTools {
   };
 }
 
-async function run(args: string[], input?: string): Promise<string> {
+async function run(args: string[]): Promise<string> {
   try {
-    const result = await execa('nft', args, { input: input ?? '', timeout: NFT_TIMEOUT_MS, maxBuffer: 1024 ** 3 });
+    const result = await execa('nft', args, { timeout: NFT_TIMEOUT_MS, maxBuffer: 1024 ** 3 });
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;

@@ -23,6 +23,10 @@ const NODE = join(ROOT, 'node_modules/.bin/node');
 const AGENT = join(import.meta.dirname, 'agent.ts');
 const KPROXY = join(ROOT, 'bin/kproxy');
 
+/** The proxy modes every conformance scenario runs in: one suite, two backends. */
+export const MODES = ['iptables', 'nftables'] as const;
+export type Mode = (typeof MODES)[number];
+
 export const NODE1_IP = '192.0.2.21';
 export const NODE2_IP = '192.0.2.22';
 export const NODE1_EXT_IP = '198.18.0.1';
@@ -88,8 +92,12 @@ export class TestCluster {
   readonly #servers: { kill(signal: NodeJS.Signals): boolean; then: PromiseLike<unknown>['then'] }[] = [];
   #agent: { kill(signal: NodeJS.Signals): boolean; then: PromiseLike<unknown>['then']; pid?: number | undefined } | undefined;
   #pending: Promise<void> = Promise.resolve();
+  /** The proxy mode `sync` and `startAgent` pass to kproxy. */
+  readonly mode: Mode;
 
-  private constructor() {}
+  private constructor(mode: Mode) {
+    this.mode = mode;
+  }
 
   /** Namespace name of an origin. */
   ns(origin: Origin): string {
@@ -99,10 +107,11 @@ export class TestCluster {
   /**
    * Builds the namespaces, links and routes, and starts the pods' servers.
    * @param clientAddresses extra /32 source addresses the external client may use
+   * @param mode the proxy mode kproxy runs in
    */
-  static async create(pods: readonly PodSpec[], clientAddresses: readonly string[] = []): Promise<TestCluster> {
+  static async create(pods: readonly PodSpec[], clientAddresses: readonly string[] = [], mode: Mode = 'iptables'): Promise<TestCluster> {
     hookExit();
-    const c = new TestCluster();
+    const c = new TestCluster(mode);
     try {
       await c.#build(pods, clientAddresses);
     } catch (err) {
@@ -189,8 +198,21 @@ export class TestCluster {
    */
   async sync(objects: readonly object[], flags: readonly string[] = ['--cluster-cidr', '10.244.0.0/16']): Promise<void> {
     const file = this.writeObjects(objects);
-    await this.kproxy(['sync', '--from', file, '--hostname-override', 'node-1', ...flags]);
+    await this.kproxy(['sync', '--from', file, '--proxy-mode', this.mode, '--hostname-override', 'node-1', ...flags]);
     await this.flushConntrack();
+  }
+
+  /** node-1's proxy rules as the kernel holds them: `iptables-save`, or kproxy's nft table ('' when absent). */
+  async rules(): Promise<string> {
+    if (this.mode === 'iptables') return this.onNode('iptables-save', []);
+    const r = await execa('ip', ['netns', 'exec', this.ns('node-1'), 'nft', 'list', 'table', 'ip', 'kube-proxy'], { reject: false, timeout: 30_000 });
+    return r.exitCode === 0 ? r.stdout : '';
+  }
+
+  /** Breaks node-1's Service dispatch as an admin's mistake would: flushes KUBE-SERVICES, or nft's `services` chain. */
+  async flushServiceDispatch(): Promise<void> {
+    if (this.mode === 'iptables') await this.onNode('iptables', ['-t', 'nat', '-F', 'KUBE-SERVICES']);
+    else await this.onNode('nft', ['flush', 'chain', 'ip', 'kube-proxy', 'services']);
   }
 
   /** Deletes node-1's conntrack entries (new connections must go through the new rules). */
@@ -242,14 +264,14 @@ export class TestCluster {
   }
 
   /**
-   * Starts `kproxy run` in node-1 in the background (stdout and stderr to files in the cluster's
-   * directory). Only one at a time; {@link stopAgent} ends it.
+   * Starts `kproxy run --proxy-mode <mode>` in node-1 in the background (stdout and stderr to files
+   * in the cluster's directory). Only one at a time; {@link stopAgent} ends it.
    */
   startAgent(args: readonly string[]): { stdout: string; stderr: string } {
     if (this.#agent) throw new Error('kproxy run is already running');
     const n = Date.now();
     const files = { stdout: join(this.dir, `run-${n}.out`), stderr: join(this.dir, `run-${n}.err`) };
-    this.#agent = execa('ip', ['netns', 'exec', this.ns('node-1'), KPROXY, 'run', ...args], {
+    this.#agent = execa('ip', ['netns', 'exec', this.ns('node-1'), KPROXY, 'run', '--proxy-mode', this.mode, ...args], {
       reject: false,
       buffer: false,
       stdout: { file: files.stdout },
