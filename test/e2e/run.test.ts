@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeconfigFor, TestApiServer } from '../support/apiserver.ts';
 import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
-import { NODE1_EXT_IP, NODE1_IP, NODE2_IP, tally, TestCluster, type ProbeResult } from './harness/cluster.ts';
+import { MODES, NODE1_EXT_IP, NODE1_IP, NODE2_IP, tally, TestCluster, type ProbeResult } from './harness/cluster.ts';
 
 const SYNC_PERIOD = '3s';
 const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
@@ -35,7 +35,7 @@ async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, t
 const onlyFrom = (...names: string[]) => (r: ProbeResult) => r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
 const refused = (r: ProbeResult) => r.refused > 0 && r.answers.length === 0;
 
-describe('kproxy run on a node', () => {
+describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
   let c: TestCluster;
   let api: TestApiServer;
   let args: string[];
@@ -48,7 +48,7 @@ describe('kproxy run on a node', () => {
       { name: 'web-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080] },
       { name: 'web-3', ip: '10.244.1.11', node: 'node-1', tcp: [8080], udp: [5353] },
       { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-    ]);
+    ], [], mode);
     api = new TestApiServer();
     api.seed('nodes', [node('node-1', 'zone-a', [NODE1_IP]) as never, node('node-2', 'zone-b', [NODE2_IP]) as never]);
     api.seed('services', [service('demo/web', { clusterIP: CIP, ports: PORTS }) as never]);
@@ -80,7 +80,7 @@ describe('kproxy run on a node', () => {
     api.remove('endpointslices', 'demo', 'web-abcde');
     await eventually(toWeb, refused);
     api.remove('services', 'demo', 'web');
-    await eventually(() => c.onNode('iptables-save', ['-t', 'nat']), (saved) => !saved.includes('demo/web'));
+    await eventually(() => c.rules(), (saved) => !saved.includes('demo/web'));
     api.apply('services', service('demo/web', { clusterIP: CIP, ports: PORTS }) as never);
     api.apply('endpointslices', web(['10.244.1.10']) as never);
     await eventually(toWeb, onlyFrom('web-1'));
@@ -121,7 +121,7 @@ describe('kproxy run on a node', () => {
 
   it('repairs a chain flushed by hand within the sync period', async () => {
     await eventually(toWeb, onlyFrom('web-1', 'web-3'));
-    await c.onNode('iptables', ['-t', 'nat', '-F', 'KUBE-SERVICES']);
+    await c.flushServiceDispatch();
     await c.flushConntrack();
     expect((await toWeb()).answers).toEqual([]);
     await eventually(toWeb, onlyFrom('web-1', 'web-3'), 10_000);
@@ -160,7 +160,7 @@ describe('kproxy run on a node', () => {
       'kubeproxy_sync_proxy_rules_duration_seconds_bucket',
       'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
       'kubeproxy_network_programming_duration_seconds_bucket',
-      'kubeproxy_sync_proxy_rules_iptables_total{table="nat"}',
+      mode === 'iptables' ? 'kubeproxy_sync_proxy_rules_iptables_total{table="nat"}' : 'kproxy_sync_proxy_rules_nftables_total{object="rules"}',
       'kubeproxy_proxy_healthz_total{code="200"}',
       'kproxy_informer_restarts{resource="EndpointSlice"}',
       'process_resident_memory_bytes',
@@ -192,13 +192,14 @@ describe('kproxy run on a node', () => {
     await c.kproxy(['cleanup']);
     const dry = c.startAgent([...args, '--dry-run']);
     const printed = () => (existsSync(dry.stdout) ? readFileSync(dry.stdout, 'utf8') : '');
-    await eventually(async () => printed(), (t) => t.includes('-A KUBE-SERVICES'));
+    await eventually(async () => printed(), (t) => t.includes(mode === 'iptables' ? '-A KUBE-SERVICES' : 'add rule ip kube-proxy services'));
     api.apply('endpointslices', web(['10.244.2.10']) as never);
     await eventually(async () => printed(), (t) => t.split('# sync at').length === 3);
     const second = printed().split('# sync at')[2]!;
     expect(second).toContain('10.244.2.10');
-    expect(second).not.toContain('*filter');
+    expect(second).not.toContain(mode === 'iptables' ? '*filter' : 'add table');
     expect(await c.onNode('iptables-save', [])).not.toContain('KUBE-');
+    expect(await c.rules()).not.toContain('kube-proxy');
     await c.stopAgent('SIGTERM');
   });
 });
