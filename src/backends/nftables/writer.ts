@@ -44,8 +44,12 @@ export interface NftTools {
 /** Time limit for one nft run. */
 export const NFT_TIMEOUT_MS = 120_000;
 
-/** The real `nft`. */
-export function systemNft(): NftTools {
+/**
+ * The real `nft`.
+ * @param wrapper a command to run nft under, e.g. `['ip', 'netns', 'exec', ns]` (tests, benchmarks)
+ */
+export function systemNft(wrapper: readonly string[] = []): NftTools {
+  const run = (args: string[]) => runNft(wrapper, args);
   return {
     async apply(json, check = false) {
       // Not `-f -`: nft opens /dev/stdin, which fails when stdin is the socketpair Node gives a child.
@@ -73,9 +77,10 @@ export function systemNft(): NftTools {
   };
 }
 
-async function run(args: string[]): Promise<string> {
+async function runNft(wrapper: readonly string[], args: string[]): Promise<string> {
+  const [bin, ...rest] = [...wrapper, 'nft', ...args];
   try {
-    const result = await execa('nft', args, { timeout: NFT_TIMEOUT_MS, maxBuffer: 1024 ** 3 });
+    const result = await execa(bin!, rest, { timeout: NFT_TIMEOUT_MS, maxBuffer: 1024 ** 3 });
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;
