@@ -46,6 +46,8 @@ export interface PlannedEndpoint {
   readonly port: number;
   /** `ip:port`, or `[ip]:port` for IPv6. */
   readonly hostPort: string;
+  /** On this node, or on no node the slice names: a pod here may reach itself through it (hairpin). */
+  readonly mayBeLocal: boolean;
 }
 
 /** What happens to packets for a destination that has no usable endpoint. */
@@ -192,9 +194,9 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     externalPolicyLocal: eLocal,
     internalPolicyLocal: iLocal,
     // categorizeEndpoints leaves a set empty when the port does not use it.
-    clusterEndpoints: sets.cluster.map(planned),
-    localEndpoints: sets.local.map(planned),
-    reachableEndpoints: sets.reachable.map(planned),
+    clusterEndpoints: sets.cluster.map((e) => planned(e, node.name)),
+    localEndpoints: sets.local.map((e) => planned(e, node.name)),
+    reachableEndpoints: sets.reachable.map((e) => planned(e, node.name)),
     internalNoEndpoints: !hasEndpoints ? 'REJECT' : hasInternal ? undefined : 'DROP',
     externalNoEndpoints: !hasEndpoints ? 'REJECT' : hasExternal ? undefined : 'DROP',
     usesExternalChain: hasEndpoints && externallyAccessible(sp),
@@ -203,8 +205,8 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
   };
 }
 
-function planned(e: Endpoint): PlannedEndpoint {
-  return { ip: e.ip.text, port: e.port, hostPort: e.hostPort };
+function planned(e: Endpoint, nodeName: string): PlannedEndpoint {
+  return { ip: e.ip.text, port: e.port, hostPort: e.hostPort, mayBeLocal: e.nodeName === undefined || e.nodeName === nodeName };
 }
 
 function isLoopback(a: IPAddress): boolean {

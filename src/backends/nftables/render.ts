@@ -10,12 +10,17 @@
  *   undefined port is rejected);
  * - masquerading by the mark bit: `mark-for-masquerade` sets it, `masquerading` (postrouting)
  *   clears it and masquerades `fully-random`;
- * - **endpoint selection is a cascade of plain rules**, `numgen random mod (n-i) == 0 goto
- *   endpoint-i` for i = 0..n-2, then `goto endpoint-(n-1)`: each endpoint with probability 1/n,
- *   as iptables' `statistic` chain. Upstream writes one anonymous `numgen … vmap { … }` per chain,
- *   and every rule that creates an anonymous set or references a named one costs the kernel work in
- *   proportion to the table: its cold start is quadratic (≈10.7 s at 10k Services here), the
- *   cascade linear (≈1.1 s) — shared/reference/nft-scaling/README.md, and bench/README.md;
+ * - **endpoint selection is a cascade of plain rules that DNAT themselves**: `numgen random mod
+ *   (n-i) == 0 … dnat to endpoint-i` for i = 0..n-2, then `… dnat to endpoint-(n-1)`: each endpoint
+ *   with probability 1/n, as iptables' `statistic` chain. Upstream writes one anonymous `numgen …
+ *   vmap { … }` per chain plus one chain per endpoint; every rule that creates an anonymous set
+ *   costs the kernel work in proportion to the table, so its cold start is quadratic (≈10.7 s at
+ *   10k Services here, shared/reference/nft-scaling/README.md), and per-endpoint chains multiply the
+ *   objects to commit by the endpoint count. Here a Service costs one chain and n rules
+ *   (bench/README.md has the measurements);
+ * - hairpin traffic (a pod reaching itself through its Service) is found after DNAT, in
+ *   `masquerading`, by one lookup of `saddr . daddr` in the `hairpin-endpoints` set, whose elements
+ *   are `ip . ip` of the endpoints that may be on this node; upstream does it in each endpoint chain;
  * - loadBalancerSourceRanges are plain `ip saddr <cidr> return` rules, then `drop`, for the same reason.
  *
  * The only per-service named sets are ClientIP-affinity sets (`affinity-…`, one per endpoint, timeout
@@ -26,9 +31,9 @@
  * Output is deterministic: sets and chains sorted by name, elements in plan order.
  * @module
  */
-import type { ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
+import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import {
-  DROP, RETURN, eq, fibType, goto, jump, meta, ne, payload, prefix,
+  DROP, RETURN, eq, fibType, goto, jump, keyText, meta, ne, payload, prefix,
   type NftElement, type NftFamily, type NftHook, type NftRule, type NftSelector, type NftSetSpec, type NftStatement,
 } from './json.ts';
 import { endpointNames, serviceNames, TABLE } from './names.ts';
@@ -62,6 +67,7 @@ export const NFT = {
   firewallIPs: 'firewall-ips',
   clusterIPs: 'cluster-ips',
   nodePortIPs: 'nodeport-ips',
+  hairpin: 'hairpin-endpoints',
   firewallCheck: 'firewall-check',
   serviceEndpointsCheck: 'service-endpoints-check',
   nodePortEndpointsCheck: 'nodeport-endpoints-check',
@@ -120,6 +126,8 @@ export function renderNftables(plan: ProxyPlan): NftRuleset {
   r.chain(NFT.markMasq, { expr: [{ mangle: { key: markOf, value: { '|': [markOf, mark] } } }] });
   r.chain(
     NFT.masquerading,
+    // Hairpin: a pod DNATed to itself must see the node's address, or it would answer itself directly.
+    { expr: [eq({ concat: [payload(family, 'saddr'), daddr] }, `@${NFT.hairpin}`), jump(NFT.markMasq)] },
     { expr: [{ match: { op: '==', left: { '&': [markOf, mark] }, right: 0 } }, RETURN] },
     { expr: [{ mangle: { key: markOf, value: { '^': [markOf, mark] } } }] },
     { expr: [{ masquerade: { flags: 'fully-random' } }], comment: 'kubernetes service traffic requiring SNAT' },
@@ -134,6 +142,7 @@ export function renderNftables(plan: ProxyPlan): NftRuleset {
     { name: NFT.noEndpointNodePorts, type: ['inet_proto', 'inet_service'], map: 'verdict' },
     { name: NFT.firewallIPs, type: key3, map: 'verdict' },
     { name: NFT.clusterIPs, type: addrType },
+    { name: NFT.hairpin, type: [addrType, addrType] },
     ...r.affinitySets,
   ];
   if (plan.nodePortDestinations.kind === 'addresses') {
@@ -142,9 +151,11 @@ export function renderNftables(plan: ProxyPlan): NftRuleset {
   }
   const elements = new Map<string, NftElement[]>();
   for (const s of sets) elements.set(s.name, r.elements.get(s.name) ?? []);
-  // A Service with several ports lists its ClusterIP once per port; a set holds it once.
-  const seen = new Set<unknown>();
-  elements.set(NFT.clusterIPs, elements.get(NFT.clusterIPs)!.filter((e) => !seen.has(e.key) && seen.add(e.key)));
+  // A ClusterIP is listed once per port, an endpoint once per Service using it; a set holds each once.
+  for (const name of [NFT.clusterIPs, NFT.hairpin]) {
+    const seen = new Set<string>();
+    elements.set(name, elements.get(name)!.filter((e) => !seen.has(keyText(e.key)) && seen.add(keyText(e.key))));
+  }
 
   const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   return {
@@ -241,33 +252,38 @@ class Renderer {
       if (sp.externalNoEndpoints === undefined) this.chain(names.external, { expr: [goto(externalPolicyChain)] });
     }
 
-    // Endpoint selection and per-endpoint chains.
-    const endpoints = new Map(sp.reachableEndpoints.map((ep) => [ep.hostPort, endpointNames(names.base, ep.ip, ep.port)]));
+    // Endpoint selection: DNAT in the cascade itself, no per-endpoint chains.
     const affinity = sp.affinityTimeoutSeconds;
-    if (sp.clusterEndpoints.length > 0) this.#selection(names.service, sp.clusterEndpoints.map((ep) => endpoints.get(ep.hostPort)!), affinity !== undefined);
-    if (sp.localEndpoints.length > 0) this.#selection(names.local, sp.localEndpoints.map((ep) => endpoints.get(ep.hostPort)!), affinity !== undefined);
+    const affinitySet = new Map<string, string>();
     for (const ep of sp.reachableEndpoints) {
-      const n = endpoints.get(ep.hostPort)!;
-      const update: NftRule[] = affinity === undefined ? [] : [{ expr: [{ set: { op: 'update', elem: saddr, set: `@${n.affinity}` } }] }];
-      this.chain(
-        n.chain,
-        { expr: [eq(saddr, ep.ip), jump(NFT.markMasq)] },
-        ...update,
-        { expr: [eq(meta('l4proto'), proto), { dnat: { addr: ep.ip, port: ep.port } }] },
-      );
-      if (affinity !== undefined) this.affinitySets.push({ name: n.affinity, type: ip === 'ip6' ? 'ipv6_addr' : 'ipv4_addr', flags: ['timeout'], timeout: affinity });
+      if (ep.mayBeLocal) this.element(NFT.hairpin, { key: { concat: [ep.ip, ep.ip] } });
+      if (affinity === undefined) continue;
+      const set = endpointNames(names.base, ep.ip, ep.port).affinity;
+      affinitySet.set(ep.hostPort, set);
+      this.affinitySets.push({ name: set, type: ip === 'ip6' ? 'ipv6_addr' : 'ipv4_addr', flags: ['timeout'], timeout: affinity });
     }
+    if (sp.clusterEndpoints.length > 0) this.#selection(names.service, proto, sp.clusterEndpoints, affinitySet);
+    if (sp.localEndpoints.length > 0) this.#selection(names.local, proto, sp.localEndpoints, affinitySet);
   }
 
-  /** ClientIP affinity first, then the random cascade: endpoint i taken with probability 1/(n-i). */
-  #selection(chain: string, endpoints: readonly { chain: string; affinity: string }[], affinity: boolean): void {
+  /**
+   * ClientIP affinity first (a client seen within the timeout goes back to its endpoint), then the
+   * random cascade: endpoint i is taken with probability 1/(n-i) of what is left, so each with 1/n.
+   * Every rule that picks an endpoint refreshes its affinity entry and DNATs to it.
+   */
+  #selection(chain: string, proto: 'tcp' | 'udp' | 'sctp', endpoints: readonly PlannedEndpoint[], affinitySets: ReadonlyMap<string, string>): void {
     const saddr = payload(this.#family, 'saddr');
-    if (affinity) this.chain(chain, ...endpoints.map((ep) => ({ expr: [eq(saddr, `@${ep.affinity}`), goto(ep.chain)] })));
+    const to = (ep: PlannedEndpoint): NftStatement[] => {
+      const set = affinitySets.get(ep.hostPort);
+      const update: NftStatement[] = set === undefined ? [] : [{ set: { op: 'update', elem: saddr, set: `@${set}` } }];
+      return [eq(meta('l4proto'), proto), ...update, { dnat: { addr: ep.ip, port: ep.port } }];
+    };
+    for (const ep of endpoints) {
+      const set = affinitySets.get(ep.hostPort);
+      if (set !== undefined) this.chain(chain, { expr: [eq(saddr, `@${set}`), ...to(ep)] });
+    }
     const n = endpoints.length;
-    this.chain(
-      chain,
-      ...endpoints.map((ep, i) => ({ expr: i < n - 1 ? [eq({ numgen: { mode: 'random', mod: n - i } }, 0), goto(ep.chain)] : [goto(ep.chain)] })),
-    );
+    this.chain(chain, ...endpoints.map((ep, i) => ({ expr: i < n - 1 ? [eq({ numgen: { mode: 'random', mod: n - i } }, 0), ...to(ep)] : to(ep) })));
   }
 }
 

@@ -32,21 +32,32 @@ describe('incremental nft batches', () => {
     const before = world(50);
     const after = world(50, { i: 7, eps: ['10.1.6.1', '10.1.6.9'] });
     const batch = deltaBatch(before, after, []);
-    const text = batchText(batch.commands).trim().split('\n');
-    expect(text.length).toBeGreaterThan(0);
-    for (const line of text) expect(line).toMatch(/ns\/svc7\//);
-    expect(text).toContain('flush chain ip kube-proxy service-' + after.chains.find((c) => c.name.startsWith('service-') && c.name.endsWith('ns/svc7/tcp/p80'))!.name.slice('service-'.length));
-    expect(batch.chainsWritten).toBe(2); // the service chain (new cascade) and the new endpoint's chain
-    expect(batch.stale).toHaveLength(1); // the old endpoint's chain: flushed now, deleted next time
-    expect(text.filter((l) => l.startsWith('delete chain'))).toEqual([]);
+    const chain = after.chains.find((c) => c.name.endsWith('ns/svc7/tcp/p80'))!.name;
+    expect(batchText(batch.commands).trim().split('\n')).toEqual([
+      `flush chain ip kube-proxy ${chain}`,
+      'delete element ip kube-proxy hairpin-endpoints { 10.1.6.2 . 10.1.6.2 }',
+      `add rule ip kube-proxy ${chain} ip daddr 172.30.0.7 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade comment "ns/svc7:p80 cluster IP"`,
+      `add rule ip kube-proxy ${chain} numgen random mod 2 0 meta l4proto tcp dnat to 10.1.6.1:80`,
+      `add rule ip kube-proxy ${chain} meta l4proto tcp dnat to 10.1.6.9:80`,
+      'add element ip kube-proxy hairpin-endpoints { 10.1.6.9 . 10.1.6.9 }',
+    ]);
+    expect(batch).toMatchObject({ rules: 3, elements: 2, chainsWritten: 1, stale: [] });
+  });
 
-    const next = deltaBatch(after, after, batch.stale);
-    expect(batchText(next.commands).trim().split('\n')).toEqual([`delete chain ip kube-proxy ${batch.stale[0]}`]);
+  it('a removed Service\'s chain is flushed with its elements gone, and deleted one batch later', () => {
+    const batch = deltaBatch(world(3), world(2), []);
+    const chain = world(3).chains.find((c) => c.name.endsWith('ns/svc3/tcp/p80'))!.name;
+    expect(batch.stale).toEqual([chain]);
+    const text = batchText(batch.commands);
+    expect(text).toContain(`flush chain ip kube-proxy ${chain}`);
+    expect(text).toContain('delete element ip kube-proxy service-ips { 172.30.0.3 . tcp . 80 }');
+    expect(text).not.toContain('delete chain');
+    expect(batchText(deltaBatch(world(2), world(2), batch.stale).commands)).toBe(`delete chain ip kube-proxy ${chain}\n`);
   });
 
   it('a stale chain wanted again before its deletion is rewritten, not deleted', () => {
     const a = world(3);
-    const b = world(3, { i: 2, eps: ['10.1.1.1'] });
+    const b = world(2);
     const first = deltaBatch(a, b, []);
     const again = deltaBatch(b, a, first.stale);
     expect(batchText(again.commands)).not.toContain('delete chain');

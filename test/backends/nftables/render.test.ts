@@ -48,17 +48,21 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
   ];
   const r = renderNftables(plan(objects));
 
-  it('picks endpoints with a cascade of plain rules: 1/3, then 1/2, then the last', () => {
+  it('picks endpoints with a cascade of plain rules that DNAT: 1/3, then 1/2, then the last; no per-endpoint chains', () => {
     expect(chainText(r, 'service-ULMVA6XW-ns1/svc1/tcp/p80')).toEqual([
       'ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade comment "ns1/svc1:p80 cluster IP"',
-      'numgen random mod 3 0 goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80',
-      `numgen random mod 2 0 goto ${endpointNames('ns1/svc1/tcp/p80', '10.180.0.2', 80).chain}`,
-      `goto ${endpointNames('ns1/svc1/tcp/p80', '10.180.0.3', 80).chain}`,
+      'numgen random mod 3 0 meta l4proto tcp dnat to 10.180.0.1:80',
+      'numgen random mod 2 0 meta l4proto tcp dnat to 10.180.0.2:80',
+      'meta l4proto tcp dnat to 10.180.0.3:80',
     ]);
-    expect(chainText(r, 'endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80')).toEqual([
-      'ip saddr 10.180.0.1 jump mark-for-masquerade',
-      'meta l4proto tcp dnat to 10.180.0.1:80',
-    ]);
+    expect(r.chains.filter((c) => c.name.startsWith('endpoint-'))).toEqual([]);
+  });
+
+  it('hairpin: one saddr . daddr lookup after DNAT, over the endpoints that may be on this node', () => {
+    expect(chainText(r, 'masquerading')![0]).toBe('ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade');
+    expect(elements(r, 'hairpin-endpoints')).toEqual(['10.180.0.1 . 10.180.0.1', '10.180.0.2 . 10.180.0.2', '10.180.0.3 . 10.180.0.3']);
+    const remote = renderNftables(plan([service('ns/a', { clusterIP: '172.30.0.9', ports: p80 }), endpointSlice('ns/a', p80, [endpoint('10.180.0.8', { node: 'other' }), endpoint('10.180.0.9', { node: 'test-node' })])]));
+    expect(elements(remote, 'hairpin-endpoints')).toEqual(['10.180.0.9 . 10.180.0.9']);
   });
 
   it('dispatches through the service-ips and service-nodeports maps; no endpoints goes to reject-chain', () => {
@@ -78,12 +82,14 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
     ]);
   });
 
-  it('affinity: a timeout set per endpoint, checked before the cascade and updated on DNAT', () => {
+  it('affinity: a timeout set per endpoint, checked before the cascade and refreshed on every DNAT', () => {
     const svc5 = serviceNames('ns5/svc5:p80', 'TCP');
     const ep = endpointNames(svc5.base, '10.180.0.3', 80);
     expect(r.sets.find((s) => s.name === ep.affinity)).toEqual({ name: ep.affinity, type: 'ipv4_addr', flags: ['timeout'], timeout: 10800 });
-    expect(chainText(r, svc5.service)!.slice(1)).toEqual([`ip saddr @${ep.affinity} goto ${ep.chain}`, `goto ${ep.chain}`]);
-    expect(chainText(r, ep.chain)![1]).toBe(`update @${ep.affinity} { ip saddr }`);
+    expect(chainText(r, svc5.service)!.slice(1)).toEqual([
+      `ip saddr @${ep.affinity} meta l4proto tcp update @${ep.affinity} { ip saddr } dnat to 10.180.0.3:80`,
+      `meta l4proto tcp update @${ep.affinity} { ip saddr } dnat to 10.180.0.3:80`,
+    ]);
   });
 
   it('loadBalancerSourceRanges: plain return rules then drop, reached through firewall-ips before DNAT', () => {
@@ -98,6 +104,7 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
 
   it('masquerades by mark, and hooks in where upstream does', () => {
     expect(chainText(r, 'masquerading')).toEqual([
+      'ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade',
       'meta mark & 0x00004000 == 0x00000000 return',
       'meta mark set meta mark ^ 0x00004000',
       'masquerade fully-random comment "kubernetes service traffic requiring SNAT"',
@@ -126,7 +133,7 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
       `fib saddr type local goto ${n.service} comment "route LOCAL traffic for ns/lb:p80 external destinations"`,
       `goto ${n.local}`,
     ]);
-    expect(chainText(local, n.local)).toEqual([`goto ${endpointNames(n.base, '10.180.0.7', 80).chain}`]);
+    expect(chainText(local, n.local)).toEqual(['meta l4proto tcp dnat to 10.180.0.7:80']);
   });
 
   it('--nodeport-addresses: NodePorts only on the addresses of the nodeport-ips set', () => {
