@@ -5,8 +5,9 @@
  *   kernel floor: `nft -j -f` of the same batch file, timed alone;
  * - one endpoint change: EndpointSlice in → state → plan → render → delta → in the kernel, next to
  *   the floor: `nft -j -f` of the same delta, applied to a twin namespace holding the same table;
- * - upstream's layout (one anonymous `numgen … vmap` per service chain), cold start only, to show
- *   why kproxy departs from it.
+ * - layouts, cold start only (`nft -j -f` alone): kproxy's; kproxy's with no ClientIP-affinity
+ *   Services (their per-endpoint sets are the one superlinear term); upstream's endpoint selection
+ *   (one anonymous `numgen … vmap` per service chain).
  *
  * Usage: `npm run bench:nftables -- [--sizes 1000,10000,50000] [--endpoints 10] [--runs 3]
  * [--upstream-sizes 1000,5000,10000] [--out bench/results/nftables.json]`. Needs root (netns, nft).
@@ -36,6 +37,8 @@ const { values: args } = parseArgs({
 const SIZES = args.sizes.split(',').map(Number);
 const E = Number(args.endpoints);
 const RUNS = Number(args.runs);
+/** Runs per size: one at 50k Services and above, where a cold start takes minutes. */
+const runsFor = (n: number) => (n >= 50_000 ? 1 : RUNS);
 const UPSTREAM_SIZES = args['upstream-sizes'] ? args['upstream-sizes'].split(',').map(Number) : [];
 const dir = mkdtempSync(join(tmpdir(), 'kproxy-bench-'));
 const namespaces: string[] = [];
@@ -94,6 +97,7 @@ interface Row {
 }
 
 async function measure(n: number): Promise<Row> {
+  const RUNS = runsFor(n);
   const store = benchStore(n, E);
   let t = performance.now();
   let rules = renderNftables(benchPlan(store));
@@ -156,13 +160,17 @@ async function measure(n: number): Promise<Row> {
   };
 }
 
-async function upstream(n: number): Promise<{ services: number; kproxyLayoutMs: number; upstreamLayoutMs: number }> {
-  const rules = renderNftables(benchPlan(benchStore(n, E)));
+async function upstream(n: number): Promise<{ services: number; kproxyLayoutMs: number; withoutAffinityMs: number; upstreamLayoutMs: number }> {
+  const plan = benchPlan(benchStore(n, E));
+  const rules = renderNftables(plan);
+  const noAffinity = renderNftables({ ...plan, servicePorts: plan.servicePorts.map((sp) => ({ ...sp, affinityTimeoutSeconds: undefined })) });
   const ns = await netns();
   try {
+    // Each batch starts by replacing the table, so they run one after the other in one namespace.
     const kproxyLayoutMs = await floor(ns, fullBatch(rules).commands);
+    const withoutAffinityMs = await floor(ns, fullBatch(noAffinity).commands);
     const upstreamLayoutMs = await floor(ns, fullBatch(upstreamLayout(rules)).commands);
-    return { services: n, kproxyLayoutMs: ms(kproxyLayoutMs), upstreamLayoutMs: ms(upstreamLayoutMs) };
+    return { services: n, kproxyLayoutMs: ms(kproxyLayoutMs), withoutAffinityMs: ms(withoutAffinityMs), upstreamLayoutMs: ms(upstreamLayoutMs) };
   } finally {
     await execa('ip', ['netns', 'del', ns]);
     namespaces.splice(namespaces.indexOf(ns), 1);
