@@ -90,6 +90,13 @@ describe('KubeProxyConfiguration v1alpha1', () => {
     expect(interpretConfig(doc).settings).toEqual({ proxyMode: 'iptables', iptablesSyncPeriod: 90_000, iptablesMinSyncPeriod: 500, iptablesMasqueradeBit: 15, nodeportAddresses: '192.0.2.0/24,198.18.0.0/15', healthzBindAddress: '0.0.0.0:10256', metricsBindAddress: '0.0.0.0:10249' });
   });
 
+  it('mode nftables takes the nftables section, and ignores the iptables one', () => {
+    const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'nftables', iptables: { syncPeriod: '30s', masqueradeBit: 14, masqueradeAll: false }, nftables: { syncPeriod: '45s', minSyncPeriod: '2s', masqueradeBit: 13, masqueradeAll: true } };
+    expect(interpretConfig(doc).settings).toEqual({ proxyMode: 'nftables', iptablesSyncPeriod: 45_000, iptablesMinSyncPeriod: 2_000, iptablesMasqueradeBit: 13, masqueradeAll: true });
+    const { nftables: _n, ...iptablesDoc } = { ...doc, mode: 'iptables' };
+    expect(interpretConfig({ ...iptablesDoc, nftables: doc.nftables }).settings).toEqual({ proxyMode: 'iptables', iptablesSyncPeriod: 30_000, iptablesMasqueradeBit: 14, masqueradeAll: false });
+  });
+
   it('reports unknown fields and unsupported values, never silently', () => {
     const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', frobnicate: 1, iptables: { localhostNodePorts: true, typo: 1 }, conntrack: { maxPerCore: 32768 }, detectLocalMode: 'InterfaceNamePrefix', featureGates: { Foo: true } };
     const { reports } = interpretConfig(doc);
