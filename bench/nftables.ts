@@ -5,12 +5,11 @@
  *   kernel floor: `nft -j -f` of the same batch file, timed alone;
  * - one endpoint change: EndpointSlice in → state → plan → render → delta → in the kernel, next to
  *   the floor: `nft -j -f` of the same delta, applied to a twin namespace holding the same table;
- * - layouts, cold start only (`nft -j -f` alone): kproxy's; kproxy's with no ClientIP-affinity
- *   Services (their per-endpoint sets are the one superlinear term); upstream's endpoint selection
- *   (one anonymous `numgen … vmap` per service chain).
+ * - layouts, cold start only (`nft -j -f` alone): kproxy's, and kproxy's with no ClientIP-affinity
+ *   Services (their per-endpoint sets are the one superlinear term).
  *
  * Usage: `npm run bench:nftables -- [--sizes 1000,10000,50000] [--endpoints 10] [--runs 3]
- * [--upstream-sizes 1000,5000,10000] [--out bench/results/nftables.json]`. Needs root (netns, nft).
+ * [--layout-sizes 1000,5000,10000] [--out bench/results/nftables.json]`. Needs root (netns, nft).
  * Every namespace is deleted when the run ends, pass or fail.
  * @module
  */
@@ -21,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { deltaBatch, fullBatch } from '../src/backends/nftables/batch.ts';
 import { toBatch, type NftCommand } from '../src/backends/nftables/json.ts';
-import { renderNftables, type NftRuleset } from '../src/backends/nftables/render.ts';
+import { renderNftables } from '../src/backends/nftables/render.ts';
 import { NftWriter, systemNft } from '../src/backends/nftables/writer.ts';
 import { benchPlan, benchSlice, benchStore } from './cluster.ts';
 
@@ -30,7 +29,7 @@ const { values: args } = parseArgs({
     sizes: { type: 'string', default: '1000,10000,50000' },
     endpoints: { type: 'string', default: '10' },
     runs: { type: 'string', default: '3' },
-    'upstream-sizes': { type: 'string', default: '1000,5000,10000' },
+    'layout-sizes': { type: 'string', default: '1000,5000,10000' },
     out: { type: 'string', default: 'bench/results/nftables.json' },
   },
 });
@@ -39,7 +38,7 @@ const E = Number(args.endpoints);
 const RUNS = Number(args.runs);
 /** Runs per size: one at 50k Services and above, where a cold start takes minutes. */
 const runsFor = (n: number) => (n >= 50_000 ? 1 : RUNS);
-const UPSTREAM_SIZES = args['upstream-sizes'] ? args['upstream-sizes'].split(',').map(Number) : [];
+const LAYOUT_SIZES = args['layout-sizes'] ? args['layout-sizes'].split(',').map(Number) : [];
 const dir = mkdtempSync(join(tmpdir(), 'kproxy-bench-'));
 const namespaces: string[] = [];
 
@@ -65,20 +64,6 @@ async function floor(ns: string, commands: readonly NftCommand[]): Promise<numbe
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number) => Math.round(x);
-
-/** Upstream's endpoint selection: one anonymous numgen vmap per service/local chain. */
-function upstreamLayout(rs: NftRuleset): NftRuleset {
-  const chains = rs.chains.map((c) => {
-    if (!/^(service|local)-/.test(c.name)) return c;
-    const cascade = c.rules.filter((r) => 'goto' in r.expr.at(-1)! && !JSON.stringify(r.expr).includes('"@'));
-    const rest = c.rules.filter((r) => !cascade.includes(r));
-    const targets = cascade.map((r) => (r.expr.at(-1) as { goto: { target: string } }).goto.target);
-    if (targets.length === 0) return c;
-    const vmap = { vmap: { key: { numgen: { mode: 'random', mod: targets.length } }, data: { set: targets.map((t, i) => [i, { goto: { target: t } }]) } } };
-    return { ...c, rules: [...rest, { expr: [vmap as never] }] };
-  });
-  return { ...rs, chains };
-}
 
 interface Row {
   services: number;
@@ -160,7 +145,7 @@ async function measure(n: number): Promise<Row> {
   };
 }
 
-async function upstream(n: number): Promise<{ services: number; kproxyLayoutMs: number; withoutAffinityMs: number; upstreamLayoutMs: number }> {
+async function layouts(n: number): Promise<{ services: number; kproxyLayoutMs: number; withoutAffinityMs: number }> {
   const plan = benchPlan(benchStore(n, E));
   const rules = renderNftables(plan);
   const noAffinity = renderNftables({ ...plan, servicePorts: plan.servicePorts.map((sp) => ({ ...sp, affinityTimeoutSeconds: undefined })) });
@@ -169,8 +154,7 @@ async function upstream(n: number): Promise<{ services: number; kproxyLayoutMs: 
     // Each batch starts by replacing the table, so they run one after the other in one namespace.
     const kproxyLayoutMs = await floor(ns, fullBatch(rules).commands);
     const withoutAffinityMs = await floor(ns, fullBatch(noAffinity).commands);
-    const upstreamLayoutMs = await floor(ns, fullBatch(upstreamLayout(rules)).commands);
-    return { services: n, kproxyLayoutMs: ms(kproxyLayoutMs), withoutAffinityMs: ms(withoutAffinityMs), upstreamLayoutMs: ms(upstreamLayoutMs) };
+    return { services: n, kproxyLayoutMs: ms(kproxyLayoutMs), withoutAffinityMs: ms(withoutAffinityMs) };
   } finally {
     await execa('ip', ['netns', 'del', ns]);
     namespaces.splice(namespaces.indexOf(ns), 1);
@@ -186,13 +170,13 @@ try {
     console.error(JSON.stringify(row));
     rows.push(row);
   }
-  const layouts = [];
-  for (const n of UPSTREAM_SIZES) {
-    const row = await upstream(n);
+  const layoutRows = [];
+  for (const n of LAYOUT_SIZES) {
+    const row = await layouts(n);
     console.error(JSON.stringify(row));
-    layouts.push(row);
+    layoutRows.push(row);
   }
-  const result = { date: new Date().toISOString(), nft: nftVersion, kernel, node: process.version, cpus: (await import('node:os')).cpus().length, endpointsPerService: E, runs: RUNS, rows, layouts };
+  const result = { date: new Date().toISOString(), nft: nftVersion, kernel, node: process.version, cpus: (await import('node:os')).cpus().length, endpointsPerService: E, runs: RUNS, rows, layouts: layoutRows };
   mkdirSync(dirname(args.out), { recursive: true });
   writeFileSync(args.out, `${JSON.stringify(result, null, 2)}\n`);
   console.log(JSON.stringify(result, null, 2));

@@ -10,7 +10,7 @@ interface Row {
   services: number; endpoints: number; planRenderMs: number; coldMs: number; coldFloorMs: number; coldCommands: number; coldBytes: number;
   changeMs: number; changePlanRenderMs: number; changeWriteMs: number; changeFloorMs: number; changeCommands: number; changeBytes: number;
 }
-interface Layout { services: number; kproxyLayoutMs: number; withoutAffinityMs: number; upstreamLayoutMs: number }
+interface Layout { services: number; kproxyLayoutMs: number; withoutAffinityMs: number }
 interface Result { date: string; nft: string; kernel: string; node: string; cpus: number; endpointsPerService: number; runs: number; rows: Row[]; layouts: Layout[] }
 
 const DIR = import.meta.dirname;
@@ -30,9 +30,9 @@ const table = [
   '',
   'Layouts, cold start (`nft -j -f` of the whole table into an empty namespace):',
   '',
-  '| Services | kproxy | kproxy, no affinity Services | upstream endpoint selection |',
-  '|---|---|---|---|',
-  ...r.layouts.map((x) => `| ${k(x.services)} | ${s(x.kproxyLayoutMs)} | ${s(x.withoutAffinityMs)} | ${s(x.upstreamLayoutMs)} |`),
+  '| Services | kproxy | kproxy, no affinity Services |',
+  '|---|---|---|',
+  ...r.layouts.map((x) => `| ${k(x.services)} | ${s(x.kproxyLayoutMs)} | ${s(x.withoutAffinityMs)} |`),
   '',
   '![cold start and one change, nftables mode](nftables.svg)',
 ].join('\n');

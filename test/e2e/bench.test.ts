@@ -16,7 +16,7 @@ describe('bench smoke run', () => {
 
   it('measures nftables cold start and one change at 50 Services, and cleans up', async () => {
     const out = join(dir, 'nftables.json');
-    const child = execa(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'bench/nftables.ts'), '--sizes', '50', '--runs', '1', '--upstream-sizes', '50', '--out', out], { cwd: ROOT, timeout: 120_000 });
+    const child = execa(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'bench/nftables.ts'), '--sizes', '50', '--runs', '1', '--layout-sizes', '50', '--out', out], { cwd: ROOT, timeout: 120_000 });
     await child;
     const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Record<string, number>[]; layouts: Record<string, number>[] };
     expect(result.rows).toHaveLength(1);
