@@ -5,16 +5,11 @@
  */
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { endpoint, endpointSlice, service } from '../support/objects.ts';
+import { service, webServices } from '../support/objects.ts';
 import { tally, TestCluster } from './harness/cluster.ts';
 
 const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
-const EP_PORTS = [{ name: 'http', port: 8080 }];
-const objects = (...names: string[]) =>
-  names.flatMap((n, i) => [
-    service(`demo/${n}`, { clusterIP: `10.96.3.${i + 1}`, ports: PORTS }),
-    endpointSlice(`demo/${n}`, EP_PORTS, [endpoint('10.244.1.10', { node: 'node-1' })]),
-  ]);
+const objects = webServices;
 
 /** iptables-save without comments and counters: what the kernel holds. */
 async function saved(c: TestCluster): Promise<string> {

@@ -10,17 +10,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderNftables } from '../../src/backends/nftables/render.ts';
 import { NftError, NftWriter, systemNft } from '../../src/backends/nftables/writer.ts';
-import { endpoint, endpointSlice, service } from '../support/objects.ts';
+import { endpoint, endpointSlice, service, webServices } from '../support/objects.ts';
 import { plan } from '../support/pipeline.ts';
 import { tally, TestCluster } from './harness/cluster.ts';
 
 const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
 const EP_PORTS = [{ name: 'http', port: 8080 }];
-const objects = (...names: string[]) =>
-  names.flatMap((n, i) => [
-    service(`demo/${n}`, { clusterIP: `10.96.3.${i + 1}`, ports: PORTS }),
-    endpointSlice(`demo/${n}`, EP_PORTS, [endpoint('10.244.1.10', { node: 'node-1' })]),
-  ]);
+const objects = webServices;
 const FLAGS = ['--proxy-mode', 'nftables', '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16'];
 
 describe('nftables mode on a real kernel', () => {

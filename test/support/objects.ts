@@ -112,3 +112,14 @@ export function fixtureItems(): Record<string, unknown>[] {
   const [list] = parseDocuments('cluster.yaml', readFileSync(join(EXAMPLES, 'cluster.yaml'), 'utf8')) as [{ items: Record<string, unknown>[] }];
   return list.items;
 }
+
+/**
+ * One ClusterIP Service per name (`demo/<name>`, ClusterIP 10.96.3.<i+1>, port 80 → 8080), each
+ * with one endpoint, 10.244.1.10 on node-1: the small cluster of the CLI lifecycle e2e tests.
+ */
+export function webServices(...names: string[]): Record<string, unknown>[] {
+  return names.flatMap((n, i) => [
+    service(`demo/${n}`, { clusterIP: `10.96.3.${i + 1}`, ports: [{ name: 'http', port: 80, targetPort: 8080 }] }),
+    endpointSlice(`demo/${n}`, [{ name: 'http', port: 8080 }], [endpoint('10.244.1.10', { node: 'node-1' })]),
+  ]);
+}

@@ -4,7 +4,7 @@
  * same table (test/e2e checks this on a real kernel).
  * @module
  */
-import type { JsonElement, NftCommand, NftKey, NftObject, NftSelector, NftStatement, NftValue, NftVerdict } from './json.ts';
+import { keyText, type JsonElement, type NftCommand, type NftKey, type NftObject, type NftSelector, type NftStatement, type NftValue, type NftVerdict } from './json.ts';
 
 /** Prints a batch of commands, one line each. */
 export function batchText(commands: readonly NftCommand[]): string {
@@ -47,10 +47,6 @@ function elementText(e: JsonElement): string {
   if (Array.isArray(e)) return `${elementText(e[0] as JsonElement)} : ${verdictText(e[1] as NftVerdict)}`;
   if (typeof e === 'object' && e !== null && 'elem' in e) return `${keyText(e.elem.val)} comment "${e.elem.comment}"`;
   return keyText(e as NftKey);
-}
-
-function keyText(key: NftKey): string {
-  return typeof key === 'object' ? key.concat.join(' . ') : String(key);
 }
 
 function verdictText(v: NftVerdict): string {

@@ -126,7 +126,7 @@ export class NftWriter {
    * @returns the commands, empty when nothing changed
    */
   plan(next: NftRuleset): NftBatchPlan {
-    const batch = this.#committed === undefined ? fullBatch(next) : deltaBatch(this.#committed, next, this.#deferred);
+    const batch = this.#batchTo(next);
     this.#committed = next;
     this.#deferred = batch.stale;
     return batch;
@@ -146,7 +146,7 @@ export class NftWriter {
       if (repaired !== undefined) this.#committed = undefined;
     }
     const full = this.#committed === undefined;
-    const batch = full ? fullBatch(next) : deltaBatch(this.#committed!, next, this.#deferred);
+    const batch = this.#batchTo(next);
     if (batch.commands.length > 0) {
       try {
         await this.#tools.apply(JSON.stringify(toBatch(batch.commands)));
@@ -159,6 +159,11 @@ export class NftWriter {
     this.#committed = next;
     this.#deferred = batch.stale;
     return { full, repaired, rules: batch.rules, elements: batch.elements, chainsWritten: batch.chainsWritten, chainsDeleted: batch.chainsDeleted };
+  }
+
+  /** The full batch when nothing is committed, else the delta from the committed ruleset. */
+  #batchTo(next: NftRuleset): NftBatchPlan {
+    return this.#committed === undefined ? fullBatch(next) : deltaBatch(this.#committed, next, this.#deferred);
   }
 
   /** Finds the first command whose prefix of the batch fails `nft --check`, within bounds. */
