@@ -109,12 +109,47 @@ export interface ProxyPlan {
 }
 
 /**
+ * Memory of earlier plans, so that a sync re-plans only the service ports whose state changed.
+ *
+ * Entries are keyed by the identity of the {@link ServicePortState} objects. The state store
+ * hands out the same objects for a Service until the Service or one of its EndpointSlices
+ * changes (ProxyStateStore.servicePortStatesOf), so identity is a version key. It covers the
+ * Service's and every slice's resourceVersion, and needs no bookkeeping. A WeakMap rather than an
+ * LRU: an entry lives exactly as long as the state it was planned from. Evicting a live Service
+ * would only cost time; keeping a deleted one would cost memory.
+ *
+ * A service port's plan also depends on the node's name, zone and address and on the family. When
+ * any of those differ from the previous call, everything is planned anew.
+ */
+export class PlanCache {
+  #context = '';
+  #plans = new WeakMap<ServicePortState, ServicePortPlan | null>();
+  /** Service ports planned (cache misses) by the last call; for tests and benchmarks. */
+  planned = 0;
+
+  /** @internal the cached plan of `state` under `context`, planning it on a miss */
+  get(context: string, state: ServicePortState, plan: () => ServicePortPlan | undefined): ServicePortPlan | undefined {
+    if (context !== this.#context) {
+      this.#context = context;
+      this.#plans = new WeakMap();
+    }
+    const hit = this.#plans.get(state);
+    if (hit !== undefined) return hit ?? undefined;
+    this.planned++;
+    const p = plan();
+    this.#plans.set(state, p ?? null);
+    return p;
+  }
+}
+
+/**
  * Plans the proxy for one family.
  * @param states every service port with its merged endpoints (ProxyStateStore.servicePortStates())
  * @param node this node (name, zone, addresses)
+ * @param cache plans of earlier calls to reuse (see {@link PlanCache}); the result is the same with or without it
  * @throws RangeError when `config.masqueradeBit` is outside 0–31 or a CIDR is of the wrong family
  */
-export function planProxy(states: readonly ServicePortState[], node: NodeInfo, config: ProxyConfig): ProxyPlan {
+export function planProxy(states: readonly ServicePortState[], node: NodeInfo, config: ProxyConfig, cache?: PlanCache): ProxyPlan {
   if (!Number.isInteger(config.masqueradeBit) || config.masqueradeBit < 0 || config.masqueradeBit > 31) {
     throw new RangeError(`masquerade bit must be 0-31, got ${config.masqueradeBit}`);
   }
@@ -127,8 +162,10 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
   let totalEndpoints = 0;
   let noLocalInternal = 0;
   let noLocalExternal = 0;
+  const context = `${family} ${node.name} ${node.zone ?? ''} ${nodeIP?.text ?? ''}`;
+  if (cache) cache.planned = 0;
   for (const state of states) {
-    const p = planServicePort(state, node, nodeIP, family);
+    const p = cache ? cache.get(context, state, () => planServicePort(state, node, nodeIP, family)) : planServicePort(state, node, nodeIP, family);
     if (!p) continue;
     servicePorts.push(p);
     totalEndpoints += state.endpoints.length;

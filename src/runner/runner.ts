@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import type { ProxyBackend, WriteReport } from '../backends/backend.ts';
 import { healthCheckTargets, type HealthCheckTarget } from '../planner/healthcheck.ts';
 import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
-import { planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
+import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
 import type { ObjectKind, RawObject } from '../sources/objects.ts';
 import type { EventQueue, SourceEvent } from '../sources/queue.ts';
 import type { ServicePortState } from '../state/model.ts';
@@ -70,6 +70,7 @@ const REQUIRED: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
 export class ProxyRunner<R> {
   readonly #d: RunnerDeps<R>;
   readonly #synced = new Set<ObjectKind>();
+  readonly #plans = new PlanCache();
   #previous: R | undefined;
   #previousPlan: ProxyPlan | undefined;
   #pending = false;
@@ -195,7 +196,7 @@ export class ProxyRunner<R> {
     let report: WriteReport | undefined;
     try {
       states = store.servicePortStates();
-      plan = planProxy(states, store.node, this.#d.config());
+      plan = planProxy(states, store.node, this.#d.config(), this.#plans);
       const rules = backend.render(plan);
       if (this.#d.dryRun) {
         const change = backend.describeChange(this.#previous, rules);

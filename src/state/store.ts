@@ -34,6 +34,8 @@ export class ProxyStateStore {
   readonly #slicesByService = new Map<string, Set<string>>();
   readonly #merged = new Map<string, readonly ServicePortState[]>();
   readonly #dirty = new Set<string>();
+  /** Service keys in order; dropped when a Service comes or goes, not when one changes. */
+  #order: string[] | undefined;
 
   /** @param nodeName this node's name (`--hostname-override`); endpoints on it are local */
   constructor(nodeName: string) {
@@ -54,6 +56,7 @@ export class ProxyStateStore {
   /** Adds or replaces a Service. An invalid or ignored Service removes any earlier version. */
   applyService(raw: RawObject): ApplyResult {
     return this.#apply(normaliseService(raw), (key) => this.deleteService(key), (service) => {
+      if (!this.#services.has(service.key)) this.#order = undefined;
       this.#services.set(service.key, service);
       this.#touch(service.key);
     });
@@ -61,7 +64,9 @@ export class ProxyStateStore {
 
   /** Removes a Service by `namespace/name`; its endpoints are kept for when it comes back. */
   deleteService(key: string): void {
-    if (this.#services.delete(key)) this.#touch(key);
+    if (!this.#services.delete(key)) return;
+    this.#order = undefined;
+    this.#touch(key);
   }
 
   /** Adds or replaces an EndpointSlice. An invalid or ignored slice removes any earlier version. */
@@ -114,10 +119,15 @@ export class ProxyStateStore {
     this.#dirty.add(serviceKey);
   }
 
-  /** Every service port with its merged endpoints, ordered by Service key, then port order in the spec. */
+  /**
+   * Every service port with its merged endpoints, ordered by Service key, then port order in the
+   * spec. The objects of a Service are the same from call to call until it or one of its slices
+   * changes, so callers may cache by identity (the planner's PlanCache does).
+   */
   servicePortStates(): ServicePortState[] {
     const out: ServicePortState[] = [];
-    for (const key of [...this.#services.keys()].sort()) out.push(...this.servicePortStatesOf(key));
+    this.#order ??= [...this.#services.keys()].sort();
+    for (const key of this.#order) for (const state of this.servicePortStatesOf(key)) out.push(state);
     return out;
   }
 

@@ -1,29 +1,44 @@
 /**
- * The iptables proxy backend: renders with {@link renderIptables}, writes with one
- * `iptables-restore --noflush` per sync ({@link syncIptables}).
+ * The iptables proxy backend: renders with {@link renderIptables} (reusing each unchanged service
+ * port's rules), writes through an {@link IptablesWriter} (only what changed; whole tables on the
+ * first sync and after a failure; verify and repair on the periodic sync).
  * @module
  */
 import type { ProxyBackend, WriteReport } from '../backend.ts';
 import type { ProxyPlan } from '../../planner/plan.ts';
 import type { IPFamily } from '../../state/ip.ts';
-import { renderIptables, type IptablesOptions, type IptablesRuleset } from './render.ts';
+import { IptablesRenderCache, renderIptables, type IptablesOptions, type IptablesRuleset } from './render.ts';
 import { buildChangeScript } from './restore.ts';
-import { cleanupIptables, syncIptables, systemIptables, type IptablesTools } from './writer.ts';
+import { cleanupIptables, IptablesWriter, systemIptables, type IptablesTools } from './writer.ts';
 
 /**
  * @param options rendering options, read once per render (the conntrack sysctl may change)
  * @param tools the iptables binaries; default the real ones of `family`
  */
 export function iptablesBackend(family: IPFamily, options: () => IptablesOptions, tools: IptablesTools = systemIptables(family)): ProxyBackend<IptablesRuleset> {
+  const cache = new IptablesRenderCache();
+  const writer = new IptablesWriter(tools);
   return {
     mode: 'iptables',
-    render: (plan: ProxyPlan) => renderIptables(plan, options()),
-    async write(rules): Promise<WriteReport> {
-      const report = await syncIptables(rules, tools);
-      const total = (table: 'filter' | 'nat') => rules[table].reduce((n, c) => n + c.rules.length, 0);
-      return { rulesWritten: report.rulesWritten, rulesTotal: { filter: total('filter'), nat: total('nat') }, chainsDeleted: report.chainsDeleted };
+    render: (plan: ProxyPlan) => renderIptables(plan, options(), cache),
+    async write(rules, { full }): Promise<WriteReport> {
+      const report = await writer.write(rules, { verify: full });
+      return {
+        rulesWritten: report.rulesWritten,
+        rulesTotal: { filter: ruleCount(rules, 'filter'), nat: ruleCount(rules, 'nat') },
+        chainsDeleted: report.chainsDeleted,
+        ...(report.repaired === undefined ? {} : { repaired: report.repaired }),
+      };
     },
     describeChange: buildChangeScript,
     cleanup: () => cleanupIptables(tools),
   };
+}
+
+/** Rules of a table: the fixed chains' plus every service port's own (no sorted chain list is built). */
+function ruleCount(rules: IptablesRuleset, table: 'filter' | 'nat'): number {
+  let n = 0;
+  for (const list of rules.fixed[table].values()) n += list.length;
+  if (table === 'nat') for (const part of rules.services.values()) for (const c of part.chains) n += c.rules.length;
+  return n;
 }

@@ -31,12 +31,43 @@ export interface JumpRule {
   readonly target: string;
 }
 
+/** A rule one service port puts in a chain it shares with others (KUBE-SERVICES, KUBE-NODEPORTS, …). */
+export interface SharedRule {
+  readonly table: TableName;
+  readonly chain: string;
+  /** Restore arguments after `-A <chain> `. */
+  readonly rule: string;
+}
+
+/** What one service port contributes to the ruleset. Rendered once per plan of it and then reused. */
+export interface IptablesServiceRules {
+  /** Its own nat chains (KUBE-SVC-, -SVL-, -EXT-, -FW-, -SEP-), in the order they were first written. */
+  readonly chains: readonly IptablesChain[];
+  /** Its rules in the fixed chains, in order. */
+  readonly shared: readonly SharedRule[];
+}
+
 /** The complete desired iptables state: every owned chain of each table, and the jumps into them. */
 export interface IptablesRuleset {
+  /** Every owned chain, sorted by name (built on first read: incremental writes do not need it). */
   readonly filter: readonly IptablesChain[];
+  /** Every owned chain, sorted by name (built on first read). */
   readonly nat: readonly IptablesChain[];
+  /** The fixed chains ({@link FIXED_CHAINS}) with every rule, per-service ones included, by table and name. */
+  readonly fixed: Readonly<Record<TableName, ReadonlyMap<string, readonly string[]>>>;
   /** In the order upstream inserts them (each `-I` goes to the top of its chain). */
   readonly jumps: readonly JumpRule[];
+  /**
+   * Each service port's part, keyed by {@link servicePortKey}, in plan order. A part that is the
+   * same object in two rulesets is unchanged between them, which is how the writer finds what
+   * changed without comparing every chain.
+   */
+  readonly services: ReadonlyMap<string, IptablesServiceRules>;
+}
+
+/** The key of a service port in {@link IptablesRuleset.services}: `namespace/name:port protocol`. */
+export function servicePortKey(sp: Pick<ServicePortPlan, 'name' | 'protocol'>): string {
+  return `${sp.name} ${sp.protocol}`;
 }
 
 /** Rendering options that are iptables-specific. */
@@ -80,24 +111,54 @@ export function isOwnedChain(table: TableName, chain: string): boolean {
 const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain';
 
 /**
+ * Memory of earlier renders: a service port whose plan is the same object as last time (see the
+ * planner's PlanCache) is not rendered again. Keyed by identity; entries live as long as the plans.
+ * Everything a service port's rules depend on besides its plan is in the context key, and a new
+ * context drops every entry.
+ */
+export class IptablesRenderCache {
+  #context = '';
+  #parts = new WeakMap<ServicePortPlan, IptablesServiceRules>();
+  /** Service ports rendered (cache misses) by the last render; for tests and benchmarks. */
+  rendered = 0;
+
+  /** @internal */
+  get(context: string, sp: ServicePortPlan, render: () => IptablesServiceRules): IptablesServiceRules {
+    if (context !== this.#context) {
+      this.#context = context;
+      this.#parts = new WeakMap();
+    }
+    let part = this.#parts.get(sp);
+    if (part === undefined) {
+      this.rendered++;
+      this.#parts.set(sp, (part = render()));
+    }
+    return part;
+  }
+}
+
+/**
  * Renders the plan.
+ * @param cache earlier renders to reuse; the result is the same with or without it
  * @throws Error if a comment would hold a character iptables-restore cannot take (a bug: the state
  *   stage admits only names that cannot)
  */
-export function renderIptables(plan: ProxyPlan, options: IptablesOptions): IptablesRuleset {
-  const chains = { filter: new Map<string, string[]>(), nat: new Map<string, string[]>() };
-  for (const table of ['filter', 'nat'] as const) for (const name of FIXED_CHAINS[table]) chains[table].set(name, []);
-  const filter = (chain: string, ...rule: string[]) => chains.filter.get(chain)!.push(rule.join(' '));
-  // nat(chain) alone declares the chain; with arguments it also appends a rule.
-  const nat = (chain: string, ...rule: string[]) => {
-    let rules = chains.nat.get(chain);
-    if (!rules) chains.nat.set(chain, (rules = []));
-    if (rule.length > 0) rules.push(rule.join(' '));
-  };
+export function renderIptables(plan: ProxyPlan, options: IptablesOptions, cache?: IptablesRenderCache): IptablesRuleset {
   const mark = plan.masqueradeMark;
   const large = plan.totalEndpoints > LARGE_CLUSTER_ENDPOINTS;
+  const fixed = { filter: new Map<string, string[]>(), nat: new Map<string, string[]>() };
+  for (const table of ['filter', 'nat'] as const) for (const name of FIXED_CHAINS[table]) fixed[table].set(name, []);
+  const filter = (chain: string, ...rule: string[]) => fixed.filter.get(chain)!.push(rule.join(' '));
+  const nat = (chain: string, ...rule: string[]) => fixed.nat.get(chain)!.push(rule.join(' '));
 
-  for (const sp of plan.servicePorts) renderServicePort(sp, plan, large, filter, nat);
+  const services = new Map<string, IptablesServiceRules>();
+  const context = `${plan.family} ${mark} ${plan.masqueradeAll} ${plan.localCIDR ?? ''} ${large}`;
+  if (cache) cache.rendered = 0;
+  for (const sp of plan.servicePorts) {
+    const part = cache ? cache.get(context, sp, () => renderServicePort(sp, plan, large)) : renderServicePort(sp, plan, large);
+    services.set(servicePortKey(sp), part);
+    for (const r of part.shared) fixed[r.table].get(r.chain)!.push(r.rule);
+  }
 
   if (plan.nodePortDestinations.kind === 'all') {
     const loopback = plan.family === 6 ? '::1/128' : '127.0.0.0/8';
@@ -114,13 +175,42 @@ export function renderIptables(plan: ProxyPlan, options: IptablesOptions): Iptab
   nat(CHAIN.postrouting, `-j MARK --xor-mark ${mark}`);
   nat(CHAIN.postrouting, comment('kubernetes service traffic requiring SNAT'), '-j MASQUERADE --random-fully');
 
-  const sorted = (m: Map<string, string[]>) => [...m.keys()].sort().map((name) => ({ name, rules: m.get(name)! }));
-  return { filter: sorted(chains.filter), nat: sorted(chains.nat), jumps: JUMPS };
+  const chainsOf = (m: Map<string, string[]>): IptablesChain[] => Array.from(m, ([name, rules]) => ({ name, rules }));
+  const byName = (a: IptablesChain, b: IptablesChain) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  let filterChains: IptablesChain[] | undefined;
+  let natChains: IptablesChain[] | undefined;
+  return {
+    get filter() {
+      return (filterChains ??= chainsOf(fixed.filter).sort(byName));
+    },
+    get nat() {
+      if (natChains) return natChains;
+      const all = chainsOf(fixed.nat);
+      for (const part of services.values()) for (const c of part.chains) all.push(c);
+      return (natChains = all.sort(byName));
+    },
+    fixed,
+    jumps: JUMPS,
+    services,
+  };
 }
 
 type Emit = (chain: string, ...rule: string[]) => void;
 
-function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean, filter: Emit, nat: Emit): void {
+function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean): IptablesServiceRules {
+  const shared: SharedRule[] = [];
+  const own = new Map<string, string[]>();
+  const filter: Emit = (chain, ...rule) => shared.push({ table: 'filter', chain, rule: rule.join(' ') });
+  // nat(chain) alone declares an own chain; with arguments it also appends a rule.
+  const nat: Emit = (chain, ...rule) => {
+    if (chain === CHAIN.services || chain === CHAIN.nodePorts) {
+      shared.push({ table: 'nat', chain, rule: rule.join(' ') });
+      return;
+    }
+    let rules = own.get(chain);
+    if (!rules) own.set(chain, (rules = []));
+    if (rule.length > 0) rules.push(rule.join(' '));
+  };
   const names = serviceChainNames(sp.name, sp.protocol);
   const proto = sp.protocol.toLowerCase();
   const match = `-m ${proto} -p ${proto}`;
@@ -207,6 +297,7 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean,
     const affinity = sp.affinityTimeoutSeconds === undefined ? [] : [`-m recent --name ${sep} --set`];
     nat(sep, ...c, ...affinity, match, `-j DNAT --to-destination ${ep.hostPort}`);
   }
+  return { chains: Array.from(own, ([name, rules]) => ({ name, rules })), shared };
 }
 
 function writeEndpointSelection(

@@ -1,7 +1,12 @@
 /**
- * `iptables-restore` input: a complete ruleset for an empty namespace (dry-run), the same made
- * safe for `--noflush` on a live node (sync), and the script that removes everything kproxy owns
- * (cleanup). Pure functions over text.
+ * `iptables-restore` input, pure functions over text:
+ * - {@link buildRestoreScript}: a complete ruleset for an empty namespace (dry-run), the same made
+ *   safe for `--noflush` on a live node;
+ * - {@link buildTableScript}: whole tables without `--noflush`, every foreign chain and rule copied
+ *   from `iptables-save -c` (the fast way to write everything, reference/iptables-restore-scaling.md);
+ * - {@link diffRulesets} and {@link changeScript}: only what changed between two rulesets, for
+ *   `--noflush` (incremental syncs and `run --dry-run`);
+ * - {@link buildCleanupScript}: removes everything kproxy owns.
  *
  * With `--noflush`, declaring `:CHAIN - [0:0]` creates the chain or flushes it, and leaves every
  * other chain alone; that is how kproxy rewrites only its own chains (upstream does the same,
@@ -9,14 +14,18 @@
  * only when missing, so a second sync changes nothing.
  * @module
  */
-import { isOwnedChain, type IptablesRuleset, type TableName } from './render.ts';
+import { CHAIN, FIXED_CHAINS, isOwnedChain, type IptablesChain, type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
 
 /** What `iptables-save` shows of one table. */
 export interface SavedTable {
   /** Every chain in the table, built-in ones included. */
   readonly chains: ReadonlySet<string>;
-  /** Rules per chain, each as `-A <chain> ...` without the `-A <chain> ` prefix. */
+  /** Rules per chain, each as `-A <chain> ...` without the `-A <chain> ` prefix (and counters). */
   readonly rules: ReadonlyMap<string, readonly string[]>;
+  /** The declaration line of each chain kproxy does not own, as saved (policy and counters). */
+  readonly headers: ReadonlyMap<string, string>;
+  /** The rule lines of each chain kproxy does not own, as saved (`[pkts:bytes] -A …` with `-c`). */
+  readonly lines: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Current kernel state of the tables kproxy writes; undefined tables count as empty. */
@@ -31,22 +40,67 @@ const BUILTIN = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTIN
 export function parseSave(text: string, table: TableName): SavedTable {
   const chains = new Set<string>();
   const rules = new Map<string, string[]>();
+  const headers = new Map<string, string>();
+  const lines = new Map<string, string[]>();
+  const push = <T>(m: Map<string, T[]>, k: string, v: T) => {
+    const list = m.get(k);
+    if (list) list.push(v);
+    else m.set(k, [v]);
+  };
   let inTable = false;
   for (const line of text.split('\n')) {
     if (line.startsWith('*')) inTable = line.slice(1).trim() === table;
     else if (!inTable) continue;
-    else if (line.startsWith(':')) chains.add(line.slice(1).split(' ')[0]!);
-    else if (line.startsWith('-A ')) {
-      const rest = line.slice(3);
+    else if (line.startsWith(':')) {
+      const chain = line.slice(1).split(' ')[0]!;
+      chains.add(chain);
+      if (!isOwnedChain(table, chain)) headers.set(chain, line);
+    } else {
+      // `iptables-save -c` puts the counters first: `[pkts:bytes] -A CHAIN …`.
+      const start = line.startsWith('[') ? line.indexOf('] ') + 2 : 0;
+      if (!line.startsWith('-A ', start)) continue;
+      const rest = line.slice(start + 3);
       const space = rest.indexOf(' ');
       const chain = space < 0 ? rest : rest.slice(0, space);
-      const rule = space < 0 ? '' : rest.slice(space + 1);
-      let list = rules.get(chain);
-      if (!list) rules.set(chain, (list = []));
-      list.push(rule);
+      push(rules, chain, space < 0 ? '' : rest.slice(space + 1));
+      if (!isOwnedChain(table, chain)) push(lines, chain, line);
     }
   }
-  return { chains, rules };
+  return { chains, rules, headers, lines };
+}
+
+/**
+ * Whole tables for `iptables-restore --counters` without `--noflush`: every chain and rule kproxy
+ * does not own exactly as `current` holds them (with their counters), kproxy's chains as `ruleset`
+ * wants them, and the jumps into them first in their built-in chains when missing. Restoring a
+ * whole table is linear in its size; `--noflush` is not (reference/iptables-restore-scaling.md:
+ * 6 s against 65 s at 5k Services). Whatever another program writes into these tables between the
+ * `iptables-save` that read `current` and this restore is lost, so the writer uses this only when
+ * it must write most of the table anyway (cold start, or after a failure).
+ * @param current both tables as `iptables-save -c` printed them
+ */
+export function buildTableScript(ruleset: IptablesRuleset, current: Readonly<Record<TableName, SavedTable>>): string {
+  const out: string[] = [];
+  for (const table of ['filter', 'nat'] as const) {
+    const saved = current[table];
+    const desired = ruleset[table];
+    out.push(`*${table}`);
+    for (const header of saved.headers.values()) out.push(header);
+    for (const chain of desired) out.push(`:${chain.name} - [0:0]`);
+    // Missing jumps go first, in reverse: inserting each at the top leaves them in this order.
+    const missing = missingJumps(ruleset.jumps, table, saved);
+    for (const chain of saved.headers.keys()) {
+      for (let i = missing.length - 1; i >= 0; i--) if (missing[i]!.from === chain) out.push(`-A ${chain} ${missing[i]!.spec}`);
+      for (const line of saved.lines.get(chain) ?? []) out.push(line);
+    }
+    for (const chain of desired) for (const rule of chain.rules) out.push(`-A ${chain.name} ${rule}`);
+    out.push('COMMIT');
+  }
+  return `${out.join('\n')}\n`;
+}
+
+function missingJumps(jumps: readonly JumpRule[], table: TableName, saved: SavedTable | undefined): JumpRule[] {
+  return jumps.filter((j) => j.table === table && !(saved?.rules.get(j.from)?.some((r) => jumpTarget(r) === j.target) ?? false));
 }
 
 /**
@@ -67,11 +121,7 @@ export function buildRestoreScript(ruleset: IptablesRuleset, current: SavedTable
     for (const chain of stale) out.push(`:${chain} - [0:0]`);
     for (const chain of desired) for (const rule of chain.rules) out.push(`-A ${chain.name} ${rule}`);
     for (const chain of stale) out.push(`-X ${chain}`);
-    for (const j of ruleset.jumps) {
-      if (j.table !== table) continue;
-      const present = saved?.rules.get(j.from)?.some((r) => jumpTarget(r) === j.target) ?? false;
-      if (!present) out.push(`-I ${j.from} ${j.spec}`);
-    }
+    for (const j of missingJumps(ruleset.jumps, table, saved)) out.push(`-I ${j.from} ${j.spec}`);
     out.push('COMMIT');
   }
   return `${out.join('\n')}\n`;
@@ -108,33 +158,166 @@ function jumpTarget(rule: string): string | undefined {
   return m?.[1];
 }
 
+/** Fixed chains whose other rules are one per service port and in no particular order. */
+const EDITABLE: Record<TableName, ReadonlySet<string>> = {
+  filter: new Set([CHAIN.services, CHAIN.externalServices, CHAIN.nodePorts, CHAIN.proxyFirewall]),
+  nat: new Set([CHAIN.services, CHAIN.nodePorts]),
+};
+
+/** In-place edits of one fixed chain: rules to delete (`-D`) and to insert at the top (`-I … 1`). */
+export interface ChainEdit {
+  readonly chain: string;
+  readonly remove: readonly string[];
+  readonly insert: readonly string[];
+}
+
+/** What differs between two rulesets, per table. */
+export interface IptablesChange {
+  /** Chains to declare (create or flush) and write in full. */
+  readonly write: Readonly<Record<TableName, readonly IptablesChain[]>>;
+  /** Fixed chains changed only in some per-service rules: edited in place. */
+  readonly edit: Readonly<Record<TableName, readonly ChainEdit[]>>;
+  /** Chains no longer wanted: flushed, then deleted once nothing jumps to them. */
+  readonly remove: Readonly<Record<TableName, readonly string[]>>;
+  /** Jumps from built-in chains that `previous` did not have. */
+  readonly jumps: readonly JumpRule[];
+}
+
 /**
- * The change from `previous` to `next` as `iptables-restore --noflush` input: every chain that is
- * new or whose rules differ is declared and written in full, every chain that is gone is flushed
- * and deleted (`-X`). Jumps from built-in chains are listed only when they are new. What
- * `kproxy run --dry-run` prints per sync.
- * @param previous the ruleset of the last sync; undefined for the first sync (everything is new)
+ * The change from `previous` to `next`, chain by chain, found from the service ports' parts: a
+ * part that is the same object in both is skipped, so the cost is proportional to what changed.
+ *
+ * The per-service rules of KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXTERNAL-SERVICES and
+ * KUBE-PROXY-FIREWALL are edited in place: a removed rule is deleted by its spec, a new one is
+ * inserted at the top. Their order does not matter (each matches its own destination), and the
+ * NodePort jump, which must stay last in nat KUBE-SERVICES, is never moved. Upstream rewrites these
+ * chains in full on every sync (reference/kube-proxy.md §1), which is its main cost at scale. A chain
+ * whose other rules changed, or where the edits would be more than half of it, is rewritten in full.
+ * @param previous the ruleset the kernel holds; undefined: empty (everything is written)
+ */
+export function diffRulesets(previous: IptablesRuleset | undefined, next: IptablesRuleset): IptablesChange {
+  const write = { filter: [] as IptablesChain[], nat: [] as IptablesChain[] };
+  const edit = { filter: [] as ChainEdit[], nat: [] as ChainEdit[] };
+  const remove = { filter: [] as string[], nat: [] as string[] };
+  if (previous === undefined) {
+    return { write: { filter: [...next.filter], nat: [...next.nat] }, edit, remove, jumps: next.jumps };
+  }
+  // Per-service rules in fixed chains that went and came, by table and chain; equal ones cancel.
+  const gone = new Map<string, Map<string, number>>();
+  const came = new Map<string, string[]>();
+  const count = (table: TableName, chain: string, rule: string, by: number) => {
+    const k = `${table} ${chain}`;
+    let m = gone.get(k);
+    if (!m) gone.set(k, (m = new Map()));
+    m.set(rule, (m.get(rule) ?? 0) + by);
+  };
+  const ownBefore = new Map<string, IptablesChain>();
+  const ownAfter = new Map<string, IptablesChain>();
+  for (const [key, part] of next.services) {
+    const old = previous.services.get(key);
+    if (old === part) continue;
+    for (const c of part.chains) ownAfter.set(c.name, c);
+    for (const r of part.shared) count(r.table, r.chain, r.rule, -1);
+    if (old) {
+      for (const c of old.chains) ownBefore.set(c.name, c);
+      for (const r of old.shared) count(r.table, r.chain, r.rule, 1);
+    }
+  }
+  for (const [key, old] of previous.services) {
+    if (next.services.has(key)) continue;
+    for (const c of old.chains) ownBefore.set(c.name, c);
+    for (const r of old.shared) count(r.table, r.chain, r.rule, 1);
+  }
+  for (const [k, m] of gone) {
+    const insert: string[] = [];
+    for (const [rule, n] of m) {
+      if (n === 0) m.delete(rule);
+      else if (n < 0) {
+        for (let i = 0; i < -n; i++) insert.push(rule);
+        m.delete(rule);
+      }
+    }
+    came.set(k, insert);
+  }
+
+  for (const table of ['filter', 'nat'] as const) {
+    for (const name of FIXED_CHAINS[table]) {
+      const before = previous.fixed[table].get(name) ?? [];
+      const after = next.fixed[table].get(name) ?? [];
+      const removed = [...(gone.get(`${table} ${name}`) ?? new Map<string, number>())].flatMap(([rule, n]) => Array<string>(n).fill(rule));
+      const inserted = came.get(`${table} ${name}`) ?? [];
+      if (removed.length === 0 && inserted.length === 0 && sameRules(before, after)) continue;
+      const editable = EDITABLE[table].has(name) && before.length - removed.length + inserted.length === after.length && 2 * (removed.length + inserted.length) <= after.length;
+      if (editable && otherRulesSame(before, after, removed, inserted)) edit[table].push({ chain: name, remove: removed, insert: inserted });
+      else write[table].push({ name, rules: after });
+    }
+    if (table === 'nat') {
+      for (const c of ownAfter.values()) {
+        const old = ownBefore.get(c.name);
+        if (old === undefined || !sameRules(old.rules, c.rules)) write.nat.push(c);
+      }
+      for (const name of ownBefore.keys()) if (!ownAfter.has(name)) remove.nat.push(name);
+    }
+  }
+  const jumps = next.jumps.filter((j) => !previous.jumps.some((p) => p.table === j.table && p.from === j.from && p.spec === j.spec));
+  return { write, edit, remove, jumps };
+}
+
+/**
+ * The change as `iptables-restore --noflush` input. Per table: declarations of written and removed
+ * chains, in-place deletes, inserts, the written chains' rules, then `-X` of removed chains (after
+ * every rule that jumped to them is gone), then new jumps.
  * @returns the script, or undefined when nothing changed
  */
-export function buildChangeScript(previous: IptablesRuleset | undefined, next: IptablesRuleset): string | undefined {
+export function changeScript(change: IptablesChange): string | undefined {
   const out: string[] = [];
+  const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   for (const table of ['filter', 'nat'] as const) {
-    const before = new Map((previous?.[table] ?? []).map((c) => [c.name, c.rules]));
-    const changed = next[table].filter((c) => {
-      const old = before.get(c.name);
-      return old === undefined || old.length !== c.rules.length || old.some((r, i) => r !== c.rules[i]);
-    });
-    const wanted = new Set(next[table].map((c) => c.name));
-    const gone = [...before.keys()].filter((name) => !wanted.has(name)).sort();
-    const jumps = next.jumps.filter((j) => j.table === table && !previous?.jumps.some((p) => p.table === table && p.from === j.from && p.spec === j.spec));
-    if (changed.length === 0 && gone.length === 0 && jumps.length === 0) continue;
+    const write = [...change.write[table]].sort(byName);
+    const edit = change.edit[table];
+    const remove = [...change.remove[table]].sort();
+    const jumps = change.jumps.filter((j) => j.table === table);
+    if (write.length === 0 && edit.length === 0 && remove.length === 0 && jumps.length === 0) continue;
     out.push(`*${table}`);
-    for (const chain of changed) out.push(`:${chain.name} - [0:0]`);
-    for (const chain of gone) out.push(`:${chain} - [0:0]`);
-    for (const chain of changed) for (const rule of chain.rules) out.push(`-A ${chain.name} ${rule}`);
-    for (const chain of gone) out.push(`-X ${chain}`);
+    for (const chain of write) out.push(`:${chain.name} - [0:0]`);
+    for (const chain of remove) out.push(`:${chain} - [0:0]`);
+    for (const e of edit) for (const rule of e.remove) out.push(`-D ${e.chain} ${rule}`);
+    for (const e of edit) for (const rule of e.insert) out.push(`-I ${e.chain} 1 ${rule}`);
+    for (const chain of write) for (const rule of chain.rules) out.push(`-A ${chain.name} ${rule}`);
+    for (const chain of remove) out.push(`-X ${chain}`);
     for (const j of jumps) out.push(`-I ${j.from} ${j.spec}`);
     out.push('COMMIT');
   }
   return out.length === 0 ? undefined : `${out.join('\n')}\n`;
+}
+
+/**
+ * The change from `previous` to `next` as `iptables-restore --noflush` input ({@link diffRulesets},
+ * {@link changeScript}). What `kproxy run --dry-run` prints per sync and what an incremental sync writes.
+ * @param previous the ruleset of the last sync; undefined for the first sync (everything is new)
+ * @returns the script, or undefined when nothing changed
+ */
+export function buildChangeScript(previous: IptablesRuleset | undefined, next: IptablesRuleset): string | undefined {
+  return changeScript(diffRulesets(previous, next));
+}
+
+function sameRules(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * True when `after` is `before` less `removed` plus `inserted`, as multisets: then no rule other
+ * than the per-service ones changed. Linear in the chain; run only for chains that changed.
+ */
+function otherRulesSame(before: readonly string[], after: readonly string[], removed: readonly string[], inserted: readonly string[]): boolean {
+  const n = new Map<string, number>();
+  for (const r of before) n.set(r, (n.get(r) ?? 0) + 1);
+  for (const r of removed) n.set(r, (n.get(r) ?? 0) - 1);
+  for (const r of inserted) n.set(r, (n.get(r) ?? 0) + 1);
+  for (const r of after) n.set(r, (n.get(r) ?? 0) - 1);
+  for (const v of n.values()) if (v !== 0) return false;
+  return true;
 }

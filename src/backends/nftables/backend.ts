@@ -6,7 +6,7 @@
 import type { ProxyBackend, WriteReport } from '../backend.ts';
 import type { ProxyPlan } from '../../planner/plan.ts';
 import { toBatch } from './json.ts';
-import { renderNftables, type NftRuleset } from './render.ts';
+import { NftRenderCache, renderNftables, type NftRuleset } from './render.ts';
 import { batchText } from './text.ts';
 import { cleanupNftables, NftWriter, systemNft, type NftTools } from './writer.ts';
 
@@ -26,9 +26,10 @@ export function nftablesBackend(output: NftOutput = 'text', tools: NftTools = sy
   const writer = new NftWriter(tools);
   // Dry-run tracks what it printed in a writer of its own, so its deltas are the ones `run` would send.
   const printer = new NftWriter(tools);
+  const cache = new NftRenderCache();
   return {
     mode: 'nftables',
-    render: (plan: ProxyPlan) => renderNftables(plan),
+    render: (plan: ProxyPlan) => renderNftables(plan, cache),
     async write(rules, { full }): Promise<WriteReport> {
       const r = await writer.write(rules, { verify: full });
       let totalRules = 0;

@@ -55,6 +55,48 @@ export interface NftRuleset {
   readonly chains: readonly NftChain[];
   /** Elements of each set or map, by its name (every set in `sets` has an entry). */
   readonly elements: ReadonlyMap<string, readonly NftElement[]>;
+  /**
+   * Each service port's part, keyed by `namespace/name:port protocol`, in plan order. A part that
+   * is the same object in two rulesets is unchanged between them.
+   */
+  readonly services: ReadonlyMap<string, NftServiceRules>;
+}
+
+/** What one service port contributes to the table. Rendered once per plan of it and then reused. */
+export interface NftServiceRules {
+  /** Its own chains (service-, local-, external-, firewall-), in the order first written. */
+  readonly chains: readonly NftChain[];
+  /** Its elements of the shared sets and maps, as [set name, element], in order. */
+  readonly elements: readonly (readonly [string, NftElement])[];
+  /** Its ClientIP-affinity sets. */
+  readonly sets: readonly NftSetSpec[];
+}
+
+/**
+ * Memory of earlier renders: a service port whose plan is the same object as last time (see the
+ * planner's PlanCache) is not rendered again. Keyed by identity; entries live as long as the plans.
+ * Everything a service port's rules depend on besides its plan is in the context key, and a new
+ * context drops every entry.
+ */
+export class NftRenderCache {
+  #context = '';
+  #parts = new WeakMap<ServicePortPlan, NftServiceRules>();
+  /** Service ports rendered (cache misses) by the last render; for tests and benchmarks. */
+  rendered = 0;
+
+  /** @internal */
+  get(context: string, sp: ServicePortPlan, render: () => NftServiceRules): NftServiceRules {
+    if (context !== this.#context) {
+      this.#context = context;
+      this.#parts = new WeakMap();
+    }
+    let part = this.#parts.get(sp);
+    if (part === undefined) {
+      this.rendered++;
+      this.#parts.set(sp, (part = render()));
+    }
+    return part;
+  }
 }
 
 /** Fixed chain, set and map names (upstream's). */
@@ -98,14 +140,24 @@ export function nftFamily(family: 4 | 6): NftFamily {
 
 /**
  * Renders the plan.
+ * @param cache earlier renders to reuse; the result is the same with or without it
  * @throws Error if a name or comment would hold characters nft cannot take (a bug: the state
  *   stage admits only names that cannot)
  */
-export function renderNftables(plan: ProxyPlan): NftRuleset {
+export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRuleset {
   const family = nftFamily(plan.family);
   const addrType = family === 'ip6' ? 'ipv6_addr' : 'ipv4_addr';
   const r = new Renderer(plan, family);
-  for (const sp of plan.servicePorts) r.servicePort(sp);
+  const services = new Map<string, NftServiceRules>();
+  const context = `${family} ${plan.masqueradeAll} ${plan.localCIDR ?? ''}`;
+  if (cache) cache.rendered = 0;
+  for (const sp of plan.servicePorts) {
+    const part = cache ? cache.get(context, sp, () => renderServicePort(sp, plan, family)) : renderServicePort(sp, plan, family);
+    services.set(`${sp.name} ${sp.protocol}`, part);
+    for (const c of part.chains) r.chains.set(c.name, c.rules as NftRule[]);
+    for (const [set, e] of part.elements) r.element(set, e);
+    for (const set of part.sets) r.affinitySets.push(set);
+  }
 
   const daddr = payload(family, 'daddr');
   const dispatch = (map: string): NftStatement => ({ vmap: { key: { concat: [daddr, meta('l4proto'), payload('th', 'dport')] }, data: `@${map}` } });
@@ -164,7 +216,16 @@ export function renderNftables(plan: ProxyPlan): NftRuleset {
     sets: sets.sort(byName),
     chains: [...BASE_CHAINS, ...Array.from(r.chains, ([name, rules]) => ({ name, rules }))].sort(byName),
     elements,
+    services,
   };
+}
+
+function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, family: NftFamily): NftServiceRules {
+  const r = new Renderer(plan, family);
+  r.servicePort(sp);
+  const elements: [string, NftElement][] = [];
+  for (const [set, list] of r.elements) for (const e of list) elements.push([set, e]);
+  return { chains: Array.from(r.chains, ([name, rules]) => ({ name, rules })), elements, sets: r.affinitySets };
 }
 
 /** Accumulates chains, elements and affinity sets while walking the service ports. */
