@@ -14,7 +14,7 @@
  * @module
  */
 import { keyText, type JsonElement, type NftCommand, type NftElement, type NftSetSpec } from './json.ts';
-import type { NftChain, NftRuleset } from './render.ts';
+import { NFT, type NftChain, type NftRuleset, type NftServiceRules } from './render.ts';
 
 /** A batch and what it holds. */
 export interface NftBatchPlan {
@@ -47,46 +47,85 @@ export function fullBatch(next: NftRuleset): NftBatchPlan {
   return { commands, rules, elements, chainsWritten: next.chains.length, chainsDeleted: 0, stale: [] };
 }
 
+/** Sets whose elements several service ports share (a ClusterIP, an endpoint): diffed in full, not per part. */
+const SHARED_SETS: ReadonlySet<string> = new Set([NFT.clusterIPs, NFT.hairpin, NFT.nodePortIPs]);
+
 /**
- * The batch that turns `previous` (what the kernel holds) into `next`.
+ * The batch that turns `previous` (what the kernel holds) into `next`. Only the service ports whose
+ * part is not the same object in both rulesets are compared (see NftRuleset.services), plus the
+ * fixed chains and sets, and the shared sets' elements; so the cost follows what changed. When
+ * either ruleset has map keys claimed twice (NftRuleset.conflicts), a part's elements may be
+ * shadowed by another's, and every map is compared in full instead.
  * @param deferred chains flushed as stale by the previous batch, to delete now unless wanted again
  */
 export function deltaBatch(previous: NftRuleset, next: NftRuleset, deferred: readonly string[]): NftBatchPlan {
   const commands: NftCommand[] = [];
-  const before = new Map(previous.chains.map((c) => [c.name, c]));
-  const after = new Map(next.chains.map((c) => [c.name, c]));
-  const setsBefore = new Map(previous.sets.map((s) => [s.name, s]));
-  const setsAfter = new Map(next.sets.map((s) => [s.name, s]));
+  // What is compared: fixed chains and sets, and the parts of changed service ports.
+  const before = new Map(previous.fixedChains.map((c) => [c.name, c]));
+  const after = new Map(next.fixedChains.map((c) => [c.name, c]));
+  const setsBefore = new Map(previous.fixedSets.map((s) => [s.name, s]));
+  const setsAfter = new Map(next.fixedSets.map((s) => [s.name, s]));
+  const partElements = { before: new Map<string, NftElement[]>(), after: new Map<string, NftElement[]>() };
+  const take = (part: NftServiceRules, side: 'before' | 'after') => {
+    for (const c of part.chains) (side === 'before' ? before : after).set(c.name, c);
+    for (const set of part.sets) (side === 'before' ? setsBefore : setsAfter).set(set.name, set);
+    for (const [set, e] of part.elements) {
+      if (SHARED_SETS.has(set)) continue;
+      const m = partElements[side];
+      const list = m.get(set);
+      if (list) list.push(e);
+      else m.set(set, [e]);
+    }
+  };
+  for (const [key, part] of next.services) {
+    const old = previous.services.get(key);
+    if (old === part) continue;
+    take(part, 'after');
+    if (old) take(old, 'before');
+  }
+  for (const [key, old] of previous.services) if (!next.services.has(key)) take(old, 'before');
 
   // Sets whose definition changed are re-created; every chain using one is rewritten.
-  const changedSets = next.sets.filter((s) => setsBefore.has(s.name) && !sameJSON(setsBefore.get(s.name), s)).map((s) => s.name);
+  const changedSets = [...setsAfter.values()].filter((s) => setsBefore.has(s.name) && !sameJSON(setsBefore.get(s.name), s)).map((s) => s.name);
   const mustRewrite = new Set<string>();
   if (changedSets.length > 0) {
-    for (const c of next.chains) if (changedSets.some((name) => JSON.stringify(c.rules).includes(`"@${name}"`))) mustRewrite.add(c.name);
+    for (const c of next.chains) {
+      if (!changedSets.some((name) => JSON.stringify(c.rules).includes(`"@${name}"`))) continue;
+      mustRewrite.add(c.name);
+      after.set(c.name, c);
+      const old = previous.chains.find((p) => p.name === c.name);
+      if (old) before.set(c.name, old);
+    }
   }
 
   // 1.
-  const toDelete = deferred.filter((name) => !after.has(name));
+  const wanted = deferred.length > 0 ? allChainNames(next) : new Set<string>();
+  const toDelete = deferred.filter((name) => !wanted.has(name));
   for (const name of toDelete) commands.push({ delete: { chain: { family: next.family, table: next.table, name } } });
   // 2., 3.
-  const added = next.chains.filter((c) => !before.has(c.name));
-  const changed = next.chains.filter((c) => before.has(c.name) && (mustRewrite.has(c.name) || !sameRules(before.get(c.name)!, c)));
-  const removed = previous.chains.filter((c) => !after.has(c.name)).map((c) => c.name);
+  const added = [...after.values()].filter((c) => !before.has(c.name));
+  const changed = [...after.values()].filter((c) => before.has(c.name) && (mustRewrite.has(c.name) || !sameRules(before.get(c.name)!, c)));
+  const removed = [...before.keys()].filter((name) => !after.has(name));
   for (const c of added) commands.push(addChain(next, c));
   for (const c of changed) commands.push({ flush: { chain: { family: next.family, table: next.table, name: c.name } } });
   for (const name of removed) commands.push({ flush: { chain: { family: next.family, table: next.table, name } } });
 
   // 4.
-  const recreated = new Set([...changedSets, ...previous.sets.filter((s) => !setsAfter.has(s.name)).map((s) => s.name)]);
+  const recreated = new Set([...changedSets, ...[...setsBefore.keys()].filter((name) => !setsAfter.has(name))]);
   const adds: [string, NftElement[]][] = [];
   let elements = 0;
-  for (const s of next.sets) {
-    const want = next.elements.get(s.name) ?? [];
+  const conflicts = previous.conflicts.length > 0 || next.conflicts.length > 0;
+  for (const s of setsAfter.values()) {
+    const shared = conflicts || SHARED_SETS.has(s.name);
     if (!setsBefore.has(s.name) || recreated.has(s.name)) {
+      const want = next.elements.get(s.name) ?? [];
       if (want.length > 0) adds.push([s.name, [...want]]);
       continue;
     }
-    const have = new Map((previous.elements.get(s.name) ?? []).map((e) => [keyText(e.key), e]));
+    const want = (shared ? next.elements.get(s.name) : partElements.after.get(s.name)) ?? [];
+    const had = (shared ? previous.elements.get(s.name) : partElements.before.get(s.name)) ?? [];
+    if (want.length === 0 && had.length === 0) continue;
+    const have = new Map(had.map((e) => [keyText(e.key), e]));
     const add: NftElement[] = [];
     for (const e of want) {
       const key = keyText(e.key);
@@ -106,7 +145,7 @@ export function deltaBatch(previous: NftRuleset, next: NftRuleset, deferred: rea
     const id = { family: next.family, table: next.table, name };
     commands.push({ delete: setsBefore.get(name)!.map ? { map: id } : { set: id } });
   }
-  for (const s of next.sets) if (!setsBefore.has(s.name) || recreated.has(s.name)) commands.push(addSet(next, s));
+  for (const s of setsAfter.values()) if (!setsBefore.has(s.name) || recreated.has(s.name)) commands.push(addSet(next, s));
   // 7.
   let rules = 0;
   for (const c of [...added, ...changed]) for (const rule of c.rules) commands.push(addRule(next, c.name, rule)), rules++;
@@ -114,6 +153,12 @@ export function deltaBatch(previous: NftRuleset, next: NftRuleset, deferred: rea
   for (const [name, list] of adds) commands.push(addElements(next, name, list)), (elements += list.length);
 
   return { commands, rules, elements, chainsWritten: added.length + changed.length, chainsDeleted: toDelete.length, stale: removed };
+}
+
+function allChainNames(rs: NftRuleset): Set<string> {
+  const names = new Set(rs.fixedChains.map((c) => c.name));
+  for (const part of rs.services.values()) for (const c of part.chains) names.add(c.name);
+  return names;
 }
 
 function addChain(rs: NftRuleset, c: NftChain): NftCommand {

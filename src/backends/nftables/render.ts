@@ -49,10 +49,14 @@ export interface NftChain {
 export interface NftRuleset {
   readonly family: NftFamily;
   readonly table: string;
-  /** Sorted by name. */
+  /** Every set and map, sorted by name (built on first read: deltas do not need it). */
   readonly sets: readonly NftSetSpec[];
-  /** Sorted by name. */
+  /** Every chain, sorted by name (built on first read). */
   readonly chains: readonly NftChain[];
+  /** The sets and maps that are not a service port's own (affinity sets are). */
+  readonly fixedSets: readonly NftSetSpec[];
+  /** The chains that are not a service port's own: base chains and the fixed ones. */
+  readonly fixedChains: readonly NftChain[];
   /** Elements of each set or map, by its name (every set in `sets` has an entry). */
   readonly elements: ReadonlyMap<string, readonly NftElement[]>;
   /**
@@ -60,6 +64,8 @@ export interface NftRuleset {
    * is the same object in two rulesets is unchanged between them.
    */
   readonly services: ReadonlyMap<string, NftServiceRules>;
+  /** Map keys claimed by more than one service port (`map key`); only the first one's element is kept. */
+  readonly conflicts: readonly string[];
 }
 
 /** What one service port contributes to the table. Rendered once per plan of it and then reused. */
@@ -154,7 +160,10 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   for (const sp of plan.servicePorts) {
     const part = cache ? cache.get(context, sp, () => renderServicePort(sp, plan, family)) : renderServicePort(sp, plan, family);
     services.set(`${sp.name} ${sp.protocol}`, part);
-    for (const c of part.chains) r.chains.set(c.name, c.rules as NftRule[]);
+    for (const c of part.chains) {
+      r.chains.set(c.name, c.rules as NftRule[]);
+      r.serviceChains.add(c.name);
+    }
     for (const [set, e] of part.elements) r.element(set, e);
     for (const set of part.sets) r.affinitySets.push(set);
   }
@@ -208,15 +217,39 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
     const seen = new Set<string>();
     elements.set(name, elements.get(name)!.filter((e) => !seen.has(keyText(e.key)) && seen.add(keyText(e.key))));
   }
+  // Two Services may claim the same destination (externalIPs and load-balancer IPs are not
+  // checked for uniqueness by the API server). A map holds one value per key: the first service
+  // port in plan order wins, as the first matching rule does in iptables mode.
+  const conflicts: string[] = [];
+  for (const name of [NFT.serviceIPs, NFT.serviceNodePorts, NFT.noEndpointServices, NFT.noEndpointNodePorts, NFT.firewallIPs]) {
+    const list = elements.get(name)!;
+    const seen = new Set<string>();
+    const kept = list.filter((e) => {
+      const k = keyText(e.key);
+      if (!seen.has(k)) return seen.add(k);
+      conflicts.push(`${name} ${k}`);
+      return false;
+    });
+    if (kept.length !== list.length) elements.set(name, kept);
+  }
 
   const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const fixedSets = sets.filter((set) => !set.name.startsWith('affinity-'));
+  const fixedChains: NftChain[] = [...BASE_CHAINS];
+  for (const [name, rules] of r.chains) if (!r.serviceChains.has(name)) fixedChains.push({ name, rules });
+  let allChains: NftChain[] | undefined;
   return {
     family,
     table: TABLE,
     sets: sets.sort(byName),
-    chains: [...BASE_CHAINS, ...Array.from(r.chains, ([name, rules]) => ({ name, rules }))].sort(byName),
+    get chains() {
+      return (allChains ??= Array.from(r.chains, ([name, rules]) => ({ name, rules }) as NftChain).concat(BASE_CHAINS).sort(byName));
+    },
+    fixedSets,
+    fixedChains,
     elements,
     services,
+    conflicts,
   };
 }
 
@@ -231,6 +264,8 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, family: NftFami
 /** Accumulates chains, elements and affinity sets while walking the service ports. */
 class Renderer {
   readonly chains = new Map<string, NftRule[]>();
+  /** Names in `chains` that belong to a service port. */
+  readonly serviceChains = new Set<string>();
   readonly elements = new Map<string, NftElement[]>();
   readonly affinitySets: NftSetSpec[] = [];
   readonly #plan: ProxyPlan;
