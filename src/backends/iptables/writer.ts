@@ -17,7 +17,7 @@
  */
 import { execa, ExecaError } from 'execa';
 import type { IPFamily } from '../../state/ip.ts';
-import { isOwnedChain, type IptablesRuleset, type TableName } from './render.ts';
+import { isOwnedChain, type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
 import { buildCleanupScript, buildRestoreScript, buildTableScript, changeScript, diffRulesets, parseSave, type IptablesChange, type SavedTable, type SavedTables } from './restore.ts';
 
 /** Thrown when iptables-save or iptables-restore fails; carries the tool's stderr and the failing line. */
@@ -42,20 +42,24 @@ export interface IptablesTools {
 /** Time limit for one iptables-save or iptables-restore run. */
 export const IPTABLES_TIMEOUT_MS = 600_000;
 
-/** The real tools for one IP family (`iptables-*` or `ip6tables-*`). */
-export function systemIptables(family: IPFamily): IptablesTools {
+/**
+ * The real tools for one IP family (`iptables-*` or `ip6tables-*`).
+ * @param wrapper a command to run them under, e.g. `['ip', 'netns', 'exec', 'ns1']` (tests, benchmarks)
+ */
+export function systemIptables(family: IPFamily, wrapper: readonly string[] = []): IptablesTools {
   const prefix = family === 6 ? 'ip6tables' : 'iptables';
   return {
-    save: (table, options) => run(`${prefix}-save`, ['-t', table, ...(options?.counters ? ['-c'] : [])]),
+    save: (table, options) => run(wrapper, `${prefix}-save`, ['-t', table, ...(options?.counters ? ['-c'] : [])]),
     async restore(script, options) {
-      await run(`${prefix}-restore`, ['-w', '5', '-W', '100000', options?.wholeTables ? '--counters' : '--noflush'], script);
+      await run(wrapper, `${prefix}-restore`, ['-w', '5', '-W', '100000', options?.wholeTables ? '--counters' : '--noflush'], script);
     },
   };
 }
 
-async function run(bin: string, args: string[], input?: string): Promise<string> {
+async function run(wrapper: readonly string[], bin: string, args: string[], input?: string): Promise<string> {
   try {
-    const result = await execa(bin, args, { input: input ?? '', timeout: IPTABLES_TIMEOUT_MS, stripFinalNewline: false });
+    const [cmd, ...argv] = [...wrapper, bin, ...args] as [string, ...string[]];
+    const result = await execa(cmd, argv, { input: input ?? '', timeout: IPTABLES_TIMEOUT_MS, stripFinalNewline: false });
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;
@@ -150,7 +154,8 @@ export class IptablesWriter {
 interface Drift {
   readonly chains: Readonly<Record<TableName, ReadonlySet<string>>>;
   readonly extra: Readonly<Record<TableName, readonly string[]>>;
-  readonly jumps: boolean;
+  /** Committed jumps the kernel no longer has. */
+  readonly jumps: readonly JumpRule[];
   readonly summary: string;
 }
 
@@ -171,19 +176,19 @@ function drift(committed: IptablesRuleset, current: SavedTables): Drift | undefi
     }
     for (const c of saved?.chains ?? []) if (isOwnedChain(table, c) && !wanted.has(c)) extra[table].push(c);
   }
-  const jumps = committed.jumps.some((j) => !(current[j.table]?.rules.get(j.from)?.some((r) => r.endsWith(`-j ${j.target}`)) ?? false));
+  const jumps = committed.jumps.filter((j) => !(current[j.table]?.rules.get(j.from)?.some((r) => r.endsWith(`-j ${j.target}`)) ?? false));
   const n = chains.filter.size + chains.nat.size;
   const x = extra.filter.length + extra.nat.length;
-  if (n === 0 && x === 0 && !jumps) return undefined;
+  if (n === 0 && x === 0 && jumps.length === 0) return undefined;
   const parts = [
     n > 0 ? `${n} chain(s) missing or changed (${[...chains.filter, ...chains.nat].slice(0, 5).join(', ')}${n > 5 ? ', …' : ''})` : '',
     x > 0 ? `${x} stale chain(s)` : '',
-    jumps ? 'jumps from built-in chains missing' : '',
+    jumps.length > 0 ? `${jumps.length} jump(s) from built-in chains missing` : '',
   ];
   return { chains, extra, jumps, summary: parts.filter(Boolean).join('; ') };
 }
 
-/** Adds to `change` the rewrite of every drifted chain (as `next` has it), the removal of extra ones and all of `next`'s jumps that are missing. */
+/** Adds to `change` the rewrite of every drifted chain (as `next` has it), the removal of extra ones and the missing jumps. */
 function withRepairs(change: IptablesChange, next: IptablesRuleset, d: Drift): IptablesChange {
   const write = { filter: [...change.write.filter], nat: [...change.write.nat] };
   const edit = { filter: [...change.edit.filter], nat: [...change.edit.nat] };
@@ -199,7 +204,9 @@ function withRepairs(change: IptablesChange, next: IptablesRuleset, d: Drift): I
     }
     for (const name of d.extra[table]) if (!remove[table].includes(name)) remove[table].push(name);
   }
-  return { write, edit, remove, jumps: d.jumps ? next.jumps : change.jumps };
+  const jumps = [...change.jumps];
+  for (const j of d.jumps) if (!jumps.some((k) => k.table === j.table && k.from === j.from && k.spec === j.spec)) jumps.push(j);
+  return { write, edit, remove, jumps };
 }
 
 function staleChains(next: IptablesRuleset, current: SavedTables): number {
