@@ -54,6 +54,7 @@ export function benchService(i: number): RawObject {
 /**
  * The EndpointSlice of Service i with `e` endpoints, the k-th on node (i + k) % 100.
  * @param generation changes the endpoints' addresses: a new generation is an endpoint change
+ *   (keep it below 64: the first endpoint's address grows by 7919 per generation)
  */
 export function benchSlice(i: number, e: number, generation = 0): RawObject {
   const endpoints = Array.from({ length: e }, (_, k) => {

@@ -11,34 +11,77 @@ interface Row {
   changeMs: number; changePlanRenderMs: number; changeWriteMs: number; changeFloorMs: number; changeCommands: number; changeBytes: number;
 }
 interface Layout { services: number; kproxyLayoutMs: number; withoutAffinityMs: number }
-interface Result { date: string; nft: string; kernel: string; node: string; cpus: number; endpointsPerService: number; runs: number; rows: Row[]; layouts: Layout[] }
+interface E2E { date: string; mode: string; tool: string; kernel: string; node: string; cpus: number; endpointsPerService: number; runs: number; rows: Row[]; layouts: Layout[] }
+interface Stat { meanMs: number; p50Ms: number; p99Ms: number; samples: number }
+interface HotRow {
+  services: number; endpoints: number; coldPlan: Stat; coldRenderIptables: Stat; coldRenderNftables: Stat; changeIptables: Stat; changeNftables: Stat;
+  changeIptablesBytes: number; changeNftablesBytes: number; rssMB: Record<'iptables' | 'nftables', number>; heapMB: Record<'iptables' | 'nftables', number>;
+}
+interface Hot { date: string; node: string; cpus: number; endpointsPerService: number; rows: HotRow[] }
 
 const DIR = import.meta.dirname;
-const r = JSON.parse(readFileSync(join(DIR, 'results/nftables.json'), 'utf8')) as Result;
-const s = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms} ms`);
+const load = <T>(name: string) => JSON.parse(readFileSync(join(DIR, 'results', name), 'utf8')) as T;
+const hot = load<Hot>('hotpath.json');
+const modes = [load<E2E>('iptables.json'), load<E2E>('nftables.json')];
+const s = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : ms >= 10 ? `${Math.round(ms)} ms` : `${ms.toFixed(1)} ms`);
 const kb = (b: number) => (b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(1)} kB`);
 const k = (n: number) => (n >= 1000 ? `${n / 1000}k` : String(n));
-const perK = (ms: number, n: number) => `${(ms / n).toFixed(2)} ms`;
+const perK = (ms: number, n: number) => `${((ms / n) * 1000).toFixed(0)} µs`;
+const x2 = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 
-const table = [
-  `Run ${r.date.slice(0, 10)}: ${r.nft}, Linux ${r.kernel}, Node ${r.node}, ${r.cpus} CPUs; ${r.endpointsPerService} endpoints per Service; median of ${r.runs} runs (1 at 50k).`,
+const hotTable = [
+  `Pure hot path (bench/hotpath.ts, tinybench; ${hot.date.slice(0, 10)}, Node ${hot.node}, ${hot.cpus} CPUs, ${hot.endpointsPerService} endpoints per Service). Mean per operation; cold = empty caches; one change = one EndpointSlice applied, re-planned, re-rendered and diffed, a different Service each iteration.`,
   '',
-  '| Services | endpoints | plan + render | cold start | kernel floor | ratio | per Service | batch | one change | of it: plan + render | write | floor | ratio | delta |',
+  '| Services | cold plan | cold render, iptables | cold render, nftables | cold plan + render (iptables / nftables) | per Service | one change, iptables | its script | one change, nftables | its delta | RSS (iptables / nftables) | heap |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ...hot.rows.map((x) => {
+    const ipt = x.coldPlan.meanMs + x.coldRenderIptables.meanMs;
+    const nft = x.coldPlan.meanMs + x.coldRenderNftables.meanMs;
+    return `| ${k(x.services)} | ${s(x.coldPlan.meanMs)} | ${s(x.coldRenderIptables.meanMs)} | ${s(x.coldRenderNftables.meanMs)} | ${s(ipt)} / ${s(nft)} | ${perK(ipt, x.services)} / ${perK(nft, x.services)} | ${s(x.changeIptables.meanMs)} | ${kb(x.changeIptablesBytes)} | ${s(x.changeNftables.meanMs)} | ${kb(x.changeNftablesBytes)} | ${x.rssMB.iptables} / ${x.rssMB.nftables} MB | ${x.heapMB.iptables} / ${x.heapMB.nftables} MB |`;
+  }),
+];
+
+const e2eTable = (r: E2E) => [
+  `**${r.mode} mode** end to end (bench/e2e.ts; ${r.date.slice(0, 10)}, ${r.tool}, Linux ${r.kernel}, Node ${r.node}, ${r.cpus} CPUs; median of ${r.runs} runs). Floor = the same input applied by the tool alone: ${r.mode === 'nftables' ? '`nft -j -f`' : '`iptables-restore` of the same whole tables (cold), `iptables-restore --noflush` of the same change script (one change)'}.`,
+  '',
+  '| Services | endpoints | cold start | of it: plan + render | kernel floor | ratio | per Service | input | one change | of it: plan + render | write | floor | ratio | change |',
   '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...r.rows.map((x) =>
-    `| ${k(x.services)} | ${k(x.endpoints)} | ${s(x.planRenderMs)} | ${s(x.coldMs)} | ${s(x.coldFloorMs)} | ${(x.coldMs / x.coldFloorMs).toFixed(2)} | ${perK(x.coldMs, x.services)} | ${x.coldCommands} cmds, ${kb(x.coldBytes)} | ${s(x.changeMs)} | ${s(x.changePlanRenderMs)} | ${s(x.changeWriteMs)} | ${s(x.changeFloorMs)} | ${(x.changeWriteMs / x.changeFloorMs).toFixed(2)} | ${x.changeCommands} cmds, ${kb(x.changeBytes)} |`),
+    `| ${k(x.services)} | ${k(x.endpoints)} | ${s(x.coldMs)} | ${s(x.planRenderMs)} | ${s(x.coldFloorMs)} | ${x2(x.coldMs, x.coldFloorMs)} | ${perK(x.coldMs, x.services)} | ${x.coldCommands} ${r.mode === 'nftables' ? 'cmds' : 'lines'}, ${kb(x.coldBytes)} | ${s(x.changeMs)} | ${s(x.changePlanRenderMs)} | ${s(x.changeWriteMs)} | ${s(x.changeFloorMs)} | ${x2(x.changeMs, x.changeFloorMs)} | ${x.changeCommands} ${r.mode === 'nftables' ? 'cmds' : 'lines'}, ${kb(x.changeBytes)} |`),
+  ...(r.layouts.length === 0 ? [] : [
+    '',
+    'Layouts, cold start (`nft -j -f` of the whole table into an empty namespace):',
+    '',
+    '| Services | kproxy | kproxy, no affinity Services |',
+    '|---|---|---|',
+    ...r.layouts.map((x) => `| ${k(x.services)} | ${s(x.kproxyLayoutMs)} | ${s(x.withoutAffinityMs)} |`),
+  ]),
   '',
-  'Layouts, cold start (`nft -j -f` of the whole table into an empty namespace):',
-  '',
-  '| Services | kproxy | kproxy, no affinity Services |',
-  '|---|---|---|',
-  ...r.layouts.map((x) => `| ${k(x.services)} | ${s(x.kproxyLayoutMs)} | ${s(x.withoutAffinityMs)} |`),
-  '',
-  '![cold start and one change, nftables mode](nftables.svg)',
-].join('\n');
+  `![cold start and one change, ${r.mode} mode](${r.mode}.svg)`,
+];
+
+/** Each target of issue 5 at 10k Services, with the measured value and whether it is met. */
+function targets(): string[] {
+  const h = hot.rows.find((x) => x.services === 10_000);
+  const [ipt, nft] = modes.map((m) => m.rows.find((x) => x.services === 10_000));
+  const row = (what: string, target: string, value: string, met: boolean) => `| ${what} | ${target} | ${value} | ${met ? 'met' : '**missed**'} |`;
+  const out = ['| at 10k Services × 10 endpoints | target | measured | |', '|---|---|---|---|'];
+  if (h) {
+    const a = h.coldPlan.meanMs + h.coldRenderIptables.meanMs;
+    const b = h.coldPlan.meanMs + h.coldRenderNftables.meanMs;
+    out.push(row('cold plan + render, iptables', '≤ 150 ms', s(a), a <= 150), row('cold plan + render, nftables', '≤ 150 ms', s(b), b <= 150));
+    for (const m of ['iptables', 'nftables'] as const) out.push(row(`RSS after loading, ${m} mode`, '≤ 200 MB', `${h.rssMB[m]} MB`, h.rssMB[m] <= 200));
+  }
+  if (nft) out.push(row('one endpoint change end to end, nftables', '≤ 50 ms', s(nft.changeMs), nft.changeMs <= 50));
+  if (ipt) out.push(row('one endpoint change end to end, iptables', '≤ 1.5× minimal-restore floor', x2(ipt.changeMs, ipt.changeFloorMs), ipt.changeMs <= 1.5 * ipt.changeFloorMs));
+  for (const [m, r] of [['iptables', ipt], ['nftables', nft]] as const) if (r) out.push(row(`cold start, ${m}`, '≤ 1.2× kernel floor', x2(r.coldMs, r.coldFloorMs), r.coldMs <= 1.2 * r.coldFloorMs));
+  return out;
+}
+
+const table = [...hotTable, '', ...targets(), '', ...modes.flatMap((m) => [...e2eTable(m), ''])].join('\n');
 
 /** A log-log line chart: cold start, its floor, and one change, against the Service count. */
-function chart(rows: readonly Row[]): string {
+function chart(rows: readonly Row[], mode: string): string {
   const W = 640, H = 360, L = 70, R = 20, T = 30, B = 50;
   const xs = rows.map((x) => x.services);
   const series = [
@@ -59,7 +102,7 @@ function chart(rows: readonly Row[]): string {
   }
   for (const x of xs) out.push(`<line x1="${px(x)}" x2="${px(x)}" y1="${T}" y2="${H - B}" stroke="#eee"/>`, `<text x="${px(x)}" y="${H - B + 16}" text-anchor="middle">${k(x)}</text>`);
   out.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">Services (${rows[0]?.endpoints && rows[0].endpoints / rows[0].services} endpoints each), log scale</text>`);
-  out.push(`<text x="${L}" y="${T - 12}">nftables mode: time from empty / from one EndpointSlice change to rules in the kernel (log scale)</text>`);
+  out.push(`<text x="${L}" y="${T - 12}">${mode} mode: time from empty / from one EndpointSlice change to rules in the kernel (log scale)</text>`);
   series.forEach((ser, i) => {
     out.push(`<polyline fill="none" stroke="${ser.color}" stroke-width="2" points="${ser.v.map((v, j) => `${px(xs[j]!)},${py(v)}`).join(' ')}"/>`);
     for (const [j, v] of ser.v.entries()) out.push(`<circle cx="${px(xs[j]!)}" cy="${py(v)}" r="3" fill="${ser.color}"/>`);
@@ -69,7 +112,7 @@ function chart(rows: readonly Row[]): string {
   return `${out.join('\n')}\n`;
 }
 
-writeFileSync(join(DIR, 'nftables.svg'), chart(r.rows));
+for (const m of modes) writeFileSync(join(DIR, `${m.mode}.svg`), chart(m.rows, m.mode));
 const readme = readFileSync(join(DIR, 'README.md'), 'utf8');
 const begin = '<!-- results:begin -->';
 const end = '<!-- results:end -->';

@@ -1,6 +1,6 @@
 /**
- * Smoke run of the nftables benchmark at a small size, so the benchmark keeps working: it must
- * finish, report every figure, and leave no namespace behind. The figures themselves are not
+ * Smoke run of the benchmarks at a small size, so they keep working: each must finish, report
+ * every figure, and leave no namespace behind. The figures themselves are not
  * asserted (speed is measured in bench/, never asserted by a test).
  */
 import { execa } from 'execa';
@@ -14,14 +14,25 @@ describe('bench smoke run', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kproxy-bench-smoke-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('measures nftables cold start and one change at 50 Services, and cleans up', async () => {
-    const out = join(dir, 'nftables.json');
-    const child = execa(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'bench/nftables.ts'), '--sizes', '50', '--runs', '1', '--layout-sizes', '50', '--out', out], { cwd: ROOT, timeout: 120_000 });
+  const node = join(ROOT, 'node_modules/.bin/node');
+
+  it.each(['iptables', 'nftables'])('%s mode: measures cold start and one change at 50 Services, and cleans up', async (mode) => {
+    const out = join(dir, `${mode}.json`);
+    const layouts = mode === 'nftables' ? ['--layout-sizes', '50'] : [];
+    const child = execa(node, [join(ROOT, 'bench/e2e.ts'), '--mode', mode, '--sizes', '50', '--runs', '1', ...layouts, '--out', out], { cwd: ROOT, timeout: 120_000 });
     await child;
     const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Record<string, number>[]; layouts: Record<string, number>[] };
     expect(result.rows).toHaveLength(1);
     for (const key of ['coldMs', 'coldFloorMs', 'changeMs', 'changeFloorMs', 'changeCommands']) expect(result.rows[0]![key]).toBeGreaterThan(0);
-    expect(result.layouts[0]).toMatchObject({ services: 50 });
+    if (mode === 'nftables') expect(result.layouts[0]).toMatchObject({ services: 50 });
     expect((await execa('ip', ['netns', 'list'])).stdout).not.toContain(`kpbench-${child.pid}-`);
+  });
+
+  it('measures the pure hot path and memory at 100 Services', async () => {
+    const out = join(dir, 'hotpath.json');
+    await execa(node, ['--expose-gc', join(ROOT, 'bench/hotpath.ts'), '--sizes', '100', '--out', out], { cwd: ROOT, timeout: 120_000 });
+    const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Record<string, unknown>[] };
+    expect(result.rows[0]).toMatchObject({ services: 100, changeIptablesBytes: expect.any(Number), rssMB: { iptables: expect.any(Number), nftables: expect.any(Number) } });
+    expect(result.rows[0]!.changeNftablesBytes).toBeGreaterThan(0);
   });
 });

@@ -1,0 +1,278 @@
+/**
+ * One proxy mode end to end, at N Services × E endpoints, in network namespaces made here:
+ *
+ * - cold start: empty kernel → every rule (plan + render + write through the mode's writer), next
+ *   to the kernel floor: the same input applied alone by the tool (`nft -j -f` of the same batch;
+ *   `iptables-restore` of the same whole tables);
+ * - one endpoint change: EndpointSlice in → state → plan → render (all three incremental, as
+ *   `kproxy run` does) → delta → in the kernel, next to the floor: the same delta applied alone
+ *   (`nft -j -f`, `iptables-restore --noflush`) to a twin namespace holding the same rules;
+ * - nftables only, layouts (cold `nft -j -f` alone): kproxy's, and kproxy's without ClientIP-affinity
+ *   Services (their per-endpoint sets are the one superlinear term).
+ *
+ * Usage: `node bench/e2e.ts --mode iptables|nftables [--sizes 1000,10000] [--endpoints 10]
+ * [--runs 3] [--layout-sizes 1000,5000,10000] [--out bench/results/<mode>.json]`. Needs root
+ * (netns, nft, iptables). Every namespace is deleted when the run ends, pass or fail.
+ * @module
+ */
+import { execa } from 'execa';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { IptablesRenderCache, renderIptables, type IptablesRuleset } from '../src/backends/iptables/render.ts';
+import { buildChangeScript, buildTableScript, parseSave } from '../src/backends/iptables/restore.ts';
+import { IptablesWriter, systemIptables } from '../src/backends/iptables/writer.ts';
+import { deltaBatch, fullBatch } from '../src/backends/nftables/batch.ts';
+import { toBatch, type NftCommand } from '../src/backends/nftables/json.ts';
+import { NftRenderCache, renderNftables, type NftRuleset } from '../src/backends/nftables/render.ts';
+import { NftWriter, systemNft } from '../src/backends/nftables/writer.ts';
+import { PlanCache, planProxy } from '../src/planner/plan.ts';
+import type { ProxyStateStore } from '../src/state/store.ts';
+import { BENCH_CONFIG, benchPlan, benchSlice, benchStore } from './cluster.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    mode: { type: 'string', default: 'nftables' },
+    sizes: { type: 'string', default: '1000,10000' },
+    endpoints: { type: 'string', default: '10' },
+    runs: { type: 'string', default: '3' },
+    'layout-sizes': { type: 'string', default: '' },
+    out: { type: 'string' },
+  },
+});
+if (args.mode !== 'iptables' && args.mode !== 'nftables') throw new Error(`--mode must be iptables or nftables, not ${args.mode}`);
+const MODE = args.mode;
+const OUT = args.out ?? `bench/results/${MODE}.json`;
+const SIZES = args.sizes.split(',').map(Number);
+const E = Number(args.endpoints);
+const RUNS = Number(args.runs);
+/** Runs per size: one at 50k Services and above, where a cold start takes minutes. */
+const runsFor = (n: number) => (n >= 50_000 ? 1 : RUNS);
+const LAYOUT_SIZES = args['layout-sizes'] ? args['layout-sizes'].split(',').map(Number) : [];
+const dir = mkdtempSync(join(tmpdir(), 'kproxy-bench-'));
+const namespaces: string[] = [];
+
+async function netns(): Promise<string> {
+  const ns = `kpbench-${process.pid}-${namespaces.length}`;
+  await execa('ip', ['netns', 'add', ns]);
+  namespaces.push(ns);
+  return ns;
+}
+
+async function nftIn(ns: string, ...a: string[]): Promise<void> {
+  await execa('ip', ['netns', 'exec', ns, 'nft', ...a], { timeout: 600_000 });
+}
+
+/** Applies a batch with plain `nft -j -f` (the floor); returns ms. */
+async function floor(ns: string, commands: readonly NftCommand[]): Promise<number> {
+  const file = join(dir, 'floor.json');
+  writeFileSync(file, JSON.stringify(toBatch(commands)));
+  const t = performance.now();
+  await nftIn(ns, '-j', '-f', file);
+  return performance.now() - t;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const ms = (x: number) => Math.round(x);
+
+interface Row {
+  services: number;
+  endpoints: number;
+  planRenderMs: number;
+  coldMs: number;
+  coldFloorMs: number;
+  coldCommands: number;
+  coldBytes: number;
+  changeMs: number;
+  changePlanRenderMs: number;
+  changeWriteMs: number;
+  changeFloorMs: number;
+  changeCommands: number;
+  changeBytes: number;
+}
+
+/**
+ * What the benchmark needs of a mode: a writer into one namespace, the rules as the kernel floor
+ * applies them from empty, and the same delta the writer sends, applied alone.
+ */
+interface ModeUnderTest<R> {
+  render(store: ProxyStateStore): R;
+  writer(ns: string): { write(rules: R): Promise<unknown> };
+  /** Resets `ns` to empty, then applies the whole of `rules` with the tool alone; returns [ms, commands, bytes]. */
+  coldFloor(ns: string, rules: R): Promise<[number, number, number]>;
+  /** Applies the change from `previous` to `next` with the tool alone; returns [ms, commands, bytes]. */
+  changeFloor(ns: string, previous: R, next: R): Promise<[number, number, number]>;
+}
+
+function nftables(): ModeUnderTest<NftRuleset> {
+  const plans = new PlanCache();
+  const cache = new NftRenderCache();
+  let stale: readonly string[] = [];
+  return {
+    render: (store) => renderNftables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), cache),
+    writer(ns) {
+      const w = new NftWriter(systemNft(['ip', 'netns', 'exec', ns]));
+      return { write: (rules) => w.write(rules, { verify: false }) };
+    },
+    async coldFloor(ns, rules) {
+      const full = fullBatch(rules); // replaces the table
+      return [await floor(ns, full.commands), full.commands.length, JSON.stringify(toBatch(full.commands)).length];
+    },
+    async changeFloor(ns, previous, next) {
+      const delta = deltaBatch(previous, next, stale);
+      stale = delta.stale;
+      return [await floor(ns, delta.commands), delta.commands.length, JSON.stringify(toBatch(delta.commands)).length];
+    },
+  };
+}
+
+function iptables(): ModeUnderTest<IptablesRuleset> {
+  const plans = new PlanCache();
+  const cache = new IptablesRenderCache();
+  const restore = async (ns: string, script: string, flags: string[]) => {
+    const file = join(dir, 'floor.txt');
+    writeFileSync(file, script);
+    const t = performance.now();
+    await execa('ip', ['netns', 'exec', ns, 'iptables-restore', ...flags, file], { timeout: 1_800_000 });
+    return performance.now() - t;
+  };
+  const lines = (script: string) => script.split('\n').filter((l) => l.startsWith('-') || l.startsWith(':')).length;
+  return {
+    render: (store) => renderIptables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), { conntrackTCPBeLiberal: false }, cache),
+    writer(ns) {
+      const w = new IptablesWriter(systemIptables(4, ['ip', 'netns', 'exec', ns]));
+      return { write: (rules) => w.write(rules, { verify: false }) };
+    },
+    async coldFloor(ns, rules) {
+      // The same whole tables the writer restores into an empty namespace.
+      const empty = parseSave('', 'filter');
+      const script = buildTableScript(rules, { filter: { ...empty, headers: BUILTINS.filter }, nat: { ...empty, headers: BUILTINS.nat } });
+      return [await restore(ns, script, []), lines(script), script.length];
+    },
+    async changeFloor(ns, previous, next) {
+      const script = buildChangeScript(previous, next) ?? '';
+      return [await restore(ns, script, ['--noflush']), lines(script), script.length];
+    },
+  };
+}
+
+const BUILTINS = {
+  filter: new Map(['INPUT', 'FORWARD', 'OUTPUT'].map((c) => [c, `:${c} ACCEPT [0:0]`])),
+  nat: new Map(['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'].map((c) => [c, `:${c} ACCEPT [0:0]`])),
+};
+
+async function measure<R>(n: number, mode: () => ModeUnderTest<R>): Promise<Row> {
+  const RUNS = runsFor(n);
+  const store = benchStore(n, E);
+  const [ours, twin] = [await netns(), await netns()];
+  const cold: number[] = [];
+  const coldFloor: number[] = [];
+  const planRender: number[] = [];
+  let m = mode();
+  let writer = m.writer(ours);
+  let rules = m.render(store);
+  let coldCommands = 0;
+  let coldBytes = 0;
+  for (let r = 0; r < RUNS; r++) {
+    await emptyNamespace(ours);
+    m = mode(); // cold: no caches
+    writer = m.writer(ours);
+    let t = performance.now();
+    rules = m.render(store);
+    planRender.push(performance.now() - t);
+    await writer.write(rules);
+    cold.push(performance.now() - t);
+    await emptyNamespace(twin);
+    const [ms, commands, bytes] = await m.coldFloor(twin, rules);
+    coldFloor.push(ms);
+    coldCommands = commands;
+    coldBytes = bytes;
+  }
+  // One endpoint change, a different Service each run.
+  const change: number[] = [];
+  const changePR: number[] = [];
+  const changeWrite: number[] = [];
+  const changeFloor: number[] = [];
+  let commands = 0;
+  let bytes = 0;
+  for (let r = 0; r < RUNS; r++) {
+    const i = Math.floor(((r + 1) * n) / (RUNS + 1));
+    const t0 = performance.now();
+    store.applyEndpointSlice(benchSlice(i, E, r + 1));
+    const next = m.render(store);
+    const t1 = performance.now();
+    await writer.write(next);
+    const t2 = performance.now();
+    change.push(t2 - t0);
+    changePR.push(t1 - t0);
+    changeWrite.push(t2 - t1);
+    const [ms, c, b] = await m.changeFloor(twin, rules, next);
+    changeFloor.push(ms);
+    commands = c;
+    bytes = b;
+    rules = next;
+  }
+  for (const ns of [ours, twin]) await execa('ip', ['netns', 'del', ns]);
+  namespaces.splice(namespaces.indexOf(ours), 2);
+  return {
+    services: n,
+    endpoints: n * E,
+    planRenderMs: ms(median(planRender)),
+    coldMs: ms(median(cold)),
+    coldFloorMs: ms(median(coldFloor)),
+    coldCommands,
+    coldBytes,
+    changeMs: ms(median(change)),
+    changePlanRenderMs: ms(median(changePR)),
+    changeWriteMs: ms(median(changeWrite)),
+    changeFloorMs: ms(median(changeFloor)),
+    changeCommands: commands,
+    changeBytes: bytes,
+  };
+}
+
+/** Removes every rule of both modes from a bench namespace. */
+async function emptyNamespace(ns: string): Promise<void> {
+  await execa('ip', ['netns', 'exec', ns, 'nft', 'flush', 'ruleset'], { timeout: 600_000 });
+}
+
+async function layouts(n: number): Promise<{ services: number; kproxyLayoutMs: number; withoutAffinityMs: number }> {
+  const plan = benchPlan(benchStore(n, E));
+  const rules = renderNftables(plan);
+  const noAffinity = renderNftables({ ...plan, servicePorts: plan.servicePorts.map((sp) => ({ ...sp, affinityTimeoutSeconds: undefined })) });
+  const ns = await netns();
+  try {
+    // Each batch starts by replacing the table, so they run one after the other in one namespace.
+    const kproxyLayoutMs = await floor(ns, fullBatch(rules).commands);
+    const withoutAffinityMs = await floor(ns, fullBatch(noAffinity).commands);
+    return { services: n, kproxyLayoutMs: ms(kproxyLayoutMs), withoutAffinityMs: ms(withoutAffinityMs) };
+  } finally {
+    await execa('ip', ['netns', 'del', ns]);
+    namespaces.splice(namespaces.indexOf(ns), 1);
+  }
+}
+
+try {
+  const { stdout: tool } = await execa(MODE === 'nftables' ? 'nft' : 'iptables', ['--version']);
+  const { stdout: kernel } = await execa('uname', ['-r']);
+  const rows: Row[] = [];
+  for (const n of SIZES) {
+    const row = MODE === 'nftables' ? await measure(n, nftables) : await measure(n, iptables);
+    console.error(JSON.stringify(row));
+    rows.push(row);
+  }
+  const layoutRows = [];
+  for (const n of LAYOUT_SIZES) {
+    const row = await layouts(n);
+    console.error(JSON.stringify(row));
+    layoutRows.push(row);
+  }
+  const result = { date: new Date().toISOString(), mode: MODE, tool, kernel, node: process.version, cpus: (await import('node:os')).cpus().length, endpointsPerService: E, runs: RUNS, rows, layouts: layoutRows };
+  mkdirSync(dirname(OUT), { recursive: true });
+  writeFileSync(OUT, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(JSON.stringify(result, null, 2));
+} finally {
+  for (const ns of namespaces) await execa('ip', ['netns', 'del', ns], { reject: false });
+  rmSync(dir, { recursive: true, force: true });
+}
