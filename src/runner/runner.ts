@@ -222,6 +222,8 @@ export class ProxyRunner<R> {
       this.#retryAt = Date.now() + backoff;
       this.#lastEnd = Date.now();
       (backend.mode === 'nftables' ? metrics.nftablesSyncFailures : metrics.restoreFailures).inc();
+      // Upstream counts a failed incremental iptables restore also as a partial restore failure (KEP-3453).
+      if (backend.mode === 'iptables' && !full) metrics.partialRestoreFailures.inc();
       log.error({ err: message, retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
       return { ok: false, full, durationMs: performance.now() - started, plan, report, error: message };
     }
