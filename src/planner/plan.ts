@@ -16,6 +16,7 @@
  */
 import { cidrContains, type CIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
 import type { Endpoint, NodeInfo, Protocol, ServicePort, ServicePortState } from '../state/model.ts';
+import { IdentityCache } from './cache.ts';
 import { categorizeEndpoints, externalPolicyLocal, externallyAccessible, internalPolicyLocal } from './topology.ts';
 
 /** Node-level proxy configuration (kube-proxy's flags). */
@@ -109,36 +110,15 @@ export interface ProxyPlan {
 }
 
 /**
- * Memory of earlier plans, so that a sync re-plans only the service ports whose state changed.
- *
- * Entries are keyed by the identity of the {@link ServicePortState} objects. The state store
- * hands out the same objects for a Service until the Service or one of its EndpointSlices
- * changes (ProxyStateStore.servicePortStatesOf), so identity is a version key. It covers the
- * Service's and every slice's resourceVersion, and needs no bookkeeping. A WeakMap rather than an
- * LRU: an entry lives exactly as long as the state it was planned from. Evicting a live Service
- * would only cost time; keeping a deleted one would cost memory.
- *
- * A service port's plan also depends on the node's name, zone and address and on the family. When
- * any of those differ from the previous call, everything is planned anew.
+ * Memory of earlier plans, so that a sync re-plans only the service ports whose state changed
+ * (keyed by the store's {@link ServicePortState} objects; see {@link IdentityCache}). A service
+ * port's plan also depends on the node's name, zone and address and on the family: when any of
+ * those differ from the previous call, everything is planned anew.
  */
-export class PlanCache {
-  #context = '';
-  #plans = new WeakMap<ServicePortState, ServicePortPlan | null>();
-  /** Service ports planned (cache misses) by the last call; for tests and benchmarks. */
-  planned = 0;
-
-  /** @internal the cached plan of `state` under `context`, planning it on a miss */
-  get(context: string, state: ServicePortState, plan: () => ServicePortPlan | undefined): ServicePortPlan | undefined {
-    if (context !== this.#context) {
-      this.#context = context;
-      this.#plans = new WeakMap();
-    }
-    const hit = this.#plans.get(state);
-    if (hit !== undefined) return hit ?? undefined;
-    this.planned++;
-    const p = plan();
-    this.#plans.set(state, p ?? null);
-    return p;
+export class PlanCache extends IdentityCache<ServicePortState, ServicePortPlan | undefined> {
+  /** Service ports planned (cache misses) by the last call. */
+  get planned(): number {
+    return this.misses;
   }
 }
 
@@ -163,9 +143,9 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
   let noLocalInternal = 0;
   let noLocalExternal = 0;
   const context = `${family} ${node.name} ${node.zone ?? ''} ${nodeIP?.text ?? ''}`;
-  if (cache) cache.planned = 0;
+  cache?.begin(context);
   for (const state of states) {
-    const p = cache ? cache.get(context, state, () => planServicePort(state, node, nodeIP, family)) : planServicePort(state, node, nodeIP, family);
+    const p = cache ? cache.get(state, () => planServicePort(state, node, nodeIP, family)) : planServicePort(state, node, nodeIP, family);
     if (!p) continue;
     servicePorts.push(p);
     totalEndpoints += state.endpoints.length;

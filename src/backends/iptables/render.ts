@@ -9,6 +9,7 @@
  * restore several times faster, reference/iptables-restore-scaling.md), rules in plan order.
  * @module
  */
+import { IdentityCache } from '../../planner/cache.ts';
 import type { ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import { endpointChainName, probability, serviceChainNames } from './names.ts';
 
@@ -112,28 +113,13 @@ const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the 
 
 /**
  * Memory of earlier renders: a service port whose plan is the same object as last time (see the
- * planner's PlanCache) is not rendered again. Keyed by identity; entries live as long as the plans.
- * Everything a service port's rules depend on besides its plan is in the context key, and a new
- * context drops every entry.
+ * planner's PlanCache) is not rendered again ({@link IdentityCache}). Everything a service port's
+ * rules depend on besides its plan is in the context; a new context renders everything anew.
  */
-export class IptablesRenderCache {
-  #context = '';
-  #parts = new WeakMap<ServicePortPlan, IptablesServiceRules>();
-  /** Service ports rendered (cache misses) by the last render; for tests and benchmarks. */
-  rendered = 0;
-
-  /** @internal */
-  get(context: string, sp: ServicePortPlan, render: () => IptablesServiceRules): IptablesServiceRules {
-    if (context !== this.#context) {
-      this.#context = context;
-      this.#parts = new WeakMap();
-    }
-    let part = this.#parts.get(sp);
-    if (part === undefined) {
-      this.rendered++;
-      this.#parts.set(sp, (part = render()));
-    }
-    return part;
+export class IptablesRenderCache extends IdentityCache<ServicePortPlan, IptablesServiceRules> {
+  /** Service ports rendered (cache misses) by the last render. */
+  get rendered(): number {
+    return this.misses;
   }
 }
 
@@ -153,9 +139,9 @@ export function renderIptables(plan: ProxyPlan, options: IptablesOptions, cache?
 
   const services = new Map<string, IptablesServiceRules>();
   const context = `${plan.family} ${mark} ${plan.masqueradeAll} ${plan.localCIDR ?? ''} ${large}`;
-  if (cache) cache.rendered = 0;
+  cache?.begin(context);
   for (const sp of plan.servicePorts) {
-    const part = cache ? cache.get(context, sp, () => renderServicePort(sp, plan, large)) : renderServicePort(sp, plan, large);
+    const part = cache ? cache.get(sp, () => renderServicePort(sp, plan, large)) : renderServicePort(sp, plan, large);
     services.set(servicePortKey(sp), part);
     for (const r of part.shared) fixed[r.table].get(r.chain)!.push(r.rule);
   }

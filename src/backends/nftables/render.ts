@@ -31,6 +31,7 @@
  * Output is deterministic: sets and chains sorted by name, elements in plan order.
  * @module
  */
+import { IdentityCache } from '../../planner/cache.ts';
 import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import {
   DROP, RETURN, eq, fibType, goto, jump, keyText, meta, ne, payload, prefix,
@@ -80,28 +81,13 @@ export interface NftServiceRules {
 
 /**
  * Memory of earlier renders: a service port whose plan is the same object as last time (see the
- * planner's PlanCache) is not rendered again. Keyed by identity; entries live as long as the plans.
- * Everything a service port's rules depend on besides its plan is in the context key, and a new
- * context drops every entry.
+ * planner's PlanCache) is not rendered again ({@link IdentityCache}). Everything a service port's
+ * rules depend on besides its plan is in the context; a new context renders everything anew.
  */
-export class NftRenderCache {
-  #context = '';
-  #parts = new WeakMap<ServicePortPlan, NftServiceRules>();
-  /** Service ports rendered (cache misses) by the last render; for tests and benchmarks. */
-  rendered = 0;
-
-  /** @internal */
-  get(context: string, sp: ServicePortPlan, render: () => NftServiceRules): NftServiceRules {
-    if (context !== this.#context) {
-      this.#context = context;
-      this.#parts = new WeakMap();
-    }
-    let part = this.#parts.get(sp);
-    if (part === undefined) {
-      this.rendered++;
-      this.#parts.set(sp, (part = render()));
-    }
-    return part;
+export class NftRenderCache extends IdentityCache<ServicePortPlan, NftServiceRules> {
+  /** Service ports rendered (cache misses) by the last render. */
+  get rendered(): number {
+    return this.misses;
   }
 }
 
@@ -156,9 +142,9 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   const r = new Renderer(plan, family);
   const services = new Map<string, NftServiceRules>();
   const context = `${family} ${plan.masqueradeAll} ${plan.localCIDR ?? ''}`;
-  if (cache) cache.rendered = 0;
+  cache?.begin(context);
   for (const sp of plan.servicePorts) {
-    const part = cache ? cache.get(context, sp, () => renderServicePort(sp, plan, family)) : renderServicePort(sp, plan, family);
+    const part = cache ? cache.get(sp, () => renderServicePort(sp, plan, family)) : renderServicePort(sp, plan, family);
     services.set(`${sp.name} ${sp.protocol}`, part);
     for (const c of part.chains) {
       r.chains.set(c.name, c.rules as NftRule[]);
