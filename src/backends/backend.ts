@@ -45,3 +45,19 @@ export interface ProxyBackend<R> {
   /** Removes everything the backend owns. @returns the number of chains (or tables) removed */
   cleanup(): Promise<number>;
 }
+
+/**
+ * Walks the service ports whose rendered part differs between two rulesets: `visit(old, part)` for
+ * each part that is new or not the same object as before (`old` undefined when new), and
+ * `visit(old, undefined)` for each part that is gone. Parts that are the same object are skipped,
+ * which is what makes both backends' diffs cost what changed (see the planner's IdentityCache).
+ * @param previous parts of the committed ruleset, by service port key
+ * @param next parts of the desired ruleset, by service port key
+ */
+export function forChangedParts<P>(previous: ReadonlyMap<string, P>, next: ReadonlyMap<string, P>, visit: (old: P | undefined, part: P | undefined) => void): void {
+  for (const [key, part] of next) {
+    const old = previous.get(key);
+    if (old !== part) visit(old, part);
+  }
+  for (const [key, old] of previous) if (!next.has(key)) visit(old, undefined);
+}

@@ -117,7 +117,7 @@ describe('the iptables writer on a real kernel', () => {
     await writer.write(render(svc(2, ['10.244.1.10'])), { verify: false });
     // Someone deletes kproxy's dispatch rule for svc2: the delta that deletes it is refused.
     const rule = (await c.onNode('iptables-save', ['-t', 'nat'])).split('\n').find((l) => l.startsWith('-A KUBE-SERVICES') && l.includes('ns/svc2:http'))!;
-    await c.onNode('iptables', ['-t', 'nat', '-D', ...rule.slice(3).replaceAll('"', '').split(' ').reduce<string[]>((args, w) => (args.at(-1) === '--comment' ? [...args, w] : args.length > 0 && args.at(-2) === '--comment' && !w.startsWith('-') ? [...args.slice(0, -1), `${args.at(-1)} ${w}`] : [...args, w]), [])]);
+    await c.onNode('iptables-restore', ['--noflush'], `*nat\n-D ${rule.slice(3)}\nCOMMIT\n`);
     const err = await writer.write(render([], ['ns/svc2']), { verify: false }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(IptablesError);
     expect((err as IptablesError).failedLine).toMatch(/^-D KUBE-SERVICES .*ns\/svc2:http cluster IP/);

@@ -14,6 +14,7 @@
  * only when missing, so a second sync changes nothing.
  * @module
  */
+import { forChangedParts } from '../backend.ts';
 import { CHAIN, FIXED_CHAINS, isOwnedChain, type IptablesChain, type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
 
 /** What `iptables-save` shows of one table. */
@@ -99,8 +100,16 @@ export function buildTableScript(ruleset: IptablesRuleset, current: Readonly<Rec
   return `${out.join('\n')}\n`;
 }
 
-function missingJumps(jumps: readonly JumpRule[], table: TableName, saved: SavedTable | undefined): JumpRule[] {
+/** The jumps of `table` that `saved` lacks (a jump is present when its built-in chain has a rule with its target). */
+export function missingJumps(jumps: readonly JumpRule[], table: TableName, saved: SavedTable | undefined): JumpRule[] {
   return jumps.filter((j) => j.table === table && !(saved?.rules.get(j.from)?.some((r) => jumpTarget(r) === j.target) ?? false));
+}
+
+/** Chains of `table` kproxy owns that `saved` holds and `ruleset` does not want, sorted. */
+export function staleChains(ruleset: IptablesRuleset, table: TableName, saved: SavedTable | undefined): string[] {
+  if (!saved) return [];
+  const wanted = new Set(ruleset[table].map((c) => c.name));
+  return [...saved.chains].filter((c) => isOwnedChain(table, c) && !wanted.has(c)).sort();
 }
 
 /**
@@ -114,8 +123,7 @@ export function buildRestoreScript(ruleset: IptablesRuleset, current: SavedTable
   for (const table of ['filter', 'nat'] as const) {
     const desired = ruleset[table];
     const saved = current[table];
-    const wanted = new Set(desired.map((c) => c.name));
-    const stale = saved ? [...saved.chains].filter((c) => isOwnedChain(table, c) && !wanted.has(c)).sort() : [];
+    const stale = staleChains(ruleset, table, saved);
     out.push(`*${table}`);
     for (const chain of desired) out.push(`:${chain.name} - [0:0]`);
     for (const chain of stale) out.push(`:${chain} - [0:0]`);
@@ -213,21 +221,12 @@ export function diffRulesets(previous: IptablesRuleset | undefined, next: Iptabl
   };
   const ownBefore = new Map<string, IptablesChain>();
   const ownAfter = new Map<string, IptablesChain>();
-  for (const [key, part] of next.services) {
-    const old = previous.services.get(key);
-    if (old === part) continue;
-    for (const c of part.chains) ownAfter.set(c.name, c);
-    for (const r of part.shared) count(r.table, r.chain, r.rule, -1);
-    if (old) {
-      for (const c of old.chains) ownBefore.set(c.name, c);
-      for (const r of old.shared) count(r.table, r.chain, r.rule, 1);
-    }
-  }
-  for (const [key, old] of previous.services) {
-    if (next.services.has(key)) continue;
-    for (const c of old.chains) ownBefore.set(c.name, c);
-    for (const r of old.shared) count(r.table, r.chain, r.rule, 1);
-  }
+  forChangedParts(previous.services, next.services, (old, part) => {
+    for (const c of part?.chains ?? []) ownAfter.set(c.name, c);
+    for (const r of part?.shared ?? []) count(r.table, r.chain, r.rule, -1);
+    for (const c of old?.chains ?? []) ownBefore.set(c.name, c);
+    for (const r of old?.shared ?? []) count(r.table, r.chain, r.rule, 1);
+  });
   for (const [k, m] of gone) {
     const insert: string[] = [];
     for (const [rule, n] of m) {

@@ -17,8 +17,8 @@
  */
 import { execa, ExecaError } from 'execa';
 import type { IPFamily } from '../../state/ip.ts';
-import { isOwnedChain, type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
-import { buildCleanupScript, buildRestoreScript, buildTableScript, changeScript, diffRulesets, parseSave, type IptablesChange, type SavedTable, type SavedTables } from './restore.ts';
+import type { IptablesRuleset, JumpRule, TableName } from './render.ts';
+import { buildCleanupScript, buildRestoreScript, buildTableScript, changeScript, diffRulesets, missingJumps, parseSave, staleChains, type IptablesChange, type SavedTable, type SavedTables } from './restore.ts';
 
 /** Thrown when iptables-save or iptables-restore fails; carries the tool's stderr and the failing line. */
 export class IptablesError extends Error {
@@ -132,7 +132,7 @@ export class IptablesWriter {
 
   async #writeTables(next: IptablesRuleset): Promise<IptablesWriteReport> {
     const current = await readTables(this.#tools, true);
-    const stale = staleChains(next, current);
+    const stale = staleChains(next, 'filter', current.filter).length + staleChains(next, 'nat', current.nat).length;
     try {
       const script = buildTableScript(next, current);
       await this.#tools.restore(script, { wholeTables: true });
@@ -166,17 +166,15 @@ interface Drift {
  */
 function drift(committed: IptablesRuleset, current: SavedTables): Drift | undefined {
   const chains = { filter: new Set<string>(), nat: new Set<string>() };
-  const extra = { filter: [] as string[], nat: [] as string[] };
+  const extra = { filter: staleChains(committed, 'filter', current.filter), nat: staleChains(committed, 'nat', current.nat) };
+  const jumps: JumpRule[] = [];
   for (const table of ['filter', 'nat'] as const) {
     const saved = current[table];
-    const wanted = new Set<string>();
     for (const c of committed[table]) {
-      wanted.add(c.name);
       if (!saved?.chains.has(c.name) || (saved.rules.get(c.name)?.length ?? 0) !== c.rules.length) chains[table].add(c.name);
     }
-    for (const c of saved?.chains ?? []) if (isOwnedChain(table, c) && !wanted.has(c)) extra[table].push(c);
+    jumps.push(...missingJumps(committed.jumps, table, saved));
   }
-  const jumps = committed.jumps.filter((j) => !(current[j.table]?.rules.get(j.from)?.some((r) => r.endsWith(`-j ${j.target}`)) ?? false));
   const n = chains.filter.size + chains.nat.size;
   const x = extra.filter.length + extra.nat.length;
   if (n === 0 && x === 0 && jumps.length === 0) return undefined;
@@ -207,15 +205,6 @@ function withRepairs(change: IptablesChange, next: IptablesRuleset, d: Drift): I
   const jumps = [...change.jumps];
   for (const j of d.jumps) if (!jumps.some((k) => k.table === j.table && k.from === j.from && k.spec === j.spec)) jumps.push(j);
   return { write, edit, remove, jumps };
-}
-
-function staleChains(next: IptablesRuleset, current: SavedTables): number {
-  let n = 0;
-  for (const table of ['filter', 'nat'] as const) {
-    const wanted = new Set(next[table].map((c) => c.name));
-    for (const c of current[table]?.chains ?? []) if (isOwnedChain(table, c) && !wanted.has(c)) n++;
-  }
-  return n;
 }
 
 /**

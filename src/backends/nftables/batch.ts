@@ -13,6 +13,7 @@
  * 6. add new and changed sets; 7. add the rules of new and changed chains; 8. add new elements.
  * @module
  */
+import { forChangedParts } from '../backend.ts';
 import { keyText, type JsonElement, type NftCommand, type NftElement, type NftSetSpec } from './json.ts';
 import { NFT, type NftChain, type NftRuleset, type NftServiceRules } from './render.ts';
 
@@ -77,13 +78,10 @@ export function deltaBatch(previous: NftRuleset, next: NftRuleset, deferred: rea
       else m.set(set, [e]);
     }
   };
-  for (const [key, part] of next.services) {
-    const old = previous.services.get(key);
-    if (old === part) continue;
-    take(part, 'after');
+  forChangedParts(previous.services, next.services, (old, part) => {
+    if (part) take(part, 'after');
     if (old) take(old, 'before');
-  }
-  for (const [key, old] of previous.services) if (!next.services.has(key)) take(old, 'before');
+  });
 
   // Sets whose definition changed are re-created; every chain using one is rewritten.
   const changedSets = [...setsAfter.values()].filter((s) => setsBefore.has(s.name) && !sameJSON(setsBefore.get(s.name), s)).map((s) => s.name);

@@ -150,7 +150,8 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
       r.chains.set(c.name, c.rules as NftRule[]);
       r.serviceChains.add(c.name);
     }
-    for (const [set, e] of part.elements) r.element(set, e);
+    // Checked when the part was rendered; only collected here.
+    for (const [set, e] of part.elements) r.collect(set, e);
     for (const set of part.sets) r.affinitySets.push(set);
   }
 
@@ -182,7 +183,7 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   r.chain(NFT.reject, { expr: [{ reject: null }] });
 
   const key3 = [addrType, 'inet_proto', 'inet_service'];
-  const sets: NftSetSpec[] = [
+  const fixedSets: NftSetSpec[] = [
     { name: NFT.serviceIPs, type: key3, map: 'verdict' },
     { name: NFT.serviceNodePorts, type: ['inet_proto', 'inet_service'], map: 'verdict' },
     { name: NFT.noEndpointServices, type: key3, map: 'verdict' },
@@ -190,12 +191,12 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
     { name: NFT.firewallIPs, type: key3, map: 'verdict' },
     { name: NFT.clusterIPs, type: addrType },
     { name: NFT.hairpin, type: [addrType, addrType] },
-    ...r.affinitySets,
   ];
   if (plan.nodePortDestinations.kind === 'addresses') {
-    sets.push({ name: NFT.nodePortIPs, type: addrType });
+    fixedSets.push({ name: NFT.nodePortIPs, type: addrType });
     r.element(NFT.nodePortIPs, ...plan.nodePortDestinations.addresses.map((key) => ({ key })));
   }
+  const sets = [...fixedSets, ...r.affinitySets];
   const elements = new Map<string, NftElement[]>();
   for (const s of sets) elements.set(s.name, r.elements.get(s.name) ?? []);
   // A ClusterIP is listed once per port, an endpoint once per Service using it; a set holds each once.
@@ -220,7 +221,6 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   }
 
   const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-  const fixedSets = sets.filter((set) => !set.name.startsWith('affinity-'));
   const fixedChains: NftChain[] = [...BASE_CHAINS];
   for (const [name, rules] of r.chains) if (!r.serviceChains.has(name)) fixedChains.push({ name, rules });
   let allChains: NftChain[] | undefined;
@@ -273,12 +273,17 @@ class Renderer {
   }
 
   element(set: string, ...elements: NftElement[]): void {
-    let list = this.elements.get(set);
-    if (!list) this.elements.set(set, (list = []));
     for (const e of elements) {
       if (e.comment !== undefined) checkComment(e.comment);
-      list.push(e);
+      this.collect(set, e);
     }
+  }
+
+  /** Appends an element whose comment was already checked. */
+  collect(set: string, e: NftElement): void {
+    const list = this.elements.get(set);
+    if (list) list.push(e);
+    else this.elements.set(set, [e]);
   }
 
   servicePort(sp: ServicePortPlan): void {
