@@ -1,7 +1,7 @@
 /**
  * The Kubernetes API source: Services, EndpointSlices and this node's Node, watched through
  * `@kubernetes/client-node`'s `ListWatch`, each under a supervisor that makes it fit for a
- * DaemonSet (shared/reference/typescript-ecosystem.md §1.5):
+ * DaemonSet (client-node informers stop on errors and stall on half-open connections unless supervised):
  *
  * - lists are our own, raw and paginated (`limit`/`continue`, as client-go's reflector pages at
  *   500), so list and watch objects have one shape, the wire JSON; an expired `continue` token

@@ -1,7 +1,7 @@
 /**
  * The real fixture (examples/cluster.yaml and nodes.yaml, as a kube-apiserver serialised them)
  * on node-1, with a pod at every endpoint address: each Service answers as upstream kube-proxy
- * would make it answer (see shared/fixtures/README.md for the cluster).
+ * would make it answer (test/fixtures/README.md describes the cluster).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXAMPLES } from '../support/objects.ts';

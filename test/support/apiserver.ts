@@ -1,7 +1,7 @@
 /**
  * A test API server that speaks the kube-apiserver's list/watch protocol over real HTTP, so the
  * real client-node informer code is what the tests exercise. Shapes follow the bodies captured
- * from a real server in shared/fixtures/wire/:
+ * from a real kube-apiserver v1.26 in test/fixtures/wire/ (see test/fixtures/README.md):
  *
  * - lists: `{kind: XList, apiVersion, metadata: {resourceVersion[, continue, remainingItemCount]},
  *   items}`, items without kind/apiVersion; `limit` + opaque `continue` tokens; an expired token
@@ -22,7 +22,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
-export const WIRE = join(import.meta.dirname, '../../../shared/fixtures/wire');
+export const WIRE = join(import.meta.dirname, '../fixtures/wire');
 
 type Obj = { apiVersion?: string; kind?: string; metadata: { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string> } } & Record<string, unknown>;
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';

@@ -1,6 +1,6 @@
 /**
  * Builders for Services, EndpointSlices and Nodes in the exact shape the API server serialises
- * (see ../shared/fixtures), for scenarios the fixture cluster does not cover.
+ * (see test/fixtures/README.md), for scenarios the fixture cluster does not cover.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -104,7 +104,7 @@ export function node(name: string, zone?: string, addresses: string[] = []): Rec
   };
 }
 
-/** The fixture files shipped in examples/ (copies of ../shared/fixtures). */
+/** The fixture files shipped in examples/ (the fixture cluster of test/fixtures/README.md). */
 export const EXAMPLES = join(import.meta.dirname, '../../examples');
 
 /** The items of examples/cluster.yaml, parsed. */

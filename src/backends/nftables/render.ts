@@ -15,7 +15,7 @@
  *   with probability 1/n, as iptables' `statistic` chain. Upstream writes one anonymous `numgen …
  *   vmap { … }` per chain plus one chain per endpoint; every rule that creates an anonymous set
  *   costs the kernel work in proportion to the table, so its cold start is quadratic (≈10.7 s at
- *   10k Services here, shared/reference/nft-scaling/README.md), and per-endpoint chains multiply the
+ *   10k Services on this project's machines, nft 1.0.6), and per-endpoint chains multiply the
  *   objects to commit by the endpoint count. Here a Service costs one chain and n rules
  *   (bench/README.md has the measurements);
  * - hairpin traffic (a pod reaching itself through its Service) is found after DNAT, in
