@@ -77,7 +77,8 @@ export class ProxyRunner<R> {
   #needFull = true;
   #failures = 0;
   #lastStart = 0;
-  #lastEnd = 0;
+  /** When the last successful full (verifying) sync started; the next is due one sync period later, whatever the churn. */
+  #lastFull = 0;
   #retryAt = 0;
   #triggerTimes: number[] = [];
   #syncs = 0;
@@ -116,7 +117,7 @@ export class ProxyRunner<R> {
   #nextSyncAt(): number {
     if (!this.ready) return Infinity;
     const { minSyncPeriodMs, syncPeriodMs } = this.#d.timing;
-    const periodic = this.#lastEnd + syncPeriodMs;
+    const periodic = this.#lastFull + syncPeriodMs;
     if (!this.#pending && !this.#needFull) return periodic;
     return Math.min(periodic, Math.max(this.#lastStart + minSyncPeriodMs, this.#retryAt));
   }
@@ -184,8 +185,11 @@ export class ProxyRunner<R> {
   async syncOnce(): Promise<SyncOutcome> {
     const { store, backend, metrics, health, log } = this.#d;
     const started = performance.now();
-    this.#lastStart = Date.now();
-    const full = this.#needFull || !this.#pending;
+    const startedAt = Date.now();
+    this.#lastStart = startedAt;
+    // Full when asked for, and at least once a sync period even while changes keep arriving: a
+    // busy cluster must not starve the verify that repairs rules someone else changed.
+    const full = this.#needFull || startedAt >= this.#lastFull + this.#d.timing.syncPeriodMs;
     const dirty = store.takeDirty();
     const triggers = this.#triggerTimes;
     this.#triggerTimes = [];
@@ -220,7 +224,6 @@ export class ProxyRunner<R> {
       this.#triggerTimes.push(...triggers);
       const backoff = Math.min(this.#d.timing.syncPeriodMs, this.#d.timing.minSyncPeriodMs * 2 ** Math.min(this.#failures, 10));
       this.#retryAt = Date.now() + backoff;
-      this.#lastEnd = Date.now();
       (backend.mode === 'nftables' ? metrics.nftablesSyncFailures : metrics.restoreFailures).inc();
       // Upstream counts a failed incremental iptables restore also as a partial restore failure (KEP-3453).
       if (backend.mode === 'iptables' && !full) metrics.partialRestoreFailures.inc();
@@ -231,7 +234,7 @@ export class ProxyRunner<R> {
     this.#failures = 0;
     this.#needFull = false;
     this.#retryAt = 0;
-    this.#lastEnd = Date.now();
+    if (full) this.#lastFull = startedAt;
     health.updated(Date.now());
     metrics.syncDuration.observe(seconds);
     (full ? metrics.syncFullDuration : metrics.syncPartialDuration).observe(seconds);

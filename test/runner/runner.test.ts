@@ -126,6 +126,22 @@ describe('ProxyRunner', () => {
     expect(backend.writes.every((w) => w.full)).toBe(true);
   });
 
+  it('still verifies every sync period while changes keep arriving', async () => {
+    const { queue, backend, synced } = start({}, { minSyncPeriodMs: 20, syncPeriodMs: 300 });
+    synced();
+    await until(() => backend.writes.length === 1);
+    // One endpoint change every 50 ms for 1.5 s (bounded): five sync periods of constant churn.
+    for (let i = 0; i < 30; i++) {
+      queue.push({ type: 'upsert', kind: 'EndpointSlice', object: slice('a', `10.244.1.${i + 1}`) });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const fulls = backend.writes.slice(1).filter((w) => w.full).length;
+    const partials = backend.writes.slice(1).filter((w) => !w.full).length;
+    expect(partials).toBeGreaterThan(5);
+    // At least one full sync per period elapsed (five), the first sync's excluded; allow one for timer slack.
+    expect(fulls).toBeGreaterThanOrEqual(4);
+  });
+
   it('skips an invalid object with a metric while the rest is written', async () => {
     const { queue, backend, synced, metrics } = start();
     queue.push({ type: 'upsert', kind: 'Service', object: svc('good', '10.96.0.1') });
