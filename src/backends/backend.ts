@@ -22,17 +22,25 @@ export interface WriteReport {
   readonly rulesTotal: Readonly<Record<string, number>>;
   /** Stale chains removed. */
   readonly chainsDeleted: number;
-  /** Set when a full sync found the kernel changed behind kproxy's back and rewrote everything: what differed. */
+  /** Set when a verify had found the kernel changed behind kproxy's back and this write repaired it: what differed. */
   readonly repaired?: string;
+  /** Set when a verify could not read the kernel; the writes go on regardless. */
+  readonly verifyError?: Error;
+  /**
+   * Set when this write started a verify (in the background; see verify.ts): resolves, never
+   * rejects, when it is over, to true when it found something the next write repairs or reports.
+   */
+  readonly verifying?: Promise<boolean>;
 }
 
 /**
  * A proxy backend. `R` is its rendered form of a plan.
  *
  * - `render` is pure and fast: plan in, rules out.
- * - `write` makes the kernel match `rules`; it is atomic (all or nothing) and may be given the
- *   rules of the previous successful write to write less. `full` asks it to verify against the
- *   kernel and rewrite everything (first sync, after a failure, periodic resync).
+ * - `write` makes the kernel match `rules`; it is atomic (all or nothing) and writes only what
+ *   changed since its last successful write (everything after a failure). `full` asks it to verify
+ *   the kernel against what it wrote, in the background (once a sync period); what a verify finds
+ *   is repaired by the following write.
  * - `describeChange` prints what a write from `previous` to `next` would change (dry-run).
  */
 export interface ProxyBackend<R> {

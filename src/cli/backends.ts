@@ -7,9 +7,9 @@
 import type { Logger } from 'pino';
 import type { ProxyBackend, ProxyMode } from '../backends/backend.ts';
 import { iptablesBackend } from '../backends/iptables/backend.ts';
-import { cleanupIptables, systemIptables } from '../backends/iptables/writer.ts';
+import { cleanupIptables, IptablesError, systemIptables } from '../backends/iptables/writer.ts';
 import { nftablesBackend, type NftOutput } from '../backends/nftables/backend.ts';
-import { cleanupNftables, systemNft } from '../backends/nftables/writer.ts';
+import { cleanupNftables, NftError, systemNft } from '../backends/nftables/writer.ts';
 import type { IPFamily } from '../state/ip.ts';
 
 /** What a backend needs from the host and the command line. */
@@ -49,6 +49,6 @@ export async function cleanupOtherModes(mode: ProxyMode, family: IPFamily, log: 
 }
 
 function notInstalled(err: unknown): number {
-  if (/not found \(install/.test((err as Error).message)) return 0;
+  if ((err instanceof IptablesError && err.code === 'IPTABLES_NOT_FOUND') || (err instanceof NftError && err.code === 'NFT_NOT_FOUND')) return 0;
   throw err;
 }

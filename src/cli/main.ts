@@ -8,13 +8,12 @@
 import { Command, CommanderError, Option } from 'commander';
 import { pino, type Logger } from 'pino';
 import { PROXY_MODES } from '../backends/backend.ts';
-import { IptablesError } from '../backends/iptables/writer.ts';
+import { errorFacts, ToolError } from '../backends/errors.ts';
 import { renderIptables } from '../backends/iptables/render.ts';
 import { buildRestoreScript } from '../backends/iptables/restore.ts';
 import { formatBatch } from '../backends/nftables/backend.ts';
 import { fullBatch } from '../backends/nftables/batch.ts';
 import { renderNftables } from '../backends/nftables/render.ts';
-import { NftError } from '../backends/nftables/writer.ts';
 import { planProxy, type ProxyPlan } from '../planner/plan.ts';
 import { readObjectFiles, SourceError } from '../sources/file.ts';
 import { ProxyStateStore } from '../state/store.ts';
@@ -118,7 +117,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (err instanceof SourceError || err instanceof IptablesError || err instanceof NftError || err instanceof ConfigError) log.error(err.message);
+    if (err instanceof ToolError) log.error({ err: errorFacts(err) }, err.message);
+    else if (err instanceof SourceError || err instanceof ConfigError) log.error(err.message);
     else log.error({ err }, `kproxy failed: ${(err as Error).message}`);
     return 1;
   }

@@ -14,6 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { ProxyBackend, WriteReport } from '../backends/backend.ts';
+import { errorFacts } from '../backends/errors.ts';
 import { healthCheckTargets, type HealthCheckTarget } from '../planner/healthcheck.ts';
 import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
 import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
@@ -82,6 +83,8 @@ export class ProxyRunner<R> {
   #retryAt = 0;
   #triggerTimes: number[] = [];
   #syncs = 0;
+  /** A verify the backend runs in the background; resolves when it is over. */
+  #verifying: Promise<void> | undefined;
 
   constructor(deps: RunnerDeps<R>) {
     this.#d = deps;
@@ -109,7 +112,8 @@ export class ProxyRunner<R> {
         await this.syncOnce();
         continue;
       }
-      await queue.wait(Math.min(due - now, timing.syncPeriodMs), signal);
+      const wait = queue.wait(Math.min(due - now, timing.syncPeriodMs), signal);
+      await (this.#verifying ? Promise.race([wait, this.#verifying]) : wait);
     }
   }
 
@@ -227,7 +231,7 @@ export class ProxyRunner<R> {
       (backend.mode === 'nftables' ? metrics.nftablesSyncFailures : metrics.restoreFailures).inc();
       // Upstream counts a failed incremental iptables restore also as a partial restore failure (KEP-3453).
       if (backend.mode === 'iptables' && !full) metrics.partialRestoreFailures.inc();
-      log.error({ err: message, retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
+      log.error({ err: errorFacts(err), retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
       return { ok: false, full, durationMs: performance.now() - started, plan, report, error: message };
     }
     const seconds = (performance.now() - started) / 1000;
@@ -243,6 +247,7 @@ export class ProxyRunner<R> {
     metrics.endpointChangesPending.set(0);
     metrics.noLocalEndpoints.set({ traffic_policy: 'internal' }, plan.noLocalEndpointsInternal);
     metrics.noLocalEndpoints.set({ traffic_policy: 'external' }, plan.noLocalEndpointsExternal);
+    if (report?.verifying) this.#watchVerify(report.verifying);
     if (report) {
       const nft = backend.mode === 'nftables';
       for (const [key, n] of Object.entries(report.rulesWritten)) (nft ? metrics.nftablesLast.set({ object: key }, n) : metrics.rulesLast.set({ table: key }, n));
@@ -251,6 +256,7 @@ export class ProxyRunner<R> {
         metrics.repairs.inc();
         log.warn({ difference: report.repaired }, 'the kernel\'s rules differed from what kproxy wrote; rewrote them');
       }
+      if (report.verifyError !== undefined) log.warn({ err: errorFacts(report.verifyError) }, 'verifying the kernel\'s rules failed; will try again next sync period');
     }
     const now = Date.now();
     for (const t of triggers) if (t <= now) metrics.networkProgramming.observe((now - t) / 1000);
@@ -263,6 +269,15 @@ export class ProxyRunner<R> {
       }
     }
     return { ok: true, full, durationMs: seconds * 1000, plan, report, error: undefined };
+  }
+
+  /** When a background verify finds something, sync soon: the next write repairs it (or reports the read error). */
+  #watchVerify(verifying: Promise<boolean>): void {
+    const done = verifying.then((found) => {
+      if (this.#verifying === done) this.#verifying = undefined;
+      if (found) this.#pending = true;
+    });
+    this.#verifying = done;
   }
 }
 

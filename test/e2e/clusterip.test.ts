@@ -1,7 +1,7 @@
 /**
  * ClusterIP behaviour with real packets: random load balancing, UDP, hairpin, masquerading
  * (--cluster-cidr, --masquerade-all, no detector) and REJECT without endpoints.
- * Expected behaviour: reference/kube-proxy.md §5 scenarios 1, 2, 3, 4, 12.
+ * Expected behaviour: upstream kube-proxy's (pkg/proxy/iptables/proxier_test.go, pkg/proxy/topology_test.go).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';

@@ -2,7 +2,7 @@
  * External destinations with real packets: NodePort (all local addresses, --nodeport-addresses),
  * externalIPs, load-balancer IPs with loadBalancerSourceRanges, externalTrafficPolicy Cluster and
  * Local (local endpoints only, source kept, pod short-circuit, DROP without local endpoints) and
- * REJECT without endpoints. Expected behaviour: reference/kube-proxy.md §5 scenarios 4–10.
+ * REJECT without endpoints. Expected behaviour: upstream kube-proxy's (pkg/proxy/iptables/proxier_test.go, pkg/proxy/topology_test.go).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service, type ServiceOptions } from '../support/objects.ts';

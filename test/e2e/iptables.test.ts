@@ -96,19 +96,51 @@ describe('the iptables writer on a real kernel', () => {
     await reset();
   });
 
-  it('a periodic verify repairs a flushed chain and a removed jump, and only those', async () => {
-    const writer = new IptablesWriter(tools());
+  it('a periodic verify finds a flushed chain and a removed jump; the next write repairs only those', async () => {
+    const writer = new IptablesWriter(tools(), { verifyBudget: 1 });
     const rules = render(svc(1, ['10.244.1.10']));
+    /** Writes with a verify, waits for it, and writes again. */
+    const verified = async () => {
+      const r = await writer.write(rules, { verify: true });
+      expect(r).toMatchObject({ how: 'none', rulesWritten: { filter: 0, nat: 0 } });
+      await r.verifying;
+      return writer.write(rules, { verify: false });
+    };
     await writer.write(rules, { verify: false });
-    expect(await writer.write(rules, { verify: true })).toMatchObject({ how: 'none', rulesWritten: { filter: 0, nat: 0 } });
-    expect((await writer.write(rules, { verify: true })).repaired).toBeUndefined();
+    expect((await verified()).repaired).toBeUndefined();
     await c.flushServiceDispatch();
     await c.onNode('iptables', ['-t', 'nat', '-D', 'PREROUTING', '-m', 'comment', '--comment', 'kubernetes service portals', '-j', 'KUBE-SERVICES']);
-    const repaired = await writer.write(rules, { verify: true });
+    const repaired = await verified();
     expect(repaired.repaired).toMatch(/^1 chain\(s\) missing or changed \(KUBE-SERVICES\); 1 jump\(s\) from built-in chains missing$/);
     expect(repaired.rulesWritten).toEqual({ filter: 0, nat: (await c.onNode('iptables-save', ['-t', 'nat'])).split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ')).length + 1 });
     await c.flushConntrack();
     expect(tally(await c.probe('src', 'tcp', '172.30.0.1', 80, { count: 2 }))).toEqual({ web: 2 });
+    await reset();
+  });
+
+  it('a deep verify finds a flushed per-service chain (then rewrites whole tables) and a stale chain; writes meanwhile are not drift', async () => {
+    const writer = new IptablesWriter(tools(), { verifyBudget: 1 });
+    const rules = render(svc(3, ['10.244.1.10']));
+    await writer.write(rules, { verify: false });
+    // A write while the check reads is not mistaken for drift.
+    const busy = await writer.write(rules, { verify: true });
+    const changed = render(svc(3, ['10.244.1.11']));
+    expect((await writer.write(changed, { verify: false })).how).toBe('incremental');
+    await busy.verifying;
+    expect((await writer.write(changed, { verify: false })).repaired).toBeUndefined();
+
+    const svcChain = (await c.onNode('iptables-save', ['-t', 'nat'])).split('\n').find((l) => l.startsWith(':KUBE-SVC-'))!.slice(1).split(' ')[0]!;
+    await c.onNode('iptables', ['-t', 'nat', '-F', svcChain]);
+    await c.onNode('iptables', ['-t', 'nat', '-N', 'KUBE-SEP-LEFTOVER0000000']);
+    const r = await writer.write(changed, { verify: true });
+    expect(await r.verifying).toBe(true);
+    const repaired = await writer.write(changed, { verify: false });
+    expect(repaired.how).toBe('tables');
+    expect(repaired.repaired).toMatch(new RegExp(`1 chain\\(s\\) missing or changed \\(${svcChain}\\); 1 stale chain\\(s\\); rewrote whole tables$`));
+    const nat = await c.onNode('iptables-save', ['-t', 'nat']);
+    expect(nat).not.toContain('KUBE-SEP-LEFTOVER');
+    await c.flushConntrack();
+    expect(tally(await c.probe('src', 'tcp', '172.30.0.3', 80, { count: 2 }))).toEqual({ api: 2 });
     await reset();
   });
 

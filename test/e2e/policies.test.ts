@@ -1,8 +1,8 @@
 /**
  * Endpoint choice with real packets: sessionAffinity ClientIP, internalTrafficPolicy Local,
  * terminating-endpoint fallback (computed separately for the Cluster and the Local set) and
- * topology hints (zone, node). Expected behaviour: reference/kube-proxy.md §5 scenarios 11,
- * 13, 14, 17, 18, 19.
+ * topology hints (zone, node). Expected behaviour: upstream kube-proxy's (pkg/proxy/iptables/proxier_test.go,
+ * pkg/proxy/topology_test.go).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, node, service } from '../support/objects.ts';

@@ -6,7 +6,7 @@ const ports = [{ name: 'p80', port: 80 }];
 const ips = (eps: readonly { ip: string }[]) => eps.map((e) => e.ip);
 
 describe('endpoint categorisation (pkg/proxy/topology.go)', () => {
-  // TestTerminatingEndpointsTrafficPolicyLocal, reference/kube-proxy.md §5 scenario 13
+  // TestTerminatingEndpointsTrafficPolicyLocal, pkg/proxy/iptables/proxier_test.go
   const lbLocal = () => service('ns1/svc1', { type: 'LoadBalancer', clusterIP: '172.30.1.1', ports: [{ ...ports[0]!, nodePort: 30001 }], loadBalancerIPs: ['1.2.3.4'], externalTrafficPolicy: 'Local' });
   it('(13a) ready endpoints: Cluster {.1,.2,.5}, Local {.1,.2}', () => {
     const p = plan([lbLocal(), endpointSlice('ns1/svc1', ports, [
@@ -40,7 +40,7 @@ describe('endpoint categorisation (pkg/proxy/topology.go)', () => {
     expect(p).toMatchObject({ internalNoEndpoints: 'REJECT', externalNoEndpoints: 'REJECT', reachableEndpoints: [] });
   });
 
-  // KEP-2433, reference/kube-proxy.md §5 scenario 18
+  // KEP-2433, pkg/proxy/topology_test.go
   const zoned = (hints: (string | undefined)[]) => [
     node('test-node', 'zone-a'),
     service('ns1/svc1', { clusterIP: '172.30.1.1', ports }),

@@ -28,6 +28,8 @@ export function iptablesBackend(family: IPFamily, options: () => IptablesOptions
         rulesTotal: { filter: ruleCount(rules, 'filter'), nat: ruleCount(rules, 'nat') },
         chainsDeleted: report.chainsDeleted,
         ...(report.repaired === undefined ? {} : { repaired: report.repaired }),
+        ...(report.verifyError === undefined ? {} : { verifyError: report.verifyError }),
+        ...(report.verifying === undefined ? {} : { verifying: report.verifying }),
       };
     },
     describeChange: buildChangeScript,

@@ -1,12 +1,12 @@
 /**
  * Plan → iptables rules, in upstream kube-proxy's shapes (pkg/proxy/iptables/proxier.go
- * `syncProxyRules`, `writeServiceToEndpointRules`; reference/kube-proxy.md §1–2): the same chains,
+ * `syncProxyRules`, `writeServiceToEndpointRules`): the same chains,
  * matches, comments and argument order, so `iptables-save` of a kproxy node reads like one run by
  * kube-proxy. Deliberate differences: no nfacct counters, no localhost NodePorts (as with
  * upstream's `--iptables-localhost-nodeports=false`, which avoids `route_localnet`, CVE-2020-8558).
  *
  * Output is deterministic: chains in name order (which also makes iptables-nft's `--noflush`
- * restore several times faster, reference/iptables-restore-scaling.md), rules in plan order.
+ * restore several times faster: 45 s against 255–600 s at 5k Services, iptables 1.8.9), rules in plan order.
  * @module
  */
 import { IdentityCache } from '../../planner/cache.ts';

@@ -3,7 +3,7 @@
  * - {@link buildRestoreScript}: a complete ruleset for an empty namespace (dry-run), the same made
  *   safe for `--noflush` on a live node;
  * - {@link buildTableScript}: whole tables without `--noflush`, every foreign chain and rule copied
- *   from `iptables-save -c` (the fast way to write everything, reference/iptables-restore-scaling.md);
+ *   from what the kernel holds (the fast way to write everything: linear, where `--noflush` is not);
  * - {@link diffRulesets} and {@link changeScript}: only what changed between two rulesets, for
  *   `--noflush` (incremental syncs and `run --dry-run`);
  * - {@link buildCleanupScript}: removes everything kproxy owns.
@@ -17,7 +17,7 @@
 import { forChangedParts } from '../backend.ts';
 import { CHAIN, FIXED_CHAINS, isOwnedChain, type IptablesChain, type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
 
-/** What `iptables-save` shows of one table. */
+/** What the kernel holds of one table, as `iptables-save` would show it (or as kernel.ts reads it chain by chain). */
 export interface SavedTable {
   /** Every chain in the table, built-in ones included. */
   readonly chains: ReadonlySet<string>;
@@ -74,11 +74,11 @@ export function parseSave(text: string, table: TableName): SavedTable {
  * Whole tables for `iptables-restore --counters` without `--noflush`: every chain and rule kproxy
  * does not own exactly as `current` holds them (with their counters), kproxy's chains as `ruleset`
  * wants them, and the jumps into them first in their built-in chains when missing. Restoring a
- * whole table is linear in its size; `--noflush` is not (reference/iptables-restore-scaling.md:
- * 6 s against 65 s at 5k Services). Whatever another program writes into these tables between the
- * `iptables-save` that read `current` and this restore is lost, so the writer uses this only when
- * it must write most of the table anyway (cold start, or after a failure).
- * @param current both tables as `iptables-save -c` printed them
+ * whole table is linear in its size; `--noflush` is not (6 s against 65 s at 5k Services,
+ * iptables 1.8.9). Whatever another program writes into these tables between the read of
+ * `current` and this restore is lost, so the writer uses this only when it must write most of the
+ * table anyway (cold start, after a failure, wide damage).
+ * @param current both tables with the counters of their foreign rules (kernel.ts)
  */
 export function buildTableScript(ruleset: IptablesRuleset, current: Readonly<Record<TableName, SavedTable>>): string {
   const out: string[] = [];
@@ -106,7 +106,7 @@ export function missingJumps(jumps: readonly JumpRule[], table: TableName, saved
 }
 
 /** Chains of `table` kproxy owns that `saved` holds and `ruleset` does not want, sorted. */
-export function staleChains(ruleset: IptablesRuleset, table: TableName, saved: SavedTable | undefined): string[] {
+export function staleChains(ruleset: IptablesRuleset, table: TableName, saved: Pick<SavedTable, 'chains'> | undefined): string[] {
   if (!saved) return [];
   const wanted = new Set(ruleset[table].map((c) => c.name));
   return [...saved.chains].filter((c) => isOwnedChain(table, c) && !wanted.has(c)).sort();
@@ -199,7 +199,7 @@ export interface IptablesChange {
  * KUBE-PROXY-FIREWALL are edited in place: a removed rule is deleted by its spec, a new one is
  * inserted at the top. Their order does not matter (each matches its own destination), and the
  * NodePort jump, which must stay last in nat KUBE-SERVICES, is never moved. Upstream rewrites these
- * chains in full on every sync (reference/kube-proxy.md §1), which is its main cost at scale. A chain
+ * chains in full on every sync (pkg/proxy/iptables/proxier.go `syncProxyRules`), which is its main cost at scale. A chain
  * whose other rules changed, or where the edits would be more than half of it, is rewritten in full.
  * @param previous the ruleset the kernel holds; undefined: empty (everything is written)
  */

@@ -6,35 +6,49 @@
  * {@link IptablesWriter} keeps the ruleset it last committed and writes three ways:
  * - **incremental** (most syncs): only the chains that changed, by `iptables-restore --noflush`,
  *   without reading the kernel;
- * - **whole tables** (the first sync, and the first after a failure): `iptables-save -c`, then
- *   one `iptables-restore --counters` of each whole table with every foreign chain and rule copied
- *   in, which is linear where `--noflush` of everything is not (reference/iptables-restore-scaling.md);
- *   if that restore is refused, the same rules by `--noflush`;
- * - **verify** (the periodic sync): `iptables-save`, compare kproxy's chains, their rule counts and
- *   the jumps with what was committed, and rewrite what differs (KEP-3453's periodic full sync,
- *   without rewriting what is intact).
+ * - **whole tables** (the first sync, the first after a failure, and a repair of wide damage): the
+ *   chain names and the built-in and foreign chains are read one by one (kernel.ts: never kproxy's
+ *   own chains, which at 10k Services cannot be read back), then one `iptables-restore --counters`
+ *   of each whole table with every foreign chain, rule and counter copied in, which is linear where
+ *   `--noflush` of everything is not; if that restore is refused, the same rules by `--noflush`;
+ * - **verify** (asked for once a sync period): a {@link BackgroundCheck} beside the writes reads the
+ *   jumps and kproxy's fixed chains every time, and, within its CPU budget, the chain names and a
+ *   rotating sample of per-service chains; the next write rewrites what differs (KEP-3453's
+ *   periodic full sync, without rewriting what is intact, and without holding changes back).
  * @module
  */
 import { execa, ExecaError } from 'execa';
 import type { IPFamily } from '../../state/ip.ts';
-import type { IptablesRuleset, JumpRule, TableName } from './render.ts';
-import { buildCleanupScript, buildRestoreScript, buildTableScript, changeScript, diffRulesets, missingJumps, parseSave, staleChains, type IptablesChange, type SavedTable, type SavedTables } from './restore.ts';
+import { ToolError, type ToolErrorCode } from '../errors.ts';
+import { BackgroundCheck, type DEEP_READ_BUDGET } from '../verify.ts';
+import { BUILTIN_CHAINS, chainNamesFromNft, chainNamesFromSave, chainsToRead, mapLimit, parseChainListing, savedTable, type ChainListing } from './kernel.ts';
+import { type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
+import { buildCleanupScript, buildRestoreScript, buildTableScript, changeScript, diffRulesets, missingJumps, staleChains, type IptablesChange, type SavedTable } from './restore.ts';
 
-/** Thrown when iptables-save or iptables-restore fails; carries the tool's stderr and the failing line. */
-export class IptablesError extends Error {
+/** Why an iptables tool failed, for callers to match on (never the message). */
+export type IptablesErrorCode = Extract<ToolErrorCode, `IPTABLES_${string}`>;
+
+/** Thrown when an iptables tool fails; carries the tool, its stderr and the failing input line. */
+export class IptablesError extends ToolError {
   override readonly name = 'IptablesError';
+  declare readonly code: IptablesErrorCode;
   /** The restore input line iptables-restore reported, when it named one. */
   readonly failedLine: string | undefined;
-  constructor(message: string, failedLine: string | undefined, options?: ErrorOptions) {
-    super(message, options);
-    this.failedLine = failedLine;
+  constructor(message: string, facts: { readonly code: IptablesErrorCode; readonly tool: string; readonly stderr: string; readonly failedLine: string | undefined }, options?: ErrorOptions) {
+    super(message, facts, options);
+    this.failedLine = facts.failedLine;
   }
 }
 
 /** Runs the iptables tools. The default runs the real binaries; tests may pass another. */
 export interface IptablesTools {
-  /** `iptables-save -t <table>`, with `-c` when `counters`. */
-  save(table: TableName, options?: { readonly counters?: boolean }): Promise<string>;
+  /** The names of every chain of `table` (names only: cheap at any size). */
+  chains(table: TableName): Promise<readonly string[]>;
+  /**
+   * `iptables -t <table> -S <chain>`, with `-v` (counters) when `counters`.
+   * @returns the listing, or undefined when the chain does not exist
+   */
+  listChain(table: TableName, chain: string, options?: { readonly counters?: boolean }): Promise<string | undefined>;
   /** `iptables-restore -w 5 -W 100000`, with `--noflush` unless `wholeTables`, then with `--counters`. */
   restore(script: string, options?: { readonly wholeTables?: boolean }): Promise<void>;
 }
@@ -42,14 +56,39 @@ export interface IptablesTools {
 /** Time limit for one iptables-save or iptables-restore run. */
 export const IPTABLES_TIMEOUT_MS = 600_000;
 
+/** How `iptables -S` says a chain does not exist (1.8.9 with nf_tables says "incompatible"). */
+const NO_CHAIN = /No chain\/target\/match by that name|does not exist|is incompatible/;
+
 /**
- * The real tools for one IP family (`iptables-*` or `ip6tables-*`).
+ * The real tools for one IP family (`iptables-*` or `ip6tables-*`). Chain names come from
+ * `nft -j list chains` with the nf_tables backend (cheap at any size), from `iptables-save` with
+ * the legacy one (which reads the kernel's table blob in one go).
  * @param wrapper a command to run them under, e.g. `['ip', 'netns', 'exec', 'ns1']` (tests, benchmarks)
  */
 export function systemIptables(family: IPFamily, wrapper: readonly string[] = []): IptablesTools {
   const prefix = family === 6 ? 'ip6tables' : 'iptables';
+  let variant: Promise<'nf_tables' | 'legacy'> | undefined;
+  const backendVariant = () => (variant ??= run(wrapper, prefix, ['-V']).then((v) => (v.includes('nf_tables') ? 'nf_tables' : 'legacy')));
   return {
-    save: (table, options) => run(wrapper, `${prefix}-save`, ['-t', table, ...(options?.counters ? ['-c'] : [])]),
+    async chains(table) {
+      if ((await backendVariant()) === 'nf_tables') {
+        try {
+          return chainNamesFromNft(await run(wrapper, 'nft', ['-j', 'list', 'chains', family === 6 ? 'ip6' : 'ip']), table);
+        } catch (err) {
+          // Without the nft command, fall back to the save (slow on very large tables).
+          if (!(err instanceof IptablesError && err.code === 'IPTABLES_NOT_FOUND')) throw err;
+        }
+      }
+      return chainNamesFromSave(await run(wrapper, `${prefix}-save`, ['-t', table]), table);
+    },
+    async listChain(table, chain, options) {
+      try {
+        return await run(wrapper, prefix, ['-w', '5', '-W', '100000', '-t', table, '-S', chain, ...(options?.counters ? ['-v'] : [])]);
+      } catch (err) {
+        if (err instanceof IptablesError && err.code === 'IPTABLES_FAILED' && NO_CHAIN.test(err.stderr)) return undefined;
+        throw err;
+      }
+    },
     async restore(script, options) {
       await run(wrapper, `${prefix}-restore`, ['-w', '5', '-W', '100000', options?.wholeTables ? '--counters' : '--noflush'], script);
     },
@@ -59,29 +98,46 @@ export function systemIptables(family: IPFamily, wrapper: readonly string[] = []
 async function run(wrapper: readonly string[], bin: string, args: string[], input?: string): Promise<string> {
   try {
     const [cmd, ...argv] = [...wrapper, bin, ...args] as [string, ...string[]];
-    const result = await execa(cmd, argv, { input: input ?? '', timeout: IPTABLES_TIMEOUT_MS, stripFinalNewline: false });
+    const result = await execa(cmd, argv, { input: input ?? '', timeout: IPTABLES_TIMEOUT_MS, stripFinalNewline: false, maxBuffer: 1 << 30 });
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;
     const stderr = String(err.stderr ?? '').trim();
     const lineNo = /line (\d+) failed/.exec(stderr)?.[1];
     const failedLine = lineNo && input ? input.split('\n')[Number(lineNo) - 1] : undefined;
-    const why = err.code === 'ENOENT' ? `${bin} not found (install iptables)` : err.timedOut ? `timed out after ${IPTABLES_TIMEOUT_MS} ms` : stderr || err.shortMessage;
-    throw new IptablesError(`${bin} failed: ${why}${failedLine ? ` (input line ${lineNo}: ${failedLine})` : ''}`, failedLine, { cause: err });
+    // execa reports a missing program as ENOENT; a wrapper such as `ip netns exec` as its own message.
+    const missing = err.code === 'ENOENT' || stderr.startsWith(`exec of "${bin}" failed: No such file`);
+    const code: IptablesErrorCode = missing ? 'IPTABLES_NOT_FOUND' : err.timedOut ? 'IPTABLES_TIMEOUT' : 'IPTABLES_FAILED';
+    const why = missing ? `${bin} not found (install ${bin === 'nft' ? 'nftables' : 'iptables'})` : err.timedOut ? `timed out after ${IPTABLES_TIMEOUT_MS} ms` : stderr || err.shortMessage;
+    throw new IptablesError(`${bin} failed: ${why}${failedLine ? ` (input line ${lineNo}: ${failedLine})` : ''}`, { code, tool: bin, stderr, failedLine }, { cause: err });
   }
 }
 
 /** What one write did. */
 export interface IptablesWriteReport {
-  /** How it wrote: only changes, whole tables, or whole chains by `--noflush` (whole tables refused, or a repair). */
+  /** How it wrote: only changes, whole tables, or whole chains by `--noflush` (whole tables refused). */
   readonly how: 'none' | 'incremental' | 'tables' | 'noflush';
   /** Rules written (`-A` and `-I` lines), per table. */
   readonly rulesWritten: Readonly<Record<TableName, number>>;
   /** Chains kproxy no longer wants, removed. */
   readonly chainsDeleted: number;
-  /** Set when a verify found the kernel differing from what was committed: what differed. */
+  /** Set when a verify had found the kernel differing from what was committed: what differed (now repaired). */
   readonly repaired?: string;
+  /** Set when a verify could not read the kernel: why. The writes go on. */
+  readonly verifyError?: Error;
+  /**
+   * Set when this write started a verify: resolves (never rejects) when it is over, to true when
+   * it found something (drift or a read error), which the next write repairs or reports.
+   */
+  readonly verifying?: Promise<boolean>;
 }
+
+/** Per-service chains a deep verify lists, in rotation. */
+export const VERIFY_SAMPLE = 32;
+/** Missing chains beyond which a repair rewrites whole tables rather than chain by chain. */
+const WIDE_DAMAGE = 64;
+/** Reads in flight at once (one per core of the machines this runs on). */
+const READS = 2;
 
 /**
  * Keeps the kernel's filter and nat tables equal to the rulesets it is given, writing as little as
@@ -89,10 +145,15 @@ export interface IptablesWriteReport {
  */
 export class IptablesWriter {
   readonly #tools: IptablesTools;
+  readonly #check: BackgroundCheck<Drift>;
   #committed: IptablesRuleset | undefined;
+  /** Where the next deep verify's sample of per-service chains starts. */
+  #cursor = 0;
 
-  constructor(tools: IptablesTools) {
+  /** @param options.verifyBudget share of a core the deep verify may use (default {@link DEEP_READ_BUDGET}) */
+  constructor(tools: IptablesTools, options: { readonly verifyBudget?: number } = {}) {
     this.#tools = tools;
+    this.#check = new BackgroundCheck(options.verifyBudget);
   }
 
   /** The ruleset the kernel holds as far as this writer knows; undefined before the first write and after a failure. */
@@ -100,38 +161,51 @@ export class IptablesWriter {
     return this.#committed;
   }
 
+  /** Resolves when no verify is running. */
+  idle(): Promise<void> {
+    return this.#check.idle();
+  }
+
   /**
-   * Makes the kernel hold `next`.
-   * @param verify check the kernel against the committed ruleset first and repair what differs
+   * Makes the kernel hold `next`, repairing first what a finished verify found.
+   * @param verify start a verify in the background after writing (unless one is running)
    * @throws IptablesError when a tool fails; nothing of that restore was applied, and the next
    *   write rewrites the whole tables
    */
   async write(next: IptablesRuleset, options: { readonly verify: boolean }): Promise<IptablesWriteReport> {
+    const found = this.#check.take();
+    const verifyError = found?.error === undefined ? {} : { verifyError: found.error };
     try {
-      if (this.#committed === undefined) return await this.#writeTables(next);
-      let repaired: string | undefined;
-      let change: IptablesChange;
-      if (options.verify) {
-        const current = await readTables(this.#tools, false);
-        const d = drift(this.#committed, current);
-        if (d !== undefined) {
-          repaired = d.summary;
-          // What drifted is rewritten as `next` wants it, together with what changed.
-          change = withRepairs(diffRulesets(this.#committed, next), next, d);
-        } else change = diffRulesets(this.#committed, next);
-      } else change = diffRulesets(this.#committed, next);
+      if (found?.drift?.wholeTables) this.#committed = undefined;
+      if (this.#committed === undefined) {
+        this.#check.reset();
+        const report = await this.#writeTables(next);
+        return { ...report, ...verifyError, ...(found?.drift ? { repaired: found.drift.summary } : {}) };
+      }
+      const diff = diffRulesets(this.#committed, next);
+      const change = found?.drift ? withRepairs(diff, next, found.drift) : diff;
+      this.#touch(change);
       const script = changeScript(change);
       if (script !== undefined) await this.#tools.restore(script);
       this.#committed = next;
-      return { how: script === undefined ? 'none' : 'incremental', rulesWritten: countRules(script ?? ''), chainsDeleted: change.remove.nat.length, ...(repaired === undefined ? {} : { repaired }) };
+      const verifying = options.verify ? this.#startCheck(next) : undefined;
+      return {
+        how: script === undefined ? 'none' : 'incremental',
+        rulesWritten: countRules(script ?? ''),
+        chainsDeleted: change.remove.nat.length,
+        ...(found?.drift ? { repaired: found.drift.summary } : {}),
+        ...verifyError,
+        ...(verifying ? { verifying } : {}),
+      };
     } catch (err) {
       this.#committed = undefined;
+      this.#check.reset();
       throw err;
     }
   }
 
   async #writeTables(next: IptablesRuleset): Promise<IptablesWriteReport> {
-    const current = await readTables(this.#tools, true);
+    const current = await readTables(this.#tools, 'foreign');
     const stale = staleChains(next, 'filter', current.filter).length + staleChains(next, 'nat', current.nat).length;
     try {
       const script = buildTableScript(next, current);
@@ -139,16 +213,96 @@ export class IptablesWriter {
       this.#committed = next;
       return { how: 'tables', rulesWritten: countRules(script), chainsDeleted: stale };
     } catch (err) {
-      // Something in the foreign rules could not be restored as saved (say, a rule iptables-save
-      // prints but cannot parse back); fall back to rewriting only kproxy's chains.
-      if (!(err instanceof IptablesError)) throw err;
+      // Something in the foreign rules could not be restored as read (say, a rule iptables prints
+      // but cannot parse back); fall back to rewriting only kproxy's chains.
+      if (!(err instanceof IptablesError) || err.code !== 'IPTABLES_FAILED') throw err;
       const script = buildRestoreScript(next, current);
       await this.#tools.restore(script);
       this.#committed = next;
       return { how: 'noflush', rulesWritten: countRules(script), chainsDeleted: stale };
     }
   }
+
+  /** Tells a running verify which chains this change writes, so it does not take them for drift. */
+  #touch(change: IptablesChange): void {
+    if (!this.#check.running) return;
+    for (const table of TABLES) {
+      for (const c of change.write[table]) this.#check.touch(`${table} ${c.name}`);
+      for (const e of change.edit[table]) this.#check.touch(`${table} ${e.chain}`);
+      for (const name of change.remove[table]) this.#check.touch(`${table} ${name}`);
+    }
+  }
+
+  #startCheck(snapshot: IptablesRuleset): Promise<boolean> | undefined {
+    return this.#check.start((deep, touched) => this.#verify(snapshot, deep, touched));
+  }
+
+  /**
+   * Compares the kernel with `snapshot` by rule counts (iptables prints rules in its own canonical
+   * form, so text is not compared: a rule edited in place is not seen; one added, deleted or
+   * flushed is). Every time: the jumps from the built-in chains and kproxy's fixed chains. Deep:
+   * also every chain name (missing and stale chains) and the next {@link VERIFY_SAMPLE}
+   * per-service chains. Chains in `touched` were written meanwhile and are left out.
+   */
+  async #verify(snapshot: IptablesRuleset, deep: boolean, touched: ReadonlySet<string>): Promise<Drift | undefined> {
+    const tools = this.#tools;
+    const chains = { filter: new Set<string>(), nat: new Set<string>() };
+    const extra = { filter: [] as string[], nat: [] as string[] };
+    const jumps: JumpRule[] = [];
+    let sampledBad = 0;
+    let missing = 0;
+    const differs = (table: TableName, name: string, want: number, listing: string | undefined): boolean =>
+      !touched.has(`${table} ${name}`) && (listing === undefined || countListed(listing) !== want);
+    for (const table of TABLES) {
+      const builtins = await readChains(tools, table, BUILTIN_CHAINS[table], false);
+      jumps.push(...missingJumps(snapshot.jumps, table, savedTable(table, [...builtins.keys()], builtins)));
+      const fixed = [...snapshot.fixed[table]];
+      const listings = await mapLimit(fixed, READS, ([name]) => tools.listChain(table, name));
+      fixed.forEach(([name, rules], i) => {
+        if (differs(table, name, rules.length, listings[i])) chains[table].add(name);
+      });
+      if (!deep) continue;
+      const names = new Set(await tools.chains(table));
+      const wanted = new Set(snapshot.fixed[table].keys());
+      if (table === 'nat') for (const part of snapshot.services.values()) for (const c of part.chains) wanted.add(c.name);
+      for (const name of wanted) {
+        if (!names.has(name) && !touched.has(`${table} ${name}`)) chains[table].add(name), missing++;
+      }
+      for (const name of staleChains(snapshot, table, { chains: names })) if (!touched.has(`${table} ${name}`)) extra[table].push(name);
+      if (table === 'nat') {
+        const sample = this.#sample(snapshot).filter((c) => names.has(c.name) && !chains.nat.has(c.name));
+        const listed = await mapLimit(sample, READS, (c) => tools.listChain('nat', c.name));
+        sample.forEach((c, i) => {
+          if (differs('nat', c.name, c.rules.length, listed[i])) chains.nat.add(c.name), sampledBad++;
+        });
+      }
+    }
+    const n = chains.filter.size + chains.nat.size;
+    const x = extra.filter.length + extra.nat.length;
+    if (n === 0 && x === 0 && jumps.length === 0) return undefined;
+    const parts = [
+      n > 0 ? `${n} chain(s) missing or changed (${[...chains.filter, ...chains.nat].slice(0, 5).join(', ')}${n > 5 ? ', …' : ''})` : '',
+      x > 0 ? `${x} stale chain(s)` : '',
+      jumps.length > 0 ? `${jumps.length} jump(s) from built-in chains missing` : '',
+    ];
+    // A damaged chain found by sampling stands for others not sampled: rewrite everything.
+    const wholeTables = sampledBad > 0 || missing > WIDE_DAMAGE;
+    return { chains, extra, jumps, wholeTables, summary: parts.filter(Boolean).join('; ') + (wholeTables ? '; rewrote whole tables' : '') };
+  }
+
+  /** The next {@link VERIFY_SAMPLE} per-service chains of `snapshot`, in rotation. */
+  #sample(snapshot: IptablesRuleset): { name: string; rules: readonly string[] }[] {
+    const all: { name: string; rules: readonly string[] }[] = [];
+    for (const part of snapshot.services.values()) for (const c of part.chains) all.push(c);
+    if (all.length === 0) return [];
+    const start = this.#cursor % all.length;
+    this.#cursor = start + VERIFY_SAMPLE;
+    const out = all.slice(start, start + VERIFY_SAMPLE);
+    return out.length < VERIFY_SAMPLE ? [...out, ...all.slice(0, Math.min(start, VERIFY_SAMPLE - out.length))] : out;
+  }
 }
+
+const TABLES = ['filter', 'nat'] as const;
 
 /** What a verify found: kproxy's chains that are missing, extra or hold another number of rules, and missing jumps. */
 interface Drift {
@@ -156,34 +310,16 @@ interface Drift {
   readonly extra: Readonly<Record<TableName, readonly string[]>>;
   /** Committed jumps the kernel no longer has. */
   readonly jumps: readonly JumpRule[];
+  /** The damage is wide (or sampling found it): rewrite whole tables rather than chains. */
+  readonly wholeTables: boolean;
   readonly summary: string;
 }
 
-/**
- * Compares the kernel with the committed ruleset by chain names and rule counts (iptables-save
- * prints rules in its own canonical form, so text is not compared; a rule edited in place is not
- * seen, one added, deleted or flushed is).
- */
-function drift(committed: IptablesRuleset, current: SavedTables): Drift | undefined {
-  const chains = { filter: new Set<string>(), nat: new Set<string>() };
-  const extra = { filter: staleChains(committed, 'filter', current.filter), nat: staleChains(committed, 'nat', current.nat) };
-  const jumps: JumpRule[] = [];
-  for (const table of ['filter', 'nat'] as const) {
-    const saved = current[table];
-    for (const c of committed[table]) {
-      if (!saved?.chains.has(c.name) || (saved.rules.get(c.name)?.length ?? 0) !== c.rules.length) chains[table].add(c.name);
-    }
-    jumps.push(...missingJumps(committed.jumps, table, saved));
-  }
-  const n = chains.filter.size + chains.nat.size;
-  const x = extra.filter.length + extra.nat.length;
-  if (n === 0 && x === 0 && jumps.length === 0) return undefined;
-  const parts = [
-    n > 0 ? `${n} chain(s) missing or changed (${[...chains.filter, ...chains.nat].slice(0, 5).join(', ')}${n > 5 ? ', …' : ''})` : '',
-    x > 0 ? `${x} stale chain(s)` : '',
-    jumps.length > 0 ? `${jumps.length} jump(s) from built-in chains missing` : '',
-  ];
-  return { chains, extra, jumps, summary: parts.filter(Boolean).join('; ') };
+/** `-A` lines of a chain listing. */
+function countListed(listing: string): number {
+  let n = 0;
+  for (const line of listing.split('\n')) if (line.startsWith('-A ')) n++;
+  return n;
 }
 
 /** Adds to `change` the rewrite of every drifted chain (as `next` has it), the removal of extra ones and the missing jumps. */
@@ -191,16 +327,19 @@ function withRepairs(change: IptablesChange, next: IptablesRuleset, d: Drift): I
   const write = { filter: [...change.write.filter], nat: [...change.write.nat] };
   const edit = { filter: [...change.edit.filter], nat: [...change.edit.nat] };
   const remove = { filter: [...change.remove.filter], nat: [...change.remove.nat] };
-  for (const table of ['filter', 'nat'] as const) {
+  for (const table of TABLES) {
     const written = new Set(write[table].map((c) => c.name));
+    const wanted = new Set<string>();
     for (const c of next[table]) {
+      wanted.add(c.name);
       if (!d.chains[table].has(c.name) || written.has(c.name)) continue;
       write[table].push(c);
       // A rewritten chain needs no edits.
       const i = edit[table].findIndex((e) => e.chain === c.name);
       if (i >= 0) edit[table].splice(i, 1);
     }
-    for (const name of d.extra[table]) if (!remove[table].includes(name)) remove[table].push(name);
+    // A chain found extra may be wanted again by now.
+    for (const name of d.extra[table]) if (!wanted.has(name) && !remove[table].includes(name)) remove[table].push(name);
   }
   const jumps = [...change.jumps];
   for (const j of d.jumps) if (!jumps.some((k) => k.table === j.table && k.from === j.from && k.spec === j.spec)) jumps.push(j);
@@ -209,18 +348,43 @@ function withRepairs(change: IptablesChange, next: IptablesRuleset, d: Drift): I
 
 /**
  * Removes every chain kproxy owns and the jumps to them. Returns the number of chains removed.
+ * Reads only chain names and the built-in chains.
  * @throws IptablesError when reading or restoring fails
  */
 export async function cleanupIptables(tools: IptablesTools): Promise<number> {
-  const script = buildCleanupScript(await readTables(tools, false));
+  const script = buildCleanupScript(await readTables(tools, 'builtin'));
   if (script === undefined) return 0;
   await tools.restore(script);
   return script.split('\n').filter((l) => l.startsWith('-X ')).length;
 }
 
-async function readTables(tools: IptablesTools, counters: boolean): Promise<Record<TableName, SavedTable>> {
-  const [filter, nat] = await Promise.all([tools.save('filter', { counters }), tools.save('nat', { counters })]);
-  return { filter: parseSave(filter, 'filter'), nat: parseSave(nat, 'nat') };
+/**
+ * Both tables as far as a write needs them: every chain name, and the rules of the built-in
+ * chains (`builtin`) or of every chain kproxy does not own (`foreign`, with counters, for a
+ * whole-table restore). Never kproxy's own chains' rules.
+ */
+async function readTables(tools: IptablesTools, which: 'builtin' | 'foreign'): Promise<Record<TableName, SavedTable>> {
+  const out = {} as Record<TableName, SavedTable>;
+  for (const table of TABLES) {
+    const names = await tools.chains(table);
+    const read = which === 'foreign' ? chainsToRead(table, names) : BUILTIN_CHAINS[table].filter((c) => names.includes(c));
+    const listings = await readChains(tools, table, read, which === 'foreign');
+    // A foreign chain deleted between the listing of names and its read is left out.
+    const present = names.filter((n) => listings.has(n) || !read.includes(n));
+    out[table] = savedTable(table, present, listings);
+  }
+  return out;
+}
+
+/** Lists `chains` of `table`; chains that do not exist are left out of the result. */
+async function readChains(tools: IptablesTools, table: TableName, chains: readonly string[], counters: boolean): Promise<Map<string, ChainListing>> {
+  const texts = await mapLimit(chains, READS, (c) => tools.listChain(table, c, { counters }));
+  const out = new Map<string, ChainListing>();
+  chains.forEach((c, i) => {
+    const text = texts[i];
+    if (text !== undefined) out.set(c, parseChainListing(c, text));
+  });
+  return out;
 }
 
 function countRules(script: string): { filter: number; nat: number } {

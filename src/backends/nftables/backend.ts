@@ -41,6 +41,8 @@ export function nftablesBackend(output: NftOutput = 'text', tools: NftTools = sy
         rulesTotal: { rules: totalRules, elements: totalElements },
         chainsDeleted: r.chainsDeleted,
         ...(r.repaired === undefined ? {} : { repaired: r.repaired }),
+        ...(r.verifyError === undefined ? {} : { verifyError: r.verifyError }),
+        ...(r.verifying === undefined ? {} : { verifying: r.verifying }),
       };
     },
     describeChange(_previous, next) {

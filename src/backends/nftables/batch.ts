@@ -5,7 +5,7 @@
  * An incremental batch, in this order (each step may rely on the ones before it):
  * 1. delete the chains that became stale in the previous sync: they were flushed and unreferenced
  *    then, and kernels before 6.2 refuse to delete a chain in the transaction that removes the last
- *    map element pointing at it (upstream defers the same way, reference/kube-proxy.md §4);
+ *    map element pointing at it (upstream defers the same way: pkg/proxy/nftables/proxier.go `staleChains`);
  * 2. add new chains (declarations first: rules and elements may jump to any of them);
  * 3. flush changed chains and chains that are no longer wanted;
  * 4. delete map and set elements that are gone or whose value changed;

@@ -1,6 +1,6 @@
 /**
- * Names of upstream kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go, reference/kube-proxy.md
- * §2.3–2.4), so `nft list table ip kube-proxy` on a kproxy node reads like one run by kube-proxy:
+ * Names of upstream kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go and
+ * pkg/proxy/nftables/helpers.go), so `nft list table ip kube-proxy` on a kproxy node reads like one run by kube-proxy:
  *
  * - per-service-port base: `ns/svc/proto/portName`; per-endpoint base: that plus `__ip/port`,
  *   with an IPv6 address's `:` replaced by `.`;

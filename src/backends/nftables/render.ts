@@ -1,6 +1,6 @@
 /**
  * Plan → nftables ruleset: one table (`ip kube-proxy`), upstream kube-proxy's layout where it
- * scales (pkg/proxy/nftables/proxier.go; reference/kube-proxy.md §2.4) and a linear one where
+ * scales (pkg/proxy/nftables/proxier.go) and a linear one where
  * upstream's does not:
  *
  * - dispatch by verdict maps: `service-ips` (`daddr . l4proto . dport` → goto the service,

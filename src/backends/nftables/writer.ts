@@ -2,8 +2,8 @@
  * Writes kproxy's nftables table with the real `nft`: one `nft -j -f` transaction per sync
  * (atomic: all of it or nothing). The committed ruleset is kept in memory, so a sync sends only the
  * delta and never lists the table (upstream lists it on every sync, which takes tens of seconds at
- * 40k Services, kubernetes#139513); the kernel is read back only on the periodic full sync, to
- * verify that nobody flushed or deleted what kproxy wrote, and is rewritten when it differs.
+ * 40k Services, kubernetes#139513); the kernel is read back only by the periodic verify, in the
+ * background and within a CPU budget (../verify.ts), and the table is rewritten when it differs.
  *
  * nft's JSON errors carry no location (`internal:0:0-0`); when a batch fails, the writer finds the
  * first failing command by bisecting the batch with `nft --check` on prefixes, and names it in
@@ -17,17 +17,23 @@ import { join } from 'node:path';
 import { deltaBatch, fullBatch, type NftBatchPlan } from './batch.ts';
 import { toBatch, type NftCommand, type NftFamily } from './json.ts';
 import { TABLE } from './names.ts';
+import { ToolError, type ToolErrorCode } from '../errors.ts';
+import { BackgroundCheck, type DEEP_READ_BUDGET } from '../verify.ts';
 import type { NftRuleset } from './render.ts';
 import { commandText } from './text.ts';
 
-/** Thrown when nft fails; names the failing command when it could be found. */
-export class NftError extends Error {
+/** Why nft failed, for callers to match on (never the message). */
+export type NftErrorCode = Extract<ToolErrorCode, `NFT_${string}`>;
+
+/** Thrown when nft fails; carries nft's stderr and, when it could be found, the failing command. */
+export class NftError extends ToolError {
   override readonly name = 'NftError';
+  declare readonly code: NftErrorCode;
   /** The first command that fails on its own, in nft's text syntax. */
   readonly failedCommand: string | undefined;
-  constructor(message: string, failedCommand: string | undefined, options?: ErrorOptions) {
-    super(message, options);
-    this.failedCommand = failedCommand;
+  constructor(message: string, facts: { readonly code: NftErrorCode; readonly stderr: string; readonly failedCommand: string | undefined }, options?: ErrorOptions) {
+    super(message, { ...facts, tool: 'nft' }, options);
+    this.failedCommand = facts.failedCommand;
   }
 }
 
@@ -39,6 +45,12 @@ export interface NftTools {
   list(family: NftFamily, table: string): Promise<string | undefined>;
   /** The tables that exist (`nft -j list tables`: cheap, no content). */
   tables(): Promise<readonly { readonly family: string; readonly name: string }[]>;
+  /**
+   * The chain names of one table (`nft -j list chains <family>`: names only, 0.03 s at 10k
+   * Services where a listing of the table takes 6 s).
+   * @returns the names, or undefined when the table does not exist
+   */
+  chains(family: NftFamily, table: string): Promise<readonly string[] | undefined>;
 }
 
 /**
@@ -69,13 +81,18 @@ export function systemNft(wrapper: readonly string[] = []): NftTools {
       try {
         return await run(['-j', 'list', 'table', family, table]);
       } catch (err) {
-        if (err instanceof NftError && /No such file or directory/.test(err.message)) return undefined;
+        if (err instanceof NftError && err.code === 'NFT_FAILED' && /No such file or directory/.test(err.stderr)) return undefined;
         throw err;
       }
     },
     async tables() {
       const out = JSON.parse(await run(['-j', 'list', 'tables'])) as { nftables: { table?: { family: string; name: string } }[] };
       return out.nftables.flatMap((o) => (o.table ? [o.table] : []));
+    },
+    async chains(family, table) {
+      const out = JSON.parse(await run(['-j', 'list', 'chains', family])) as { nftables: { chain?: { table?: unknown; name?: unknown } }[] };
+      const names = out.nftables.flatMap((o) => (o.chain?.table === table && typeof o.chain.name === 'string' ? [o.chain.name] : []));
+      return names.length === 0 ? undefined : names;
     },
   };
 }
@@ -87,8 +104,12 @@ async function runNft(wrapper: readonly string[], args: string[]): Promise<strin
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;
-    const why = err.code === 'ENOENT' ? 'nft not found (install nftables)' : err.timedOut ? `timed out after ${NFT_TIMEOUT_MS} ms` : String(err.stderr ?? '').trim() || err.shortMessage;
-    throw new NftError(`nft ${args.join(' ')} failed: ${why.replaceAll('internal:0:0-0: ', '')}`, undefined, { cause: err });
+    const stderr = String(err.stderr ?? '').trim();
+    // execa reports a missing program as ENOENT; a wrapper such as `ip netns exec` as its own message.
+    const missing = err.code === 'ENOENT' || stderr.startsWith('exec of "nft" failed: No such file');
+    const code: NftErrorCode = missing ? 'NFT_NOT_FOUND' : err.timedOut ? 'NFT_TIMEOUT' : 'NFT_FAILED';
+    const why = missing ? 'nft not found (install nftables)' : err.timedOut ? `timed out after ${NFT_TIMEOUT_MS} ms` : stderr || err.shortMessage;
+    throw new NftError(`nft ${args.join(' ')} failed: ${why.replaceAll('internal:0:0-0: ', '')}`, { code, stderr, failedCommand: undefined }, { cause: err });
   }
 }
 
@@ -98,6 +119,13 @@ export interface NftWriteReport extends Omit<NftBatchPlan, 'commands' | 'stale'>
   readonly full: boolean;
   /** Why the periodic check rewrote the table, when the kernel differed from what kproxy wrote. */
   readonly repaired: string | undefined;
+  /** Set when a verify could not read the kernel: why. The writes go on. */
+  readonly verifyError?: Error;
+  /**
+   * Set when this write started a verify: resolves (never rejects) when it is over, to true when
+   * it found something (drift or a read error), which the next write repairs or reports.
+   */
+  readonly verifying?: Promise<boolean>;
 }
 
 /** Bounds of the search for the failing command. */
@@ -109,11 +137,14 @@ const BISECT_BUDGET_MS = 60_000;
  */
 export class NftWriter {
   readonly #tools: NftTools;
+  readonly #check: BackgroundCheck<string>;
   #committed: NftRuleset | undefined;
   #deferred: readonly string[] = [];
 
-  constructor(tools: NftTools) {
+  /** @param options.verifyBudget share of a core the deep verify may use (default {@link DEEP_READ_BUDGET}) */
+  constructor(tools: NftTools, options: { readonly verifyBudget?: number } = {}) {
     this.#tools = tools;
+    this.#check = new BackgroundCheck(options.verifyBudget);
   }
 
   /** The ruleset the kernel holds after the last successful write; undefined before it or after a failure. */
@@ -132,33 +163,68 @@ export class NftWriter {
     return batch;
   }
 
+  /** Resolves when no verify is running. */
+  idle(): Promise<void> {
+    return this.#check.idle();
+  }
+
   /**
-   * Makes the table match `next`. The first write, and the first after a failure, replaces the
-   * table; `verify` (the periodic full sync) compares the kernel with the committed state first and
-   * replaces the table when they differ; otherwise only the delta is sent.
+   * Makes the table match `next`. The first write, the first after a failure, and the first after
+   * a verify found the kernel differing, replace the table; otherwise only the delta is sent.
+   * @param verify start a verify in the background after writing (unless one is running): every
+   *   time it compares the chain names, and, within its CPU budget ({@link BackgroundCheck}), the
+   *   whole table by rule and element counts
    * @throws NftError naming the failing command; the kernel keeps its previous table, and the next
    *   write replaces it
    */
   async write(next: NftRuleset, options: { readonly verify: boolean }): Promise<NftWriteReport> {
-    let repaired: string | undefined;
-    if (this.#committed !== undefined && options.verify) {
-      repaired = drift(this.#committed, this.#deferred, await this.#tools.list(next.family, next.table));
-      if (repaired !== undefined) this.#committed = undefined;
-    }
+    const found = this.#check.take();
+    const repaired = this.#committed === undefined ? undefined : found?.drift;
+    if (repaired !== undefined) this.#committed = undefined;
     const full = this.#committed === undefined;
     const batch = this.#batchTo(next);
+    if (full) this.#check.reset();
+    else for (const c of batch.commands) this.#check.touch(touchedName(c));
     if (batch.commands.length > 0) {
       try {
         await this.#tools.apply(JSON.stringify(toBatch(batch.commands)));
       } catch (err) {
         this.#committed = undefined;
         this.#deferred = [];
+        this.#check.reset();
         throw await this.#explain(err as Error, batch.commands);
       }
     }
     this.#committed = next;
     this.#deferred = batch.stale;
-    return { full, repaired, rules: batch.rules, elements: batch.elements, chainsWritten: batch.chainsWritten, chainsDeleted: batch.chainsDeleted };
+    const snapshot = { committed: next, deferred: batch.stale };
+    const verifying = options.verify && !full ? this.#check.start((deep, touched) => this.#verify(snapshot.committed, snapshot.deferred, deep, touched)) : undefined;
+    return {
+      full,
+      repaired,
+      rules: batch.rules,
+      elements: batch.elements,
+      chainsWritten: batch.chainsWritten,
+      chainsDeleted: batch.chainsDeleted,
+      ...(found?.error === undefined ? {} : { verifyError: found.error }),
+      ...(verifying ? { verifying } : {}),
+    };
+  }
+
+  /**
+   * Compares the kernel with `committed`: the chain names every time (a deleted table or chain),
+   * and when `deep`, the whole listing ({@link drift}). Names in `touched` were written meanwhile.
+   * @returns what differs, or undefined
+   */
+  async #verify(committed: NftRuleset, deferred: readonly string[], deep: boolean, touched: ReadonlySet<string>): Promise<string | undefined> {
+    const names = await this.#tools.chains(committed.family, committed.table);
+    if (names === undefined) return `table ${committed.family} ${committed.table} is missing`;
+    const present = new Set(names);
+    for (const c of committed.chains) if (!present.has(c.name) && !touched.has(`chain ${c.name}`)) return `chain ${c.name} is missing`;
+    const wanted = new Set([...committed.chains.map((c) => c.name), ...deferred]);
+    for (const name of names) if (!wanted.has(name) && !touched.has(`chain ${name}`)) return `unexpected chain ${name}`;
+    if (!deep) return undefined;
+    return drift(committed, deferred, await this.#tools.list(committed.family, committed.table), touched);
   }
 
   /** The full batch when nothing is committed, else the delta from the committed ruleset. */
@@ -185,7 +251,7 @@ export class NftWriter {
     }
     if (bad - ok > 1) return err;
     const text = commandText(commands[bad - 1]!);
-    return new NftError(`${err.message} (command ${bad} of ${commands.length}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`, text, { cause: err });
+    return new NftError(`${err.message} (command ${bad} of ${commands.length}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`, { code: err.code, stderr: err.stderr, failedCommand: text }, { cause: err });
   }
 }
 
@@ -195,7 +261,7 @@ export class NftWriter {
  * traffic and are only checked to exist).
  * @returns a description of the first difference, or undefined when they match
  */
-export function drift(committed: NftRuleset, deferred: readonly string[], listing: string | undefined): string | undefined {
+export function drift(committed: NftRuleset, deferred: readonly string[], listing: string | undefined, touched: ReadonlySet<string> = new Set()): string | undefined {
   if (listing === undefined) return `table ${committed.family} ${committed.table} is missing`;
   const chains = new Map<string, number>();
   const sets = new Map<string, number>();
@@ -207,21 +273,42 @@ export function drift(committed: NftRuleset, deferred: readonly string[], listin
   }
   for (const c of committed.chains) {
     const n = chains.get(c.name);
+    if (touched.has(`chain ${c.name}`)) {
+      chains.delete(c.name);
+      continue;
+    }
     if (n === undefined) return `chain ${c.name} is missing`;
     if (n !== c.rules.length) return `chain ${c.name} has ${n} rules, expected ${c.rules.length}`;
     chains.delete(c.name);
   }
   for (const name of deferred) chains.delete(name);
+  for (const name of chains.keys()) if (touched.has(`chain ${name}`)) chains.delete(name);
   if (chains.size > 0) return `unexpected chain ${[...chains.keys()][0]}`;
   for (const s of committed.sets) {
     const n = sets.get(s.name);
+    if (touched.has(`set ${s.name}`)) {
+      sets.delete(s.name);
+      continue;
+    }
     if (n === undefined) return `set ${s.name} is missing`;
     const want = committed.elements.get(s.name)?.length ?? 0;
     if (s.timeout === undefined && n !== want) return `set ${s.name} has ${n} elements, expected ${want}`;
     sets.delete(s.name);
   }
+  for (const name of sets.keys()) if (touched.has(`set ${name}`)) sets.delete(name);
   if (sets.size > 0) return `unexpected set ${[...sets.keys()][0]}`;
   return undefined;
+}
+
+/** The chain or set a command changes, as a running verify's `touched` names it. */
+function touchedName(command: NftCommand): string {
+  const o = 'add' in command ? command.add : 'flush' in command ? command.flush : command.delete;
+  if ('chain' in o) return `chain ${o.chain.name}`;
+  if ('rule' in o) return `chain ${o.rule.chain}`;
+  if ('set' in o) return `set ${o.set.name}`;
+  if ('map' in o) return `set ${o.map.name}`;
+  if ('element' in o) return `set ${o.element.name}`;
+  return `table ${o.table.name}`;
 }
 
 /**

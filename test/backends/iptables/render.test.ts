@@ -7,7 +7,7 @@ import { chain, rules, script } from '../../support/pipeline.ts';
 
 const p80 = [{ name: 'p80', port: 80 }];
 
-describe('chain names and number formats (reference/kube-proxy.md §2.3)', () => {
+describe('chain names and number formats (upstream pkg/proxy/iptables/proxier.go)', () => {
   it.each([
     ['ns1/svc1:p80tcp', 'XPGD46QRK7WJZT7O'],
     ['ns1/svc1:p80tcp10.180.0.1:80', 'SXIVWICOYRO3J4NJ'],

@@ -22,7 +22,7 @@ function elements(r: NftRuleset, set: string): string[] {
   return (r.elements.get(set) ?? []).map((e) => `${keyText(e.key)}${e.value ? ` : ${Object.keys(e.value)[0]}${'goto' in e.value ? ` ${e.value.goto.target}` : ''}` : ''}`);
 }
 
-describe('nftables names (reference/kube-proxy.md §2.3)', () => {
+describe('nftables names (upstream pkg/proxy/nftables/proxier.go)', () => {
   it('hashes and names service and endpoint chains as upstream does', () => {
     expect(serviceNames('ns1/svc1:p80', 'TCP').service).toBe('service-ULMVA6XW-ns1/svc1/tcp/p80');
     expect(endpointNames('ns1/svc1/tcp/p80', '10.180.0.1', 80).chain).toBe('endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80');
