@@ -33,6 +33,37 @@ export interface WriteReport {
   readonly verifying?: Promise<boolean>;
 }
 
+/** A service port whose rules could not be rendered: left out, with the reason; every other one is written. */
+export interface RenderSkip {
+  /** `namespace/name:portName PROTOCOL`. */
+  readonly servicePort: string;
+  readonly reason: string;
+}
+
+/** What every backend's rendered form carries besides its rules. */
+export interface Rendered {
+  /** Service ports left out because their rules could not be rendered. */
+  readonly skipped: readonly RenderSkip[];
+}
+
+/**
+ * Renders one service port's part with `render`; a failure becomes a {@link RenderSkip} instead of
+ * failing the whole ruleset, so no single object can stop the rules of all others. (The state stage
+ * validates every field, so a skip means a limit the validators do not know, such as a tool's.)
+ */
+export function renderOrSkip<P>(servicePort: string, render: () => P): P | RenderSkip {
+  try {
+    return render();
+  } catch (err) {
+    return { servicePort, reason: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** True for a part that could not be rendered. */
+export function isSkip<P extends object>(part: P | RenderSkip): part is RenderSkip {
+  return 'reason' in part && 'servicePort' in part;
+}
+
 /**
  * A proxy backend. `R` is its rendered form of a plan.
  *
@@ -43,7 +74,7 @@ export interface WriteReport {
  *   is repaired by the following write.
  * - `describeChange` prints what a write from `previous` to `next` would change (dry-run).
  */
-export interface ProxyBackend<R> {
+export interface ProxyBackend<R extends Rendered> {
   readonly mode: ProxyMode;
   render(plan: ProxyPlan): R;
   /** @throws an Error naming what failed; the kernel keeps its previous rules */

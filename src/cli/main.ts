@@ -19,7 +19,7 @@ import { readObjectFiles, SourceError } from '../sources/file.ts';
 import { ProxyStateStore } from '../state/store.ts';
 import { localAddresses, tcpBeLiberal } from './host.ts';
 import { runCommand } from './run.ts';
-import { logApplyResult } from '../runner/runner.ts';
+import { logApplyResult, reportSkipped } from '../runner/runner.ts';
 import { ConfigError } from './config.ts';
 import { cleanupAll, cleanupOtherModes, createBackend } from './backends.ts';
 import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
@@ -83,8 +83,15 @@ export function buildProgram(log: Logger): Command {
     .addOption(new Option('--output <format>', 'nftables mode: nft text syntax, or the JSON batch exactly as run and sync send it').choices(['text', 'json']).default('text'))
     .action(async (flags: ProxyFlags & { output: 'text' | 'json' }) => {
       const plan = await buildPlan(flags, log);
-      if (flags.proxyMode === 'nftables') process.stdout.write(formatBatch(fullBatch(renderNftables(plan)).commands, flags.output));
-      else process.stdout.write(buildRestoreScript(renderIptables(plan, { conntrackTCPBeLiberal: await tcpBeLiberal() })));
+      if (flags.proxyMode === 'nftables') {
+        const rules = renderNftables(plan);
+        reportSkipped(log, undefined, rules.skipped);
+        process.stdout.write(formatBatch(fullBatch(rules).commands, flags.output));
+      } else {
+        const rules = renderIptables(plan, { conntrackTCPBeLiberal: await tcpBeLiberal() });
+        reportSkipped(log, undefined, rules.skipped);
+        process.stdout.write(buildRestoreScript(rules));
+      }
       log.info({ mode: flags.proxyMode, servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints }, 'rules printed');
     });
 
@@ -93,7 +100,9 @@ export function buildProgram(log: Logger): Command {
     const liberal = await tcpBeLiberal();
     const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: 'text' });
     await cleanupOtherModes(flags.proxyMode, FAMILY, log);
-    const report = await backend.write(backend.render(plan), { full: true, previous: undefined });
+    const rules = backend.render(plan);
+    reportSkipped(log, undefined, rules.skipped);
+    const report = await backend.write(rules, { full: true, previous: undefined });
     log.info({ mode: flags.proxyMode, servicePorts: plan.servicePorts.length, rulesWritten: report.rulesWritten, chainsDeleted: report.chainsDeleted }, 'rules applied');
   });
 

@@ -13,7 +13,7 @@
  * @module
  */
 import type { Logger } from 'pino';
-import type { ProxyBackend, WriteReport } from '../backends/backend.ts';
+import type { ProxyBackend, Rendered, RenderSkip, WriteReport } from '../backends/backend.ts';
 import { errorFacts } from '../backends/errors.ts';
 import { healthCheckTargets, type HealthCheckTarget } from '../planner/healthcheck.ts';
 import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
@@ -37,7 +37,7 @@ export interface RunnerTiming {
 }
 
 /** What the runner needs; every part is plain data or a stage's own object. */
-export interface RunnerDeps<R> {
+export interface RunnerDeps<R extends Rendered> {
   readonly store: ProxyStateStore;
   readonly queue: EventQueue;
   readonly backend: ProxyBackend<R>;
@@ -68,7 +68,7 @@ export interface SyncOutcome {
 const REQUIRED: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
 
 /** The sync loop. Create, then `run(signal)`; it resolves when the signal aborts. */
-export class ProxyRunner<R> {
+export class ProxyRunner<R extends Rendered> {
   readonly #d: RunnerDeps<R>;
   readonly #synced = new Set<ObjectKind>();
   readonly #plans = new PlanCache();
@@ -83,6 +83,8 @@ export class ProxyRunner<R> {
   #retryAt = 0;
   #triggerTimes: number[] = [];
   #syncs = 0;
+  /** Service ports left out of the last render, and why: each is logged and counted once, when it is first left out. */
+  #skipped = new Map<string, string>();
   /** A verify the backend runs in the background; resolves when it is over. */
   #verifying: Promise<void> | undefined;
 
@@ -206,6 +208,7 @@ export class ProxyRunner<R> {
       states = store.servicePortStates();
       plan = planProxy(states, store.node, this.#d.config(), this.#plans);
       const rules = backend.render(plan);
+      this.#skipped = reportSkipped(log, metrics, rules.skipped, this.#skipped);
       if (this.#d.dryRun) {
         const change = backend.describeChange(this.#previous, rules);
         if (change !== undefined) this.#d.dryRun(change);
@@ -295,6 +298,24 @@ export function logApplyResult(log: Logger, kind: ObjectKind, result: ApplyResul
   }
   if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);
   return result.issues.length;
+}
+
+/**
+ * Logs (a warning naming the service port and why) and counts in `kproxy_invalid_objects_total`
+ * each service port the backend could not render, when it was not already left out before.
+ * Shared by `run` and the file commands.
+ * @param before what the previous call returned (empty for one-shot commands)
+ * @returns the service ports left out now, for the next call
+ */
+export function reportSkipped(log: Logger, metrics: ProxyMetrics | undefined, skipped: readonly RenderSkip[], before: ReadonlyMap<string, string> = new Map()): Map<string, string> {
+  const now = new Map<string, string>();
+  for (const s of skipped) {
+    now.set(s.servicePort, s.reason);
+    if (before.get(s.servicePort) === s.reason) continue;
+    log.warn({ kind: 'Service', servicePort: s.servicePort, skipped: 'object' }, `skipping service port ${s.servicePort}: its rules cannot be written: ${s.reason}`);
+    metrics?.invalidObjects.inc({ kind: 'Service', skipped: 'object' });
+  }
+  return now;
 }
 
 /** `namespace/name` of a raw object when both are plain names; undefined otherwise. */

@@ -5,7 +5,7 @@
  */
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ProxyBackend } from '../../src/backends/backend.ts';
+import type { ProxyBackend, RenderSkip } from '../../src/backends/backend.ts';
 import type { ProxyPlan } from '../../src/planner/plan.ts';
 import type { HealthCheckTarget } from '../../src/planner/healthcheck.ts';
 import { ProxyRunner, type RunnerDeps } from '../../src/runner/runner.ts';
@@ -18,23 +18,25 @@ import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
 import { TEST_CONFIG } from '../support/pipeline.ts';
 
 /** Rules are the list of service port names; writes are recorded; the next `failures` writes fail. */
-class FakeBackend implements ProxyBackend<string[]> {
+type FakeRules = { readonly list: string[]; readonly skipped: RenderSkip[] };
+
+class FakeBackend implements ProxyBackend<FakeRules> {
   readonly mode = 'iptables' as const;
   writes: { rules: string[]; full: boolean }[] = [];
   failures = 0;
-  render(plan: ProxyPlan): string[] {
-    return plan.servicePorts.map((sp) => `${sp.name} ${sp.clusterEndpoints.map((e) => e.hostPort).join(',')}`);
+  render(plan: ProxyPlan): FakeRules {
+    return { list: plan.servicePorts.map((sp) => `${sp.name} ${sp.clusterEndpoints.map((e) => e.hostPort).join(',')}`), skipped: [] };
   }
-  async write(rules: string[], o: { full: boolean }) {
+  async write({ list }: FakeRules, o: { full: boolean }) {
     if (this.failures > 0) {
       this.failures--;
       throw new Error('iptables-restore: line 3 failed');
     }
-    this.writes.push({ rules, full: o.full });
-    return { rulesWritten: { nat: rules.length }, rulesTotal: { nat: rules.length }, chainsDeleted: 0 };
+    this.writes.push({ rules: list, full: o.full });
+    return { rulesWritten: { nat: list.length }, rulesTotal: { nat: list.length }, chainsDeleted: 0 };
   }
-  describeChange(previous: string[] | undefined, next: string[]) {
-    const added = next.filter((r) => !previous?.includes(r));
+  describeChange(previous: FakeRules | undefined, { list: next }: FakeRules) {
+    const added = next.filter((r) => !previous?.list.includes(r));
     return added.length ? added.join('\n') : undefined;
   }
   async cleanup() {
@@ -52,7 +54,7 @@ afterEach(async () => {
   stops = [];
 });
 
-function start(extra: Partial<RunnerDeps<string[]>> = {}, timing = { minSyncPeriodMs: 100, syncPeriodMs: 60_000 }) {
+function start(extra: Partial<RunnerDeps<FakeRules>> = {}, timing = { minSyncPeriodMs: 100, syncPeriodMs: 60_000 }) {
   const queue = new EventQueue();
   const backend = new FakeBackend();
   const metrics = new ProxyMetrics();

@@ -25,6 +25,16 @@ export interface ServiceChainNames {
   readonly fw: string;
 }
 
+/**
+ * A comment that fits in `max` characters: as it is when it fits, else cut and ended with `~` and 8
+ * characters of its hash, so two long comments that share a prefix stay distinct and the result
+ * is the same on every node. Upstream's comments hold `namespace/name:port`, up to 143 characters,
+ * plus a phrase: they fit iptables' 255 but not always nft's 128.
+ */
+export function fitComment(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 9)}~${hashSuffix(text).slice(0, 8)}`;
+}
+
 /** The 16-character suffix: upper-case standard base32 of the first 10 bytes of a SHA-256. */
 export function hashSuffix(input: string): string {
   const digest = hash('sha256', input, 'buffer');

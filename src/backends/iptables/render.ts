@@ -11,7 +11,8 @@
  */
 import { IdentityCache } from '../../planner/cache.ts';
 import type { ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
-import { endpointChainName, probability, serviceChainNames } from './names.ts';
+import { isSkip, renderOrSkip, type RenderSkip } from '../backend.ts';
+import { endpointChainName, fitComment, probability, serviceChainNames } from './names.ts';
 
 /** The tables kproxy writes. */
 export type TableName = 'filter' | 'nat';
@@ -64,6 +65,8 @@ export interface IptablesRuleset {
    * changed without comparing every chain.
    */
   readonly services: ReadonlyMap<string, IptablesServiceRules>;
+  /** Service ports left out because their rules could not be rendered. */
+  readonly skipped: readonly RenderSkip[];
 }
 
 /** The key of a service port in {@link IptablesRuleset.services}: `namespace/name:port protocol`. */
@@ -109,6 +112,9 @@ export function isOwnedChain(table: TableName, chain: string): boolean {
   return table === 'nat' && SERVICE_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
 }
 
+/** xt_comment's limit (XT_MAX_COMMENT_LEN, 256 bytes with the terminating NUL). */
+const MAX_COMMENT = 255;
+
 const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain';
 
 /**
@@ -116,7 +122,7 @@ const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the 
  * planner's PlanCache) is not rendered again ({@link IdentityCache}). Everything a service port's
  * rules depend on besides its plan is in the context; a new context renders everything anew.
  */
-export class IptablesRenderCache extends IdentityCache<ServicePortPlan, IptablesServiceRules> {
+export class IptablesRenderCache extends IdentityCache<ServicePortPlan, IptablesServiceRules | RenderSkip> {
   /** Service ports rendered (cache misses) by the last render. */
   get rendered(): number {
     return this.misses;
@@ -126,8 +132,9 @@ export class IptablesRenderCache extends IdentityCache<ServicePortPlan, Iptables
 /**
  * Renders the plan.
  * @param cache earlier renders to reuse; the result is the same with or without it
- * @throws Error if a comment would hold a character iptables-restore cannot take (a bug: the state
- *   stage admits only names that cannot)
+ * A service port whose rules cannot be rendered (a comment with a character iptables-restore cannot
+ * take, which the state stage's validators should already have refused) is left out and listed in
+ * `skipped`; every other one is rendered.
  */
 export function renderIptables(plan: ProxyPlan, options: IptablesOptions, cache?: IptablesRenderCache): IptablesRuleset {
   const mark = plan.masqueradeMark;
@@ -140,9 +147,16 @@ export function renderIptables(plan: ProxyPlan, options: IptablesOptions, cache?
   const services = new Map<string, IptablesServiceRules>();
   const context = `${plan.family} ${mark} ${plan.masqueradeAll} ${plan.localCIDR ?? ''} ${large}`;
   cache?.begin(context);
+  const skipped: RenderSkip[] = [];
   for (const sp of plan.servicePorts) {
-    const part = cache ? cache.get(sp, () => renderServicePort(sp, plan, large)) : renderServicePort(sp, plan, large);
-    services.set(servicePortKey(sp), part);
+    const key = servicePortKey(sp);
+    const make = () => renderOrSkip(key, () => renderServicePort(sp, plan, large));
+    const part = cache ? cache.get(sp, make) : make();
+    if (isSkip(part)) {
+      skipped.push(part);
+      continue;
+    }
+    services.set(key, part);
     for (const r of part.shared) fixed[r.table].get(r.chain)!.push(r.rule);
   }
 
@@ -178,6 +192,7 @@ export function renderIptables(plan: ProxyPlan, options: IptablesOptions, cache?
     fixed,
     jumps: JUMPS,
     services,
+    skipped,
   };
 }
 
@@ -311,7 +326,8 @@ function writeEndpointSelection(
  * @throws Error for text iptables-restore would split or misread (quotes, backslashes, control
  *   characters) or that is longer than xt_comment's 255 bytes
  */
-export function comment(text: string): string {
+export function comment(full: string): string {
+  const text = fitComment(full, MAX_COMMENT);
   if (!/^[\x20-\x7e]{1,255}$/.test(text) || /["'\\]/.test(text)) {
     throw new Error(`refusing to write comment ${JSON.stringify(text)} into an iptables rule`);
   }

@@ -37,6 +37,8 @@ import {
   DROP, RETURN, eq, fibType, goto, jump, keyText, meta, ne, payload, prefix,
   type NftElement, type NftFamily, type NftHook, type NftRule, type NftSelector, type NftSetSpec, type NftStatement,
 } from './json.ts';
+import { isSkip, renderOrSkip, type RenderSkip } from '../backend.ts';
+import { fitComment } from '../iptables/names.ts';
 import { endpointNames, serviceNames, TABLE } from './names.ts';
 
 /** One chain of the table; base chains carry their hook. */
@@ -67,6 +69,8 @@ export interface NftRuleset {
   readonly services: ReadonlyMap<string, NftServiceRules>;
   /** Map keys claimed by more than one service port (`map key`); only the first one's element is kept. */
   readonly conflicts: readonly string[];
+  /** Service ports left out because their rules could not be rendered. */
+  readonly skipped: readonly RenderSkip[];
 }
 
 /** What one service port contributes to the table. Rendered once per plan of it and then reused. */
@@ -84,7 +88,7 @@ export interface NftServiceRules {
  * planner's PlanCache) is not rendered again ({@link IdentityCache}). Everything a service port's
  * rules depend on besides its plan is in the context; a new context renders everything anew.
  */
-export class NftRenderCache extends IdentityCache<ServicePortPlan, NftServiceRules> {
+export class NftRenderCache extends IdentityCache<ServicePortPlan, NftServiceRules | RenderSkip> {
   /** Service ports rendered (cache misses) by the last render. */
   get rendered(): number {
     return this.misses;
@@ -143,9 +147,16 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   const services = new Map<string, NftServiceRules>();
   const context = `${family} ${plan.masqueradeAll} ${plan.localCIDR ?? ''}`;
   cache?.begin(context);
+  const skipped: RenderSkip[] = [];
   for (const sp of plan.servicePorts) {
-    const part = cache ? cache.get(sp, () => renderServicePort(sp, plan, family)) : renderServicePort(sp, plan, family);
-    services.set(`${sp.name} ${sp.protocol}`, part);
+    const key = `${sp.name} ${sp.protocol}`;
+    const make = () => renderOrSkip(key, () => renderServicePort(sp, plan, family));
+    const part = cache ? cache.get(sp, make) : make();
+    if (isSkip(part)) {
+      skipped.push(part);
+      continue;
+    }
+    services.set(key, part);
     for (const c of part.chains) {
       r.chains.set(c.name, c.rules as NftRule[]);
       r.serviceChains.add(c.name);
@@ -236,6 +247,7 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
     elements,
     services,
     conflicts,
+    skipped,
   };
 }
 
@@ -266,17 +278,11 @@ class Renderer {
   chain(name: string, ...rules: NftRule[]): void {
     let list = this.chains.get(name);
     if (!list) this.chains.set(name, (list = []));
-    for (const rule of rules) {
-      if (rule.comment !== undefined) checkComment(rule.comment);
-      list.push(rule);
-    }
+    for (const rule of rules) list.push(rule.comment === undefined ? rule : { ...rule, comment: checkedComment(rule.comment) });
   }
 
   element(set: string, ...elements: NftElement[]): void {
-    for (const e of elements) {
-      if (e.comment !== undefined) checkComment(e.comment);
-      this.collect(set, e);
-    }
+    for (const e of elements) this.collect(set, e.comment === undefined ? e : { ...e, comment: checkedComment(e.comment) });
   }
 
   /** Appends an element whose comment was already checked. */
@@ -377,6 +383,15 @@ class Renderer {
 /**
  * @throws Error for a comment nft could not take inside double quotes, or longer than its 128 characters
  */
-function checkComment(text: string): void {
+/** nft's limit on a comment (NFT_USERDATA_MAXLEN allows more; nft's parser takes 128). */
+const MAX_COMMENT = 128;
+
+/**
+ * The comment as written: shortened to fit ({@link fitComment}), then checked.
+ * @throws Error when it holds a character nft cannot take (the state stage's validators refuse those first)
+ */
+function checkedComment(full: string): string {
+  const text = fitComment(full, MAX_COMMENT);
   if (!/^[\x20-\x7e]{1,128}$/.test(text) || /["\\]/.test(text)) throw new Error(`refusing to write comment ${JSON.stringify(text)} into an nft rule`);
+  return text;
 }

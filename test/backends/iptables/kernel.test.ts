@@ -34,7 +34,7 @@ describe('reading tables', () => {
     ]);
     const saved = savedTable('nat', ['PREROUTING', 'DOCKER', 'KUBE-SVC-OLD'], listings);
     expect([...saved.chains].sort()).toEqual(['DOCKER', 'INPUT', 'KUBE-SVC-OLD', 'OUTPUT', 'POSTROUTING', 'PREROUTING']);
-    const script = buildTableScript({ filter: [], nat: [], fixed: { filter: new Map(), nat: new Map() }, jumps: [{ table: 'nat', from: 'PREROUTING', target: 'KUBE-SERVICES', spec: '-j KUBE-SERVICES' }], services: new Map() }, { filter: savedTable('filter', [], new Map()), nat: saved });
+    const script = buildTableScript({ filter: [], nat: [], fixed: { filter: new Map(), nat: new Map() }, jumps: [{ table: 'nat', from: 'PREROUTING', target: 'KUBE-SERVICES', spec: '-j KUBE-SERVICES' }], services: new Map(), skipped: [] }, { filter: savedTable('filter', [], new Map()), nat: saved });
     expect(script).toContain(':PREROUTING ACCEPT [1:2]\n');
     expect(script).toContain(':OUTPUT ACCEPT [0:0]\n');
     expect(script).toContain('-A PREROUTING -j KUBE-SERVICES\n[3:4] -A PREROUTING -j DOCKER\n');

@@ -152,9 +152,10 @@ describe('rules in upstream shapes (TestOverallIPTablesRules)', () => {
     expect(script(objects)).toBe(script([...objects].reverse()));
   });
 
-  it('refuses comment text that iptables-restore could misread', () => {
-    for (const bad of ['a"b', 'a\nb', "a'b", 'a\\b', '', 'x'.repeat(256)]) expect(() => comment(bad)).toThrow(/refusing/);
+  it('refuses comment text that iptables-restore could misread, and shortens what is too long for xt_comment', () => {
+    for (const bad of ['a"b', 'a\nb', "a'b", 'a\\b', '']) expect(() => comment(bad)).toThrow(/refusing/);
     expect(comment('a/b:c')).toBe('-m comment --comment a/b:c');
+    expect(comment('x'.repeat(256))).toMatch(/^-m comment --comment x{246}~[A-Z2-7]{8}$/);
   });
 
   it('judges external access per family: an IPv6-only external IP gives the IPv4 rules no KUBE-EXT chain', () => {
