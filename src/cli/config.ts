@@ -109,7 +109,7 @@ const unsupported = (why: string, isDefault: (v: unknown) => boolean = isEmpty):
 const ignore: Rule = { ignore: true };
 
 /** Every field of v1alpha1 KubeProxyConfiguration, by dotted path. */
-const RULES: Record<string, Rule> = {
+const RULES: ReadonlyMap<string, Rule> = new Map(Object.entries<Rule>({
   apiVersion: ignore,
   kind: ignore,
   featureGates: unsupported('kproxy has no feature gates: every feature it has behaves as upstream\'s GA version'),
@@ -167,7 +167,7 @@ const RULES: Record<string, Rule> = {
   'conntrack.udpStreamTimeout': unsupported('kproxy does not change conntrack sysctls'),
   configSyncPeriod: ignore,
   portRange: ignore,
-};
+}));
 
 /** Sections whose children are each listed in RULES. */
 const SECTIONS = new Set(['clientConnection', 'iptables', 'nftables', 'conntrack']);
@@ -185,7 +185,8 @@ export function interpretConfig(doc: unknown): { settings: FileSettings; reports
   const sections: Record<'iptables' | 'nftables', FileSettings> = { iptables: {}, nftables: {} };
   const reports: ConfigReport[] = [];
   const visit = (path: string, value: unknown) => {
-    const rule = RULES[path];
+    // A Map: a field named `constructor` or `__proto__` must not find Object.prototype's.
+    const rule = RULES.get(path);
     if (!rule) {
       reports.push({ field: path, problem: 'unknown', message: `unknown field "${path}" (not in ${CONFIG_API_VERSION})` });
       return;

@@ -35,12 +35,17 @@ export interface FileSourceResult extends ObjectBatch {
   readonly warnings: SourceWarning[];
 }
 
-const KINDS: Record<string, ObjectKind> = { Service: 'Service', EndpointSlice: 'EndpointSlice', Node: 'Node' };
-const LIST_ITEM_KIND: Record<string, ObjectKind> = {
-  ServiceList: 'Service',
-  EndpointSliceList: 'EndpointSlice',
-  NodeList: 'Node',
-};
+// Maps, never plain objects: a kind such as `constructor` or `__proto__` must find nothing.
+const KINDS: ReadonlyMap<string, ObjectKind> = new Map([
+  ['Service', 'Service'],
+  ['EndpointSlice', 'EndpointSlice'],
+  ['Node', 'Node'],
+]);
+const LIST_ITEM_KIND: ReadonlyMap<string, ObjectKind> = new Map([
+  ['ServiceList', 'Service'],
+  ['EndpointSliceList', 'EndpointSlice'],
+  ['NodeList', 'Node'],
+]);
 const EXTENSIONS = /\.(ya?ml|json)$/i;
 /** Files above this size are refused: a cluster dump of 50k Services is well below it. */
 export const MAX_FILE_BYTES = 512 * 1024 * 1024;
@@ -86,7 +91,13 @@ export function parseDocuments(file: string, text: string): unknown[] {
   for (const doc of Array.isArray(docs) ? docs : [docs]) {
     const [first] = doc.errors;
     if (first) throw new SourceError(file, `invalid YAML: ${first.message}`, { cause: first });
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      // Aliases are resolved here: an unresolved one, or an alias bomb, throws.
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      throw new SourceError(file, `invalid YAML: ${(err as Error).message}`, { cause: err });
+    }
     if (value !== null && value !== undefined) out.push(value);
   }
   return out;
@@ -103,17 +114,17 @@ export function collect(file: string, docs: readonly unknown[], into: FileSource
       return;
     }
     const kind = typeof value.kind === 'string' ? value.kind : impliedKind;
-    if (kind === 'List' || (kind !== undefined && kind in LIST_ITEM_KIND)) {
+    if (kind === 'List' || (kind !== undefined && LIST_ITEM_KIND.has(kind))) {
       const items = value.items;
       if (items === null || items === undefined) return;
       if (!Array.isArray(items)) {
         into.warnings.push({ file, message: `${where}: ${kind}.items is not a list, skipped` });
         return;
       }
-      items.forEach((item, i) => add(item, `${where}.items[${i}]`, LIST_ITEM_KIND[kind]));
+      items.forEach((item, i) => add(item, `${where}.items[${i}]`, LIST_ITEM_KIND.get(kind)));
       return;
     }
-    const known = kind === undefined ? undefined : KINDS[kind];
+    const known = kind === undefined ? undefined : KINDS.get(kind);
     if (!known) {
       const shown = kind === undefined ? 'an object without kind' : `kind ${JSON.stringify(kind).slice(0, 60)}`;
       into.warnings.push({ file, message: `${where}: ${shown} is not used by kproxy, skipped` });

@@ -110,6 +110,11 @@ describe('KubeProxyConfiguration v1alpha1', () => {
     ]);
   });
 
+  it('reports fields named like JavaScript built-ins as unknown', () => {
+    const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', constructor: 1, toString: 'x', iptables: { hasOwnProperty: 2 } };
+    expect(interpretConfig(doc).reports.map((r) => `${r.problem} ${r.field}`).sort()).toEqual(['unknown constructor', 'unknown iptables.hasOwnProperty', 'unknown toString']);
+  });
+
   it('rejects a wrong kind, another proxy mode and invalid values of applied fields', () => {
     const base = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
     expect(() => interpretConfig({ ...base, kind: 'KubeletConfiguration' })).toThrow(ConfigError);

@@ -47,4 +47,27 @@ describe('readObjectFiles', () => {
     await expect(readObjectFiles([join(d, 'bad.yaml')])).rejects.toThrow(/bad\.yaml: invalid YAML/);
     await expect(readObjectFiles([join(d, 'bad.json')])).rejects.toThrow(/bad\.json: invalid JSON/);
   });
+
+  it('treats kinds named like JavaScript built-ins as unknown kinds: warned about, never a crash, nothing else lost', async () => {
+    const builtins = ['constructor', 'valueOf', 'toString', 'hasOwnProperty', '__proto__', 'isPrototypeOf'];
+    const d = dir({
+      'lists.json': JSON.stringify({ kind: 'List', items: builtins.map((kind) => ({ kind, items: [{ metadata: { name: 'x' } }] })) }),
+      'top.yaml': builtins.map((kind) => `kind: ${kind}\nmetadata: {name: y}\n`).join('---\n') + '---\napiVersion: v1\nkind: Service\nmetadata: {name: kept}\n',
+      'listitem.json': JSON.stringify({ kind: 'constructor', items: [{ metadata: { name: 'z' } }] }),
+    });
+    const r = await readObjectFiles([d]);
+    expect(r.services.map((s) => s.metadata?.name)).toEqual(['kept']);
+    expect(r.endpointSlices).toEqual([]);
+    expect(r.nodes).toEqual([]);
+    // One warning per object with a built-in's kind, each naming it.
+    expect(r.warnings).toHaveLength(2 * builtins.length + 1);
+    for (const kind of builtins) expect(r.warnings.some((w) => w.message.includes(`kind "${kind}"`))).toBe(true);
+  });
+
+  it('names the file for YAML that only fails when aliases are resolved', async () => {
+    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(', ')}]`)].join('\n');
+    const d = dir({ 'bomb.yaml': `${bomb}\n`, 'alias.yaml': 'kind: Service\nmetadata: *nowhere\n' });
+    await expect(readObjectFiles([join(d, 'bomb.yaml')])).rejects.toThrow(/bomb\.yaml: invalid YAML: .*alias/i);
+    await expect(readObjectFiles([join(d, 'alias.yaml')])).rejects.toThrow(/alias\.yaml: invalid YAML/);
+  });
 });
