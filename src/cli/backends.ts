@@ -5,7 +5,7 @@
  * @module
  */
 import type { Logger } from 'pino';
-import type { ProxyBackend, ProxyMode } from '../backends/backend.ts';
+import type { ProxyBackend, ProxyMode, Rendered } from '../backends/backend.ts';
 import { iptablesBackend } from '../backends/iptables/backend.ts';
 import { cleanupIptables, IptablesError, systemIptables } from '../backends/iptables/writer.ts';
 import { nftablesBackend, type NftOutput } from '../backends/nftables/backend.ts';
@@ -21,10 +21,10 @@ export interface BackendOptions {
 }
 
 /** The backend of `mode` for one family, writing with the real tools. */
-export function createBackend(mode: ProxyMode, family: IPFamily, options: BackendOptions): ProxyBackend<unknown> {
+export function createBackend(mode: ProxyMode, family: IPFamily, options: BackendOptions): ProxyBackend<Rendered> {
   return mode === 'nftables'
-    ? (nftablesBackend(options.output) as ProxyBackend<unknown>)
-    : (iptablesBackend(family, () => ({ conntrackTCPBeLiberal: options.tcpBeLiberal() })) as ProxyBackend<unknown>);
+    ? (nftablesBackend(options.output) as ProxyBackend<Rendered>)
+    : (iptablesBackend(family, () => ({ conntrackTCPBeLiberal: options.tcpBeLiberal() })) as ProxyBackend<Rendered>);
 }
 
 /**
