@@ -19,7 +19,7 @@ import { readObjectFiles, SourceError } from '../sources/file.ts';
 import { ProxyStateStore } from '../state/store.ts';
 import { localAddresses, tcpBeLiberal } from './host.ts';
 import { runCommand } from './run.ts';
-import { logApplyResult, reportSkipped } from '../runner/runner.ts';
+import { logApplyResult, reportConflicts, reportSkipped } from '../runner/runner.ts';
 import { ConfigError } from './config.ts';
 import { cleanupAll, cleanupOtherModes, createBackend } from './backends.ts';
 import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
@@ -52,6 +52,7 @@ async function buildPlan(flags: ProxyFlags, log: Logger): Promise<ProxyPlan> {
   if (plan.localCIDR === undefined && !plan.masqueradeAll) {
     log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
   }
+  reportConflicts(log, plan);
   return plan;
 }
 

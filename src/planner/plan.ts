@@ -11,12 +11,15 @@
  * - internalTrafficPolicy Local with no local endpoint → DROP ClusterIP traffic;
  * - externalTrafficPolicy Local with no local endpoint → DROP external traffic that is not
  *   short-circuited (pod or node sources still reach the Cluster set);
- * - loadBalancerSourceRanges filter only load-balancer IPs, never NodePorts.
+ * - loadBalancerSourceRanges filter only load-balancer IPs, never NodePorts;
+ * - a destination two Services claim goes to the oldest (frontends.ts): upstream leaves it to
+ *   rule order, which its iptables mode randomises.
  * @module
  */
 import { cidrContains, type CIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
 import type { Endpoint, NodeInfo, Protocol, ServicePort, ServicePortState } from '../state/model.ts';
 import { IdentityCache } from './cache.ts';
+import { FrontendMemo, resolveFrontends, type FrontendConflict } from './frontends.ts';
 import { categorizeEndpoints, externalPolicyLocal, externallyAccessible, internalPolicyLocal } from './topology.ts';
 
 /** Node-level proxy configuration (kube-proxy's flags). */
@@ -107,6 +110,8 @@ export interface ProxyPlan {
   readonly noLocalEndpointsInternal: number;
   /** Service ports whose external traffic is dropped for want of local endpoints (eTP Local). */
   readonly noLocalEndpointsExternal: number;
+  /** Destinations claimed by more than one Service, and who kept them (the oldest; see frontends.ts). */
+  readonly conflicts: readonly FrontendConflict[];
 }
 
 /**
@@ -116,6 +121,9 @@ export interface ProxyPlan {
  * those differ from the previous call, everything is planned anew.
  */
 export class PlanCache extends IdentityCache<ServicePortState, ServicePortPlan | undefined> {
+  /** Keeps the states of service ports that lost a shared destination the same objects across syncs. */
+  readonly frontends = new FrontendMemo();
+
   /** Service ports planned (cache misses) by the last call. */
   get planned(): number {
     return this.misses;
@@ -144,7 +152,9 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
   let noLocalExternal = 0;
   const context = `${family} ${node.name} ${node.zone ?? ''} ${nodeIP?.text ?? ''}`;
   cache?.begin(context);
-  for (const state of states) {
+  // Shared destinations are settled before planning, so both backends and every write path agree.
+  const resolved = resolveFrontends(states, family, cache?.frontends);
+  for (const state of resolved.states) {
     const p = cache ? cache.get(state, () => planServicePort(state, node, nodeIP, family)) : planServicePort(state, node, nodeIP, family);
     if (!p) continue;
     servicePorts.push(p);
@@ -171,6 +181,7 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
     totalEndpoints,
     noLocalEndpointsInternal: noLocalInternal,
     noLocalEndpointsExternal: noLocalExternal,
+    conflicts: resolved.conflicts,
   };
 }
 

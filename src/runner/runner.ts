@@ -83,6 +83,8 @@ export class ProxyRunner<R extends Rendered> {
   #retryAt = 0;
   #triggerTimes: number[] = [];
   #syncs = 0;
+  /** Destinations in conflict at the last sync: each is logged once, when it first appears. */
+  #conflicts = new Set<string>();
   /** Service ports left out of the last render, and why: each is logged and counted once, when it is first left out. */
   #skipped = new Map<string, string>();
   /** A verify the backend runs in the background; resolves when it is over. */
@@ -207,6 +209,8 @@ export class ProxyRunner<R extends Rendered> {
     try {
       states = store.servicePortStates();
       plan = planProxy(states, store.node, this.#d.config(), this.#plans);
+      this.#conflicts = reportConflicts(log, plan, this.#conflicts);
+      metrics.frontendConflicts.set(plan.conflicts.length);
       const rules = backend.render(plan);
       this.#skipped = reportSkipped(log, metrics, rules.skipped, this.#skipped);
       if (this.#d.dryRun) {
@@ -259,6 +263,7 @@ export class ProxyRunner<R extends Rendered> {
         metrics.repairs.inc();
         log.warn({ difference: report.repaired }, 'the kernel\'s rules differed from what kproxy wrote; rewrote them');
       }
+      if (report.verifyError !== undefined) metrics.verifyFailures.inc();
       if (report.verifyError !== undefined) log.warn({ err: errorFacts(report.verifyError) }, 'verifying the kernel\'s rules failed; will try again next sync period');
     }
     const now = Date.now();
@@ -298,6 +303,22 @@ export function logApplyResult(log: Logger, kind: ObjectKind, result: ApplyResul
   }
   if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);
   return result.issues.length;
+}
+
+/**
+ * Logs a warning for each destination two Services claim, when it first appears: which Service
+ * keeps it and which loses it. Shared by `run` and the file commands.
+ * @param before what the previous call returned (empty for one-shot commands)
+ * @returns the conflicts now, for the next call
+ */
+export function reportConflicts(log: Logger, plan: ProxyPlan, before: ReadonlySet<string> = new Set()): Set<string> {
+  const now = new Set<string>();
+  for (const c of plan.conflicts) {
+    const id = `${c.destination} ${c.winner} ${c.loser}`;
+    now.add(id);
+    if (!before.has(id)) log.warn({ destination: c.destination, role: c.kind, kept: c.winner, lost: c.loser }, `${c.loser} also claims ${c.destination}; ${c.winner} keeps it (the oldest Service wins)`);
+  }
+  return now;
 }
 
 /**

@@ -39,10 +39,14 @@ export class ProxyMetrics {
   readonly nftablesLast = this.#gauge('kproxy_sync_proxy_rules_nftables_last', 'Number of nftables rules and set elements written by kproxy in last sync', ['object']);
   /** nftables mode: rules and map/set elements in kproxy's table. */
   readonly nftablesTotal = this.#gauge('kproxy_sync_proxy_rules_nftables_total', 'Total number of nftables rules and set elements owned by kproxy', ['object']);
-  /** Full syncs that found the kernel changed behind kproxy's back and rewrote everything. */
-  readonly repairs = this.#counter('kproxy_sync_proxy_rules_repairs_total', 'Full syncs that found rules changed by someone else and rewrote them');
+  /** Writes that repaired what a verify found changed behind kproxy's back. */
+  readonly repairs = this.#counter('kproxy_sync_proxy_rules_repairs_total', 'Writes that repaired rules a periodic verify found changed by someone else');
   readonly healthzTotal = this.#counter('kubeproxy_proxy_healthz_total', 'Cumulative proxy healthz HTTP status', ['code']);
   readonly livezTotal = this.#counter('kubeproxy_proxy_livez_total', 'Cumulative proxy livez HTTP status', ['code']);
+  /** Destinations two Services claim; the newer one loses each (planner/frontends.ts). */
+  readonly frontendConflicts = this.#gauge('kproxy_service_destination_conflicts', 'Destinations (IP:port/protocol or NodePort) claimed by more than one Service; only the oldest gets them');
+  /** Verifies that could not read the kernel's rules. */
+  readonly verifyFailures = this.#counter('kproxy_sync_proxy_rules_verify_failures_total', 'Periodic verifies that could not read the kernel\'s rules');
   /** Objects skipped because a field failed validation. */
   readonly invalidObjects = this.#counter('kproxy_invalid_objects_total', 'Objects (or single endpoints) skipped because a field was invalid', ['kind', 'skipped']);
 

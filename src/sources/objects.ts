@@ -13,6 +13,7 @@ export interface RawMetadata {
   resourceVersion?: unknown;
   labels?: unknown;
   deletionTimestamp?: unknown;
+  creationTimestamp?: unknown;
 }
 
 /** Any object with a kind: what a source hands to the state stage. */

@@ -39,6 +39,11 @@ export interface ServicePort {
   readonly internalTrafficPolicy: TrafficPolicy;
   /** 0 unless the Service is a LoadBalancer with externalTrafficPolicy Local. */
   readonly healthCheckNodePort: number;
+  /**
+   * The Service's `metadata.creationTimestamp` in ms since the epoch; undefined when absent or not
+   * a time. When Services claim the same destination, the oldest wins (see planner/frontends.ts).
+   */
+  readonly createdAt: number | undefined;
 }
 
 /** A Service with its ports (Services with no ports, headless and ExternalName ones never get here). */

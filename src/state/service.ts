@@ -36,6 +36,7 @@ export function normaliseService(raw: RawObject): NormaliseResult<Service> {
     const name = v.dnsLabel(meta.name, 'metadata.name');
     key = `${namespace}/${name}`;
     const labels = v.record(meta.labels, 'metadata.labels');
+    const createdAt = v.optionalTime(meta.creationTimestamp);
     if (SERVICE_PROXY_NAME_LABEL in labels) {
       return { status: 'ignored', key, reason: `labelled ${SERVICE_PROXY_NAME_LABEL}` };
     }
@@ -83,6 +84,7 @@ export function normaliseService(raw: RawObject): NormaliseResult<Service> {
         externalTrafficPolicy,
         internalTrafficPolicy,
         healthCheckNodePort,
+        createdAt,
       };
     });
     return { status: 'ok', value: { key, namespace, name, ports }, issues: [] };

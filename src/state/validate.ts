@@ -141,3 +141,13 @@ export function oneOf<T extends string>(value: unknown, field: string, allowed: 
   if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T;
   throw new FieldError(field, `must be one of ${allowed.join(', ')}, got ${show(value)}`);
 }
+
+/**
+ * An RFC 3339 time (`metadata.creationTimestamp`) in ms since the epoch; undefined when absent or
+ * not a time. Lenient: a proxy only orders by it, so a bad value is not a reason to drop an object.
+ */
+export function optionalTime(value: unknown): number | undefined {
+  if (typeof value !== 'string' || value.length > 64 || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(value)) return undefined;
+  const t = Date.parse(value);
+  return Number.isFinite(t) ? t : undefined;
+}

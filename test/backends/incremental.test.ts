@@ -161,24 +161,52 @@ describe('dispatch chains are edited in place', () => {
 });
 
 describe('two Services claiming the same external IP and port', () => {
-  const claim = (i: number, ip: string) => [
-    service(`ns/claim${i}`, { clusterIP: `172.30.1.${i}`, ports: PORTS, externalIPs: [ip] }),
-    endpointSlice(`ns/claim${i}`, PORTS, [endpoint(`10.2.0.${i}`)]),
-  ];
+  /** Service i, created at minute `created`, claiming `ip`:80. */
+  const claim = (i: number, ip: string, created: number) => {
+    const svc = service(`ns/claim${i}`, { clusterIP: `172.30.1.${i}`, ports: PORTS, externalIPs: [ip] }) as { metadata: Record<string, unknown> };
+    svc.metadata.creationTimestamp = `2026-11-21T08:${String(created).padStart(2, '0')}:00Z`;
+    return [svc, endpointSlice(`ns/claim${i}`, PORTS, [endpoint(`10.2.0.${i}`)])];
+  };
+  const older = claim(2, '192.0.2.50', 1);
+  const newer = claim(1, '192.0.2.50', 5);
 
-  it('nftables: the first in plan order gets the map element; the other takes over when it goes', () => {
+  it('the planner gives it to the older Service, whatever the order of names or of arrival', () => {
+    for (const objects of [[...newer, ...older], [...older, ...newer]]) {
+      const p = new Pipeline();
+      p.set(objects);
+      const plan = p.plan();
+      expect(plan.conflicts).toEqual([{ destination: '192.0.2.50:80/TCP', kind: 'externalIP', winner: 'ns/claim2:http', loser: 'ns/claim1:http' }]);
+      expect(plan.servicePorts.map((sp) => [sp.name, sp.externalIPs])).toEqual([['ns/claim1:http', []], ['ns/claim2:http', ['192.0.2.50']]]);
+      expect(renderNftables(plan, p.nft).conflicts).toEqual([]);
+    }
+  });
+
+  it('iptables: the winner is the same after an incremental write (-I … 1) and a whole write, in an order-sensitive table', () => {
     const p = new Pipeline();
-    p.set([...claim(1, '192.0.2.50'), ...claim(2, '192.0.2.50')]);
+    p.set(newer);
+    const first = renderIptables(p.plan(), { conntrackTCPBeLiberal: false }, p.ipt);
+    const fake = new FakeIptables();
+    fake.restore(buildRestoreScript(first));
+    p.set([...newer, ...older]);
+    const both = renderIptables(p.plan(), { conntrackTCPBeLiberal: false }, p.ipt);
+    fake.restore(buildChangeScript(first, both)!);
+    expect(fake.view()).toEqual(iptView(both));
+    expect(fake.tables.nat.get('KUBE-SERVICES')!.filter((r) => r.includes('-d 192.0.2.50 '))).toEqual([expect.stringContaining('ns/claim2:http external IP')]);
+  });
+
+  it('nftables: the other Service takes over when the winner goes', () => {
+    const p = new Pipeline();
+    p.set([...newer, ...older]);
     const both = renderNftables(p.plan(), p.nft);
-    expect(both.conflicts).toEqual(['service-ips 192.0.2.50 . tcp . 80']);
     const fake = new FakeNft();
     fake.apply(fullBatch(both).commands);
-    p.set(claim(2, '192.0.2.50'));
+    p.set(newer);
     const one = renderNftables(p.plan(), p.nft);
     const batch = deltaBatch(both, one, []);
     fake.apply(batch.commands);
-    fake.apply(deltaBatch(one, one, batch.stale).commands); // deletes the flushed chain of claim1
+    fake.apply(deltaBatch(one, one, batch.stale).commands); // deletes the flushed chain of claim2
     expect(fake.dump()).toEqual(nftView(one));
+    expect(JSON.stringify(fake.dump())).toContain('192.0.2.50');
   });
 });
 

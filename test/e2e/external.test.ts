@@ -122,4 +122,20 @@ describe.each(MODES)('%s mode: external destinations', (mode) => {
       expect(r, `${host}:${port}`).toMatchObject({ answers: [], refused: 2, timeout: 0 });
     }
   });
+
+  it('an externalIP and LB IP two Services claim goes to the older one, whatever their names, in every write', async () => {
+    /** Service `key` created at `hour`, claiming 198.51.100.60 and 203.0.113.60 on port 80, endpoint `ep`. */
+    const claimant = (key: string, n: number, hour: number, ep: ReturnType<typeof endpoint>) => {
+      const s = service(key, { type: 'LoadBalancer', clusterIP: `10.96.1.${n}`, ports: [{ ...PORTS[0]!, nodePort: 30080 + n }], externalIPs: ['198.51.100.60'], loadBalancerIPs: ['203.0.113.60'] }) as { metadata: Record<string, unknown> };
+      s.metadata.creationTimestamp = `2026-11-21T${String(hour).padStart(2, '0')}:00:00Z`;
+      return [s, endpointSlice(key, EP_PORTS, [ep])];
+    };
+    // "a-newer" sorts first by name but was created later: "z-older" keeps both destinations.
+    await c.sync([...claimant('demo/a-newer', 5, 11, LOCAL_EP), ...claimant('demo/z-older', 6, 9, REMOTE_EP)]);
+    for (const host of ['198.51.100.60', '203.0.113.60']) expect(tally(await c.probe('client', 'tcp', host, 80, { count: 6 })), host).toEqual({ r1: 6 });
+    // The newer one keeps what it does not share: its ClusterIP and NodePort.
+    expect(tally(await c.probe('client', 'tcp', NODE1_EXT_IP, 30085, { count: 3 }))).toEqual({ l1: 3 });
+    const { stderr } = await c.kproxy(['dry-run', '--from', c.writeObjects([...claimant('demo/a-newer', 5, 11, LOCAL_EP), ...claimant('demo/z-older', 6, 9, REMOTE_EP)]), '--proxy-mode', mode, '--hostname-override', 'node-1']);
+    expect(stderr).toContain('demo/a-newer:http also claims 198.51.100.60:80/TCP; demo/z-older:http keeps it');
+  });
 });

@@ -144,6 +144,22 @@ describe('the iptables writer on a real kernel', () => {
     await reset();
   });
 
+  it('a destination two Services claim stays with the older one when the newer arrives in an incremental write (-I … 1)', async () => {
+    const claimant = (i: number, hour: number, ep: string): RawObject[] => {
+      const [s, slice] = svc(i, [ep]) as [RawObject & { metadata: Record<string, unknown>; spec: Record<string, unknown> }, RawObject];
+      s.metadata.creationTimestamp = `2026-11-21T${String(hour).padStart(2, '0')}:00:00Z`;
+      s.spec.externalIPs = ['198.51.100.70'];
+      return [s, slice];
+    };
+    const writer = new IptablesWriter(tools());
+    await writer.write(render(claimant(8, 9, '10.244.1.10')), { verify: false });
+    const second = await writer.write(render(claimant(7, 11, '10.244.1.11')), { verify: false });
+    expect(second.how).toBe('incremental');
+    await c.flushConntrack();
+    expect(tally(await c.probe('src', 'tcp', '198.51.100.70', 80, { count: 4 }))).toEqual({ web: 4 });
+    await reset();
+  });
+
   it('a refused incremental write names its line; the next write restores whole tables', async () => {
     const writer = new IptablesWriter(tools());
     await writer.write(render(svc(2, ['10.244.1.10'])), { verify: false });

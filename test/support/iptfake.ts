@@ -61,18 +61,36 @@ export class FakeIptables {
   }
 
   /**
-   * The kproxy chains of both tables, for comparison: chains whose rule order does not matter
-   * (the dispatch chains, whose rules the incremental writer inserts at the top) sorted, the rest as they are.
+   * The kproxy chains of both tables, for comparison. In the dispatch chains, whose rules the
+   * incremental writer inserts at the top, order is free only while no two rules match the same
+   * packets: then they are sorted; when two do, the first one wins in the kernel, so order decides
+   * and the view refuses to hide it (throws, naming the rules).
    */
   view(unordered: ReadonlySet<string> = UNORDERED): Record<string, string[]> {
     const out: Record<string, string[]> = {};
     for (const t of ['filter', 'nat'] as const) {
       for (const [name, rules] of [...this.tables[t]].sort(([a], [b]) => (a < b ? -1 : 1))) {
-        out[`${t} ${name}`] = unordered.has(`${t} ${name}`) ? [...rules].sort() : rules;
+        if (!unordered.has(`${t} ${name}`)) {
+          out[`${t} ${name}`] = rules;
+          continue;
+        }
+        const seen = new Map<string, string>();
+        for (const rule of rules) {
+          const match = matchOf(rule);
+          const other = seen.get(match);
+          if (other !== undefined) throw new Error(`${t} ${name}: two rules match the same packets, so their order decides:\n  ${other}\n  ${rule}`);
+          seen.set(match, rule);
+        }
+        out[`${t} ${name}`] = [...rules].sort();
       }
     }
     return out;
   }
+}
+
+/** What a rule matches: the rule without its comment and its target. */
+function matchOf(rule: string): string {
+  return rule.replace(/-m comment --comment ("[^"]*"|\S+) ?/, '').replace(/ ?-j \S+( .*)?$/, '');
 }
 
 const UNORDERED = new Set(['filter KUBE-SERVICES', 'filter KUBE-EXTERNAL-SERVICES', 'filter KUBE-NODEPORTS', 'filter KUBE-PROXY-FIREWALL', 'nat KUBE-SERVICES', 'nat KUBE-NODEPORTS']);
