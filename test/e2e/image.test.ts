@@ -1,11 +1,12 @@
 /**
  * The image's iptables backend choice (image/iptables-mode, image/iptables-shim), run with the
  * real iptables-legacy and iptables-nft in a network namespace made here: kubelet's marker chain
- * wins, else the backend with more rules, else nft; the shim then runs the chosen backend. (The
- * image itself cannot be built here: these machines have no container engine.)
+ * wins (in either family), else the backend with more rules, else nft; looking creates no table;
+ * the shim then runs the chosen backend. (The image itself is built by a separate tool with
+ * buildah where available; these tests need no container engine.)
  */
 import { execa } from 'execa';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -34,6 +35,33 @@ describe('image: iptables backend detection', () => {
     expect(await mode()).toBe('legacy');
     await inNs('iptables-nft', ['-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT']);
     expect(await mode()).toBe('nft');
+  });
+
+  it('creates no table while it looks, in either backend or family', async () => {
+    const tables = async () => (await Promise.all(['iptables-legacy-save', 'ip6tables-legacy-save', 'iptables-nft-save', 'ip6tables-nft-save'].map((t) => inNs(t)))).join('');
+    expect(await tables()).toBe('');
+    expect(await mode()).toBe('nft');
+    expect(await tables()).toBe('');
+    // Once legacy holds rules, asking again must not add a legacy mangle table beside them.
+    await inNs('iptables-legacy', ['-A', 'INPUT', '-s', '192.0.2.1/32', '-j', 'ACCEPT']);
+    expect(await mode()).toBe('legacy');
+    expect(await inNs('iptables-legacy-save')).not.toContain('*mangle');
+  });
+
+  it('sees kubelet\'s marker in the IPv6 tables too', async () => {
+    await inNs('iptables-legacy', ['-A', 'INPUT', '-s', '192.0.2.1/32', '-j', 'ACCEPT']);
+    await inNs('ip6tables-nft', ['-t', 'mangle', '-N', 'KUBE-KUBELET-CANARY']);
+    expect(await mode()).toBe('nft');
+    await inNs('ip6tables-nft', ['-t', 'mangle', '-X', 'KUBE-KUBELET-CANARY']);
+    await inNs('ip6tables-legacy', ['-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT']);
+    await inNs('iptables-nft', ['-A', 'INPUT', '-s', '192.0.2.2/32', '-j', 'ACCEPT']);
+    await inNs('iptables-nft', ['-A', 'INPUT', '-s', '192.0.2.3/32', '-j', 'ACCEPT']);
+    expect(await mode()).toBe('legacy');
+  });
+
+  it('the image\'s build-time smoke test does not run the detection', () => {
+    const smoke = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').split('\n').find((l) => l.includes('kproxy --help'))!;
+    expect(smoke).toMatch(/KPROXY_IPTABLES_MODE=nft /);
   });
 
   it('the shim runs the chosen backend under the plain tool names', async () => {
