@@ -1,0 +1,277 @@
+/**
+ * A real kube-apiserver (and etcd) for tests, after controller-runtime's envtest convention:
+ * `KUBEBUILDER_ASSETS` names a folder holding `kube-apiserver` and `etcd` (and here also upstream's
+ * `kube-proxy`, the oracle). Without it, the suites that need it are skipped with one line saying
+ * how to enable them ({@link ENVTEST_HINT}).
+ *
+ * Both listen on free loopback ports of the root namespace only; etcd keeps its data in a
+ * throw-away folder; the API server authenticates by a token file (an admin in `system:masters`,
+ * and kproxy's ServiceAccount user, which only RBAC empowers) with a throw-away service-account
+ * key, and makes its own self-signed serving certificate. There is no controller-manager: tests
+ * write EndpointSlices themselves, as a selector-less Service's owner would.
+ */
+import { execa, type ResultPromise } from 'execa';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+
+/** The assets folder, when the envtest suites are enabled. */
+export const ASSETS = process.env.KUBEBUILDER_ASSETS;
+/** Why the envtest suites are skipped, when they are. */
+export const ENVTEST_HINT = 'real kube-apiserver suites skipped: set KUBEBUILDER_ASSETS to a folder with kube-apiserver, etcd and kube-proxy v1.26 (see README, "Tests")';
+
+/** kproxy's identity: the ServiceAccount manifests/rbac.yaml binds. */
+export const KPROXY_USER = 'system:serviceaccount:kube-system:kproxy';
+
+/** A free TCP port on 127.0.0.1 (closed again at once; the caller binds it soon after). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Paths to resources, by kind, for the objects tests write. */
+const PATHS: Record<string, (ns: string | undefined) => string> = {
+  Namespace: () => '/api/v1/namespaces',
+  Service: (ns) => `/api/v1/namespaces/${ns}/services`,
+  Node: () => '/api/v1/nodes',
+  EndpointSlice: (ns) => `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`,
+  ServiceAccount: (ns) => `/api/v1/namespaces/${ns}/serviceaccounts`,
+  ClusterRole: () => '/apis/rbac.authorization.k8s.io/v1/clusterroles',
+  ClusterRoleBinding: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
+};
+
+type Obj = { kind: string; metadata: { name: string; namespace?: string; resourceVersion?: string } } & Record<string, unknown>;
+
+/** etcd and kube-apiserver, started and stopped by the test that owns them. */
+export class RealApiServer {
+  readonly dir: string;
+  readonly port: number;
+  readonly adminToken = randomBytes(16).toString('hex');
+  readonly kproxyToken = randomBytes(16).toString('hex');
+  readonly #etcdPort: number;
+  readonly #args: string[];
+  #etcd: ResultPromise | undefined;
+  #apiserver: ResultPromise | undefined;
+  #ca: string | undefined;
+
+  private constructor(dir: string, port: number, etcdPort: number, args: string[]) {
+    this.dir = dir;
+    this.port = port;
+    this.#etcdPort = etcdPort;
+    this.#args = args;
+  }
+
+  /**
+   * Starts etcd and the API server and waits until `/readyz` answers (bounded: 90 s).
+   * @param extra more kube-apiserver flags (e.g. `--watch-cache=false`, `--etcd-compaction-interval=2s`)
+   * @throws Error when KUBEBUILDER_ASSETS is unset or a binary is missing, or it is not ready in time
+   */
+  static async start(extra: readonly string[] = []): Promise<RealApiServer> {
+    if (!ASSETS) throw new Error(ENVTEST_HINT);
+    for (const b of ['kube-apiserver', 'etcd']) if (!existsSync(join(ASSETS, b))) throw new Error(`${join(ASSETS, b)} is missing`);
+    const dir = mkdtempSync(join(tmpdir(), 'kproxy-envtest-'));
+    const [port, etcdPort, peerPort] = [await freePort(), await freePort(), await freePort()];
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    writeFileSync(join(dir, 'sa.pub'), publicKey);
+    writeFileSync(join(dir, 'sa.key'), privateKey, { mode: 0o600 });
+    const server = new RealApiServer(dir, port, etcdPort, []);
+    writeFileSync(join(dir, 'tokens.csv'), `${server.adminToken},admin,admin,"system:masters"\n${server.kproxyToken},${KPROXY_USER},kproxy,"system:serviceaccounts,system:serviceaccounts:kube-system"\n`, { mode: 0o600 });
+    server.#args.push(
+      `--etcd-servers=http://127.0.0.1:${etcdPort}`,
+      `--secure-port=${port}`,
+      '--bind-address=127.0.0.1',
+      // Never contacted: the API server only writes it into the default "kubernetes" EndpointSlice.
+      '--advertise-address=192.0.2.250',
+      '--service-cluster-ip-range=10.96.0.0/12',
+      `--token-auth-file=${join(dir, 'tokens.csv')}`,
+      '--authorization-mode=RBAC',
+      `--service-account-key-file=${join(dir, 'sa.pub')}`,
+      `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
+      '--service-account-issuer=https://kubernetes.default.svc',
+      `--cert-dir=${join(dir, 'certs')}`,
+      '--enable-priority-and-fairness=false',
+      '--profiling=false',
+      ...extra,
+    );
+    try {
+      server.#etcd = execa(join(ASSETS, 'etcd'), [
+        '--name=default',
+        `--data-dir=${join(dir, 'etcd')}`,
+        `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
+        `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
+        `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
+        '--log-level=error',
+      ], { reject: false, buffer: false, stdout: 'ignore', stderr: { file: join(dir, 'etcd.log') } });
+      await server.#startApiServer();
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    return server;
+  }
+
+  /** `https://127.0.0.1:PORT`, reachable from the root namespace. */
+  get url(): string {
+    return `https://127.0.0.1:${this.port}`;
+  }
+
+  /** The API server's self-signed serving certificate, to trust. */
+  get ca(): string {
+    return (this.#ca ??= readFileSync(join(this.dir, 'certs', 'apiserver.crt'), 'utf8'));
+  }
+
+  async #startApiServer(): Promise<void> {
+    this.#apiserver = execa(join(ASSETS!, 'kube-apiserver'), this.#args, { reject: false, buffer: false, stdout: 'ignore', stderr: { file: join(this.dir, 'apiserver.log') } });
+    const end = Date.now() + 90_000;
+    for (let i = 0; i < 400 && Date.now() < end; i++) {
+      if (this.#apiserver.exitCode !== undefined && this.#apiserver.exitCode !== null) break;
+      if (existsSync(join(this.dir, 'certs', 'apiserver.crt'))) {
+        const r = await this.request('GET', '/readyz').catch(() => undefined);
+        if (r?.status === 200) return;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const log = existsSync(join(this.dir, 'apiserver.log')) ? readFileSync(join(this.dir, 'apiserver.log'), 'utf8').split('\n').slice(-15).join('\n') : '';
+    throw new Error(`kube-apiserver did not become ready:\n${log}`);
+  }
+
+  /** Stops the API server (SIGTERM) and starts it again on the same port and etcd: a control-plane restart. */
+  async restart(downMs = 0): Promise<void> {
+    const a = this.#apiserver;
+    a?.kill('SIGTERM');
+    await a;
+    if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+    await this.#startApiServer();
+  }
+
+  /**
+   * One request as the admin (or as `token`).
+   * @returns the status and the parsed JSON body (text when it is not JSON)
+   */
+  async request(method: string, path: string, body?: unknown, token = this.adminToken): Promise<{ status: number; body: unknown }> {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        { host: '127.0.0.1', port: this.port, path, method, ca: this.ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' }, timeout: 30_000 },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => {
+            let parsed: unknown = text;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              // not JSON (e.g. /readyz)
+            }
+            resolve({ status: res.statusCode ?? 0, body: parsed });
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`${method} ${path} timed out`)));
+      req.on('error', reject);
+      req.end(data);
+    });
+  }
+
+  /**
+   * Creates `obj`, or replaces it when it exists (with its current resourceVersion).
+   * @throws Error with the API's message on any other failure
+   */
+  async apply(obj: object): Promise<Obj> {
+    const o = structuredClone(obj) as Obj;
+    const base = PATHS[o.kind]?.(o.metadata.namespace);
+    if (!base) throw new Error(`no path for kind ${o.kind}`);
+    if (o.metadata.namespace && o.kind !== 'Namespace') await this.ensureNamespace(o.metadata.namespace);
+    delete o.metadata.resourceVersion;
+    // GET first: a POST of an existing Service fails on its ClusterIP (422) before its name (409).
+    const current = await this.request('GET', `${base}/${o.metadata.name}`);
+    let r: { status: number; body: unknown };
+    if (current.status === 200) {
+      o.metadata.resourceVersion = (current.body as Obj).metadata.resourceVersion;
+      r = await this.request('PUT', `${base}/${o.metadata.name}`, o);
+    } else r = await this.request('POST', base, o);
+    // The status of a Service (load-balancer ingress) is a subresource of its own.
+    if ((r.status === 200 || r.status === 201) && o.kind === 'Service' && o.status) {
+      o.metadata.resourceVersion = (r.body as Obj).metadata.resourceVersion;
+      r = await this.request('PUT', `${base}/${o.metadata.name}/status`, o);
+    }
+    if (r.status !== 200 && r.status !== 201) throw new Error(`${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 400)}`);
+    return r.body as Obj;
+  }
+
+  /** Deletes an object; a missing one is fine. */
+  async remove(kind: string, namespace: string | undefined, name: string): Promise<void> {
+    const r = await this.request('DELETE', `${PATHS[kind]!(namespace)}/${name}`);
+    if (r.status !== 200 && r.status !== 202 && r.status !== 404) throw new Error(`delete ${kind} ${name}: HTTP ${r.status}`);
+  }
+
+  readonly #namespaces = new Set<string>();
+  /** Creates the namespace once. */
+  async ensureNamespace(name: string): Promise<void> {
+    if (this.#namespaces.has(name)) return;
+    const r = await this.request('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
+    if (r.status !== 201 && r.status !== 409) throw new Error(`namespace ${name}: HTTP ${r.status}`);
+    this.#namespaces.add(name);
+  }
+
+  /** Applies every object of a YAML file (manifests/rbac.yaml). */
+  async applyManifest(path: string): Promise<void> {
+    for (const doc of parseAllDocuments(readFileSync(path, 'utf8'))) {
+      const o = doc.toJS() as Obj | null;
+      if (o) await this.apply(o);
+    }
+  }
+
+  /** A kubeconfig for `server` (default: this API server) with `token`, trusting its certificate. */
+  kubeconfig(token: string, server = this.url): string {
+    return JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'envtest', cluster: { server, 'certificate-authority-data': Buffer.from(this.ca).toString('base64') } }],
+      users: [{ name: 'envtest', user: { token } }],
+      contexts: [{ name: 'envtest', context: { cluster: 'envtest', user: 'envtest' } }],
+      'current-context': 'envtest',
+    });
+  }
+
+  /** A TCP proxy to the API server, for `net.Server#listen(handle)` in another namespace (TestCluster.serveInNamespace). */
+  forwarder(): net.Server {
+    return net.createServer((client) => {
+      const upstream = net.connect(this.port, '127.0.0.1');
+      client.pipe(upstream).pipe(client);
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', close);
+      upstream.on('error', close);
+    });
+  }
+
+  /** Stops both processes and removes their data. Safe to call twice. */
+  async stop(): Promise<void> {
+    for (const p of [this.#apiserver, this.#etcd]) {
+      if (!p) continue;
+      p.kill('SIGTERM');
+      const timer = setTimeout(() => p.kill('SIGKILL'), 10_000);
+      await p;
+      clearTimeout(timer);
+    }
+    this.#apiserver = undefined;
+    this.#etcd = undefined;
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
