@@ -10,7 +10,7 @@
  * key, and makes its own self-signed serving certificate. There is no controller-manager: tests
  * write EndpointSlices themselves, as a selector-less Service's owner would.
  */
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
@@ -50,6 +50,12 @@ const PATHS: Record<string, (ns: string | undefined) => string> = {
   ClusterRoleBinding: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
 };
 
+/** Runs a server in the background, its stderr to `log`. */
+function background(file: string, args: readonly string[], log: string) {
+  return execa(file, args, { reject: false, buffer: false, stdout: 'ignore', stderr: { file: log } });
+}
+type Running = ReturnType<typeof background>;
+
 type Obj = { kind: string; metadata: { name: string; namespace?: string; resourceVersion?: string } } & Record<string, unknown>;
 
 /** etcd and kube-apiserver, started and stopped by the test that owns them. */
@@ -58,16 +64,14 @@ export class RealApiServer {
   readonly port: number;
   readonly adminToken = randomBytes(16).toString('hex');
   readonly kproxyToken = randomBytes(16).toString('hex');
-  readonly #etcdPort: number;
   readonly #args: string[];
-  #etcd: ResultPromise | undefined;
-  #apiserver: ResultPromise | undefined;
+  #etcd: Running | undefined;
+  #apiserver: Running | undefined;
   #ca: string | undefined;
 
-  private constructor(dir: string, port: number, etcdPort: number, args: string[]) {
+  private constructor(dir: string, port: number, args: string[]) {
     this.dir = dir;
     this.port = port;
-    this.#etcdPort = etcdPort;
     this.#args = args;
   }
 
@@ -84,7 +88,7 @@ export class RealApiServer {
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
     writeFileSync(join(dir, 'sa.pub'), publicKey);
     writeFileSync(join(dir, 'sa.key'), privateKey, { mode: 0o600 });
-    const server = new RealApiServer(dir, port, etcdPort, []);
+    const server = new RealApiServer(dir, port, []);
     writeFileSync(join(dir, 'tokens.csv'), `${server.adminToken},admin,admin,"system:masters"\n${server.kproxyToken},${KPROXY_USER},kproxy,"system:serviceaccounts,system:serviceaccounts:kube-system"\n`, { mode: 0o600 });
     server.#args.push(
       `--etcd-servers=http://127.0.0.1:${etcdPort}`,
@@ -104,7 +108,7 @@ export class RealApiServer {
       ...extra,
     );
     try {
-      server.#etcd = execa(join(ASSETS, 'etcd'), [
+      server.#etcd = background(join(ASSETS, 'etcd'), [
         '--name=default',
         `--data-dir=${join(dir, 'etcd')}`,
         `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
@@ -113,7 +117,7 @@ export class RealApiServer {
         `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
         `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
         '--log-level=error',
-      ], { reject: false, buffer: false, stdout: 'ignore', stderr: { file: join(dir, 'etcd.log') } });
+      ], join(dir, 'etcd.log'));
       await server.#startApiServer();
     } catch (err) {
       await server.stop();
@@ -133,10 +137,13 @@ export class RealApiServer {
   }
 
   async #startApiServer(): Promise<void> {
-    this.#apiserver = execa(join(ASSETS!, 'kube-apiserver'), this.#args, { reject: false, buffer: false, stdout: 'ignore', stderr: { file: join(this.dir, 'apiserver.log') } });
+    const apiserver = background(join(ASSETS!, 'kube-apiserver'), this.#args, join(this.dir, 'apiserver.log'));
+    this.#apiserver = apiserver;
+    let exited = false;
+    void apiserver.then(() => (exited = true));
     const end = Date.now() + 90_000;
     for (let i = 0; i < 400 && Date.now() < end; i++) {
-      if (this.#apiserver.exitCode !== undefined && this.#apiserver.exitCode !== null) break;
+      if (exited) break;
       if (existsSync(join(this.dir, 'certs', 'apiserver.crt'))) {
         const r = await this.request('GET', '/readyz').catch(() => undefined);
         if (r?.status === 200) return;
@@ -199,13 +206,15 @@ export class RealApiServer {
     // GET first: a POST of an existing Service fails on its ClusterIP (422) before its name (409).
     const current = await this.request('GET', `${base}/${o.metadata.name}`);
     let r: { status: number; body: unknown };
-    if (current.status === 200) {
-      o.metadata.resourceVersion = (current.body as Obj).metadata.resourceVersion;
+    const version = (current.body as Obj).metadata?.resourceVersion;
+    if (current.status === 200 && version !== undefined) {
+      o.metadata.resourceVersion = version;
       r = await this.request('PUT', `${base}/${o.metadata.name}`, o);
     } else r = await this.request('POST', base, o);
-    // The status of a Service (load-balancer ingress) is a subresource of its own.
-    if ((r.status === 200 || r.status === 201) && o.kind === 'Service' && o.status) {
-      o.metadata.resourceVersion = (r.body as Obj).metadata.resourceVersion;
+    // Status (a Service's load-balancer ingress, a Node's addresses) is a subresource of its own.
+    const written = (r.body as Obj).metadata?.resourceVersion;
+    if ((r.status === 200 || r.status === 201) && (o.kind === 'Service' || o.kind === 'Node') && o.status && written !== undefined) {
+      o.metadata.resourceVersion = written;
       r = await this.request('PUT', `${base}/${o.metadata.name}/status`, o);
     }
     if (r.status !== 200 && r.status !== 201) throw new Error(`${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 400)}`);

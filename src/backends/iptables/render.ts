@@ -334,8 +334,9 @@ export function comment(full: string): string {
   return `-m comment --comment ${text.includes(' ') ? `"${text}"` : text}`;
 }
 
+/** A jump from a built-in chain: extra matches first, then the comment, as upstream builds it (`iptablesJumpChains`). */
 function jump(table: TableName, from: string, target: string, text: string, extra = ''): JumpRule {
-  return { table, from, target, spec: [comment(text), extra, `-j ${target}`].filter(Boolean).join(' ') };
+  return { table, from, target, spec: [extra, comment(text), `-j ${target}`].filter(Boolean).join(' ') };
 }
 
 const NEW = '-m conntrack --ctstate NEW';
