@@ -178,7 +178,7 @@ async function measure<R>(n: number, mode: () => ModeUnderTest<R>): Promise<Row>
     await emptyNamespace(ours);
     m = mode(); // cold: no caches
     writer = m.writer(ours);
-    let t = performance.now();
+    const t = performance.now();
     rules = m.render(store);
     planRender.push(performance.now() - t);
     await writer.write(rules);
@@ -268,7 +268,18 @@ try {
     console.error(JSON.stringify(row));
     layoutRows.push(row);
   }
-  const result = { date: new Date().toISOString(), mode: MODE, tool, kernel, node: process.version, cpus: (await import('node:os')).cpus().length, endpointsPerService: E, runs: RUNS, rows, layouts: layoutRows };
+  const result = {
+    date: new Date().toISOString(),
+    mode: MODE,
+    tool,
+    kernel,
+    node: process.version,
+    cpus: (await import('node:os')).cpus().length,
+    endpointsPerService: E,
+    runs: RUNS,
+    rows,
+    layouts: layoutRows,
+  };
   mkdirSync(dirname(OUT), { recursive: true });
   writeFileSync(OUT, `${JSON.stringify(result, null, 2)}\n`);
   console.log(JSON.stringify(result, null, 2));

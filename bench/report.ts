@@ -7,17 +7,63 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 interface Row {
-  services: number; endpoints: number; planRenderMs: number; coldMs: number; coldFloorMs: number; coldCommands: number; coldBytes: number;
-  changeMs: number; changePlanRenderMs: number; changeWriteMs: number; changeFloorMs: number; changeCommands: number; changeBytes: number;
+  services: number;
+  endpoints: number;
+  planRenderMs: number;
+  coldMs: number;
+  coldFloorMs: number;
+  coldCommands: number;
+  coldBytes: number;
+  changeMs: number;
+  changePlanRenderMs: number;
+  changeWriteMs: number;
+  changeFloorMs: number;
+  changeCommands: number;
+  changeBytes: number;
 }
-interface Layout { services: number; kproxyLayoutMs: number; withoutAffinityMs: number }
-interface E2E { date: string; mode: string; tool: string; kernel: string; node: string; cpus: number; endpointsPerService: number; runs: number; rows: Row[]; layouts: Layout[] }
-interface Stat { meanMs: number; p50Ms: number; p99Ms: number; samples: number }
+interface Layout {
+  services: number;
+  kproxyLayoutMs: number;
+  withoutAffinityMs: number;
+}
+interface E2E {
+  date: string;
+  mode: string;
+  tool: string;
+  kernel: string;
+  node: string;
+  cpus: number;
+  endpointsPerService: number;
+  runs: number;
+  rows: Row[];
+  layouts: Layout[];
+}
+interface Stat {
+  meanMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  samples: number;
+}
 interface HotRow {
-  services: number; endpoints: number; coldPlan: Stat; coldRenderIptables: Stat; coldRenderNftables: Stat; changeIptables: Stat; changeNftables: Stat;
-  changeIptablesBytes: number; changeNftablesBytes: number; rssMB: Record<'iptables' | 'nftables', number>; heapMB: Record<'iptables' | 'nftables', number>;
+  services: number;
+  endpoints: number;
+  coldPlan: Stat;
+  coldRenderIptables: Stat;
+  coldRenderNftables: Stat;
+  changeIptables: Stat;
+  changeNftables: Stat;
+  changeIptablesBytes: number;
+  changeNftablesBytes: number;
+  rssMB: Record<'iptables' | 'nftables', number>;
+  heapMB: Record<'iptables' | 'nftables', number>;
 }
-interface Hot { date: string; node: string; cpus: number; endpointsPerService: number; rows: HotRow[] }
+interface Hot {
+  date: string;
+  node: string;
+  cpus: number;
+  endpointsPerService: number;
+  rows: HotRow[];
+}
 
 const DIR = import.meta.dirname;
 const load = <T>(name: string) => JSON.parse(readFileSync(join(DIR, 'results', name), 'utf8')) as T;
@@ -46,16 +92,20 @@ const e2eTable = (r: E2E) => [
   '',
   '| Services | endpoints | cold start | of it: plan + render | kernel floor | ratio | per Service | input | one change | of it: plan + render | write | floor | ratio | change |',
   '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-  ...r.rows.map((x) =>
-    `| ${k(x.services)} | ${k(x.endpoints)} | ${s(x.coldMs)} | ${s(x.planRenderMs)} | ${s(x.coldFloorMs)} | ${x2(x.coldMs, x.coldFloorMs)} | ${perK(x.coldMs, x.services)} | ${x.coldCommands} ${r.mode === 'nftables' ? 'cmds' : 'lines'}, ${kb(x.coldBytes)} | ${s(x.changeMs)} | ${s(x.changePlanRenderMs)} | ${s(x.changeWriteMs)} | ${s(x.changeFloorMs)} | ${x2(x.changeMs, x.changeFloorMs)} | ${x.changeCommands} ${r.mode === 'nftables' ? 'cmds' : 'lines'}, ${kb(x.changeBytes)} |`),
-  ...(r.layouts.length === 0 ? [] : [
-    '',
-    'Layouts, cold start (`nft -j -f` of the whole table into an empty namespace):',
-    '',
-    '| Services | kproxy | kproxy, no affinity Services |',
-    '|---|---|---|',
-    ...r.layouts.map((x) => `| ${k(x.services)} | ${s(x.kproxyLayoutMs)} | ${s(x.withoutAffinityMs)} |`),
-  ]),
+  ...r.rows.map(
+    (x) =>
+      `| ${k(x.services)} | ${k(x.endpoints)} | ${s(x.coldMs)} | ${s(x.planRenderMs)} | ${s(x.coldFloorMs)} | ${x2(x.coldMs, x.coldFloorMs)} | ${perK(x.coldMs, x.services)} | ${x.coldCommands} ${r.mode === 'nftables' ? 'cmds' : 'lines'}, ${kb(x.coldBytes)} | ${s(x.changeMs)} | ${s(x.changePlanRenderMs)} | ${s(x.changeWriteMs)} | ${s(x.changeFloorMs)} | ${x2(x.changeMs, x.changeFloorMs)} | ${x.changeCommands} ${r.mode === 'nftables' ? 'cmds' : 'lines'}, ${kb(x.changeBytes)} |`,
+  ),
+  ...(r.layouts.length === 0
+    ? []
+    : [
+        '',
+        'Layouts, cold start (`nft -j -f` of the whole table into an empty namespace):',
+        '',
+        '| Services | kproxy | kproxy, no affinity Services |',
+        '|---|---|---|',
+        ...r.layouts.map((x) => `| ${k(x.services)} | ${s(x.kproxyLayoutMs)} | ${s(x.withoutAffinityMs)} |`),
+      ]),
   '',
   `![cold start and one change, ${r.mode} mode](${r.mode}.svg)`,
 ];
@@ -74,7 +124,11 @@ function targets(): string[] {
   }
   if (nft) out.push(row('one endpoint change end to end, nftables', '≤ 50 ms', s(nft.changeMs), nft.changeMs <= 50));
   if (ipt) out.push(row('one endpoint change end to end, iptables', '≤ 1.5× minimal-restore floor', x2(ipt.changeMs, ipt.changeFloorMs), ipt.changeMs <= 1.5 * ipt.changeFloorMs));
-  for (const [m, r] of [['iptables', ipt], ['nftables', nft]] as const) if (r) out.push(row(`cold start, ${m}`, '≤ 1.2× kernel floor', x2(r.coldMs, r.coldFloorMs), r.coldMs <= 1.2 * r.coldFloorMs));
+  for (const [m, r] of [
+    ['iptables', ipt],
+    ['nftables', nft],
+  ] as const)
+    if (r) out.push(row(`cold start, ${m}`, '≤ 1.2× kernel floor', x2(r.coldMs, r.coldFloorMs), r.coldMs <= 1.2 * r.coldFloorMs));
   return out;
 }
 
@@ -82,7 +136,12 @@ const table = [...hotTable, '', ...targets(), '', ...modes.flatMap((m) => [...e2
 
 /** A log-log line chart: cold start, its floor, and one change, against the Service count. */
 function chart(rows: readonly Row[], mode: string): string {
-  const W = 640, H = 360, L = 70, R = 20, T = 30, B = 50;
+  const W = 640,
+    H = 360,
+    L = 70,
+    R = 20,
+    T = 30,
+    B = 50;
   const xs = rows.map((x) => x.services);
   const series = [
     { name: 'cold start', color: '#1f77b4', v: rows.map((x) => x.coldMs) },

@@ -22,9 +22,7 @@ export interface BackendOptions {
 
 /** The backend of `mode` for one family, writing with the real tools. */
 export function createBackend(mode: ProxyMode, family: IPFamily, options: BackendOptions): ProxyBackend<Rendered> {
-  return mode === 'nftables'
-    ? (nftablesBackend(options.output) as ProxyBackend<Rendered>)
-    : (iptablesBackend(family, () => ({ conntrackTCPBeLiberal: options.tcpBeLiberal() })) as ProxyBackend<Rendered>);
+  return mode === 'nftables' ? nftablesBackend(options.output) : iptablesBackend(family, () => ({ conntrackTCPBeLiberal: options.tcpBeLiberal() }));
 }
 
 /**

@@ -74,7 +74,8 @@ type Rule =
   /** Not implemented: reported unless the value is the default (`isDefault`). */
   | { readonly unsupported: string; readonly isDefault: (value: unknown) => boolean };
 
-const isEmpty = (v: unknown) => v === null || v === undefined || v === '' || v === false || v === 0 || v === '0s' || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && Object.keys(v).length === 0);
+const isEmpty = (v: unknown) =>
+  v === null || v === undefined || v === '' || v === false || v === 0 || v === '0s' || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && Object.keys(v).length === 0);
 
 const str = (key: keyof FileSettings) => ({
   apply(value: unknown, out: FileSettings, field: string) {
@@ -109,65 +110,67 @@ const unsupported = (why: string, isDefault: (v: unknown) => boolean = isEmpty):
 const ignore: Rule = { ignore: true };
 
 /** Every field of v1alpha1 KubeProxyConfiguration, by dotted path. */
-const RULES: ReadonlyMap<string, Rule> = new Map(Object.entries<Rule>({
-  apiVersion: ignore,
-  kind: ignore,
-  featureGates: unsupported('kproxy has no feature gates: every feature it has behaves as upstream\'s GA version'),
-  'clientConnection.kubeconfig': str('kubeconfig'),
-  'clientConnection.acceptContentTypes': ignore,
-  'clientConnection.contentType': ignore,
-  'clientConnection.qps': ignore,
-  'clientConnection.burst': ignore,
-  logging: ignore,
-  hostnameOverride: str('hostnameOverride'),
-  bindAddress: unsupported('the node IP is taken from the Node object', (v) => isEmpty(v) || v === '0.0.0.0' || v === '::'),
-  healthzBindAddress: str('healthzBindAddress'),
-  metricsBindAddress: str('metricsBindAddress'),
-  bindAddressHardFail: bool('bindAddressHardFail'),
-  enableProfiling: unsupported('there is no profiling endpoint'),
-  showHiddenMetricsForVersion: ignore,
-  serviceProxyName: unsupported('kproxy handles the Services without a service-proxy-name label'),
-  mode: {
-    apply(value, out, field) {
-      if (value === null || value === '') return;
-      if (!PROXY_MODES.includes(value as ProxyMode)) throw new ConfigError(`${field}: proxy mode ${JSON.stringify(value)} is not supported (${PROXY_MODES.join(', ')})`);
-      out.proxyMode = value as ProxyMode;
+const RULES: ReadonlyMap<string, Rule> = new Map(
+  Object.entries<Rule>({
+    apiVersion: ignore,
+    kind: ignore,
+    featureGates: unsupported("kproxy has no feature gates: every feature it has behaves as upstream's GA version"),
+    'clientConnection.kubeconfig': str('kubeconfig'),
+    'clientConnection.acceptContentTypes': ignore,
+    'clientConnection.contentType': ignore,
+    'clientConnection.qps': ignore,
+    'clientConnection.burst': ignore,
+    logging: ignore,
+    hostnameOverride: str('hostnameOverride'),
+    bindAddress: unsupported('the node IP is taken from the Node object', (v) => isEmpty(v) || v === '0.0.0.0' || v === '::'),
+    healthzBindAddress: str('healthzBindAddress'),
+    metricsBindAddress: str('metricsBindAddress'),
+    bindAddressHardFail: bool('bindAddressHardFail'),
+    enableProfiling: unsupported('there is no profiling endpoint'),
+    showHiddenMetricsForVersion: ignore,
+    serviceProxyName: unsupported('kproxy handles the Services without a service-proxy-name label'),
+    mode: {
+      apply(value, out, field) {
+        if (value === null || value === '') return;
+        if (!PROXY_MODES.includes(value as ProxyMode)) throw new ConfigError(`${field}: proxy mode ${JSON.stringify(value)} is not supported (${PROXY_MODES.join(', ')})`);
+        out.proxyMode = value as ProxyMode;
+      },
     },
-  },
-  // The iptables.* and nftables.* sections carry the same settings; the one of the file's mode applies.
-  'iptables.masqueradeBit': masqBit,
-  'iptables.masqueradeAll': bool('masqueradeAll'),
-  'iptables.localhostNodePorts': unsupported('localhost NodePorts are never enabled (route_localnet, CVE-2020-8558)', (v) => v === null || v === undefined || v === false),
-  'iptables.syncPeriod': duration('iptablesSyncPeriod'),
-  'iptables.minSyncPeriod': duration('iptablesMinSyncPeriod'),
-  'nftables.masqueradeBit': masqBit,
-  'nftables.masqueradeAll': bool('masqueradeAll'),
-  'nftables.syncPeriod': duration('iptablesSyncPeriod'),
-  'nftables.minSyncPeriod': duration('iptablesMinSyncPeriod'),
-  ipvs: ignore,
-  winkernel: ignore,
-  detectLocalMode: unsupported('only the ClusterCIDR local-traffic detector is implemented', (v) => isEmpty(v) || v === 'ClusterCIDR'),
-  detectLocal: ignore,
-  clusterCIDR: str('clusterCidr'),
-  nodePortAddresses: {
-    apply(value, out, field) {
-      if (value === null) return;
-      if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new ConfigError(`${field}: must be a list of CIDRs`);
-      if (value.includes('primary')) throw new ConfigError(`${field}: "primary" is not supported; list CIDRs`);
-      if (value.length > 0) out.nodeportAddresses = value.join(',');
+    // The iptables.* and nftables.* sections carry the same settings; the one of the file's mode applies.
+    'iptables.masqueradeBit': masqBit,
+    'iptables.masqueradeAll': bool('masqueradeAll'),
+    'iptables.localhostNodePorts': unsupported('localhost NodePorts are never enabled (route_localnet, CVE-2020-8558)', (v) => v === null || v === undefined || v === false),
+    'iptables.syncPeriod': duration('iptablesSyncPeriod'),
+    'iptables.minSyncPeriod': duration('iptablesMinSyncPeriod'),
+    'nftables.masqueradeBit': masqBit,
+    'nftables.masqueradeAll': bool('masqueradeAll'),
+    'nftables.syncPeriod': duration('iptablesSyncPeriod'),
+    'nftables.minSyncPeriod': duration('iptablesMinSyncPeriod'),
+    ipvs: ignore,
+    winkernel: ignore,
+    detectLocalMode: unsupported('only the ClusterCIDR local-traffic detector is implemented', (v) => isEmpty(v) || v === 'ClusterCIDR'),
+    detectLocal: ignore,
+    clusterCIDR: str('clusterCidr'),
+    nodePortAddresses: {
+      apply(value, out, field) {
+        if (value === null) return;
+        if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new ConfigError(`${field}: must be a list of CIDRs`);
+        if (value.includes('primary')) throw new ConfigError(`${field}: "primary" is not supported; list CIDRs`);
+        if (value.length > 0) out.nodeportAddresses = value.join(',');
+      },
     },
-  },
-  oomScoreAdj: unsupported('set the OOM score in the pod spec instead'),
-  'conntrack.maxPerCore': unsupported('kproxy does not change conntrack sysctls'),
-  'conntrack.min': unsupported('kproxy does not change conntrack sysctls'),
-  'conntrack.tcpEstablishedTimeout': unsupported('kproxy does not change conntrack sysctls'),
-  'conntrack.tcpCloseWaitTimeout': unsupported('kproxy does not change conntrack sysctls'),
-  'conntrack.tcpBeLiberal': unsupported('kproxy does not change conntrack sysctls (it reads nf_conntrack_tcp_be_liberal)'),
-  'conntrack.udpTimeout': unsupported('kproxy does not change conntrack sysctls'),
-  'conntrack.udpStreamTimeout': unsupported('kproxy does not change conntrack sysctls'),
-  configSyncPeriod: ignore,
-  portRange: ignore,
-}));
+    oomScoreAdj: unsupported('set the OOM score in the pod spec instead'),
+    'conntrack.maxPerCore': unsupported('kproxy does not change conntrack sysctls'),
+    'conntrack.min': unsupported('kproxy does not change conntrack sysctls'),
+    'conntrack.tcpEstablishedTimeout': unsupported('kproxy does not change conntrack sysctls'),
+    'conntrack.tcpCloseWaitTimeout': unsupported('kproxy does not change conntrack sysctls'),
+    'conntrack.tcpBeLiberal': unsupported('kproxy does not change conntrack sysctls (it reads nf_conntrack_tcp_be_liberal)'),
+    'conntrack.udpTimeout': unsupported('kproxy does not change conntrack sysctls'),
+    'conntrack.udpStreamTimeout': unsupported('kproxy does not change conntrack sysctls'),
+    configSyncPeriod: ignore,
+    portRange: ignore,
+  }),
+);
 
 /** Sections whose children are each listed in RULES. */
 const SECTIONS = new Set(['clientConnection', 'iptables', 'nftables', 'conntrack']);

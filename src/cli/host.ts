@@ -10,10 +10,11 @@ import { parseIP, type IPAddress } from '../state/ip.ts';
 /** Addresses of this host's interfaces, read now (they may change while kproxy runs). */
 export function localAddresses(): IPAddress[] {
   const out: IPAddress[] = [];
-  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) {
-    const ip = parseIP(a.address);
-    if (ip) out.push(ip);
-  }
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) {
+      const ip = parseIP(a.address);
+      if (ip) out.push(ip);
+    }
   return out;
 }
 

@@ -62,7 +62,7 @@ function proxyCommand(program: Command, name: string, summary: string): Command 
     .description(summary)
     .requiredOption('--from <path>', 'YAML or JSON file or directory of Services, EndpointSlices and Nodes (repeatable)', collect)
     .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(PROXY_MODES).default('iptables'))
-    .option('--hostname-override <name>', 'this node\'s name (default: the host name); endpoints on it are local')
+    .option('--hostname-override <name>', "this node's name (default: the host name); endpoints on it are local")
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), comma-separated, one per family: traffic from outside them to ClusterIPs is masqueraded', cidrList, [])
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
     .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all local addresses)', cidrList, [])

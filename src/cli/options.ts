@@ -29,7 +29,10 @@ export function collect(value: string, previous: readonly string[] = []): string
  * @throws InvalidArgumentError naming the bad entry
  */
 export function cidrList(value: string): CIDR[] {
-  const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const entries = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return entries.map((entry) => {
     const cidr = parseCIDR(entry);
     if (!cidr) throw new InvalidArgumentError(`${JSON.stringify(entry)} is not a CIDR`);

@@ -51,14 +51,51 @@ interface RunFlags {
  * unknown flag is a usage error.
  */
 const UPSTREAM_ONLY_FLAGS = new Set([
-  'v', 'vmodule', 'feature-gates', 'bind-address', 'oom-score-adj', 'profiling', 'proxy-port-range', 'config-sync-period',
-  'kube-api-burst', 'kube-api-qps', 'kube-api-content-type', 'detect-local-mode', 'pod-bridge-interface', 'pod-interface-name-prefix',
-  'conntrack-max-per-core', 'conntrack-min', 'conntrack-tcp-timeout-established', 'conntrack-tcp-timeout-close-wait', 'conntrack-tcp-be-liberal',
-  'conntrack-udp-timeout', 'conntrack-udp-timeout-stream', 'iptables-localhost-nodeports', 'ipvs-exclude-cidrs', 'ipvs-min-sync-period',
-  'ipvs-scheduler', 'ipvs-strict-arp', 'ipvs-sync-period', 'ipvs-tcp-timeout', 'ipvs-tcpfin-timeout', 'ipvs-udp-timeout',
-  'nftables-min-sync-period', 'nftables-sync-period', 'show-hidden-metrics-for-version', 'logging-format', 'log-flush-frequency',
-  'log-json-info-buffer-size', 'log-json-split-stream', 'log-text-info-buffer-size', 'log-text-split-stream', 'init-only', 'write-config-to',
-  'healthz-port', 'metrics-port', 'masquerade-all-udp', 'boot-id-file',
+  'v',
+  'vmodule',
+  'feature-gates',
+  'bind-address',
+  'oom-score-adj',
+  'profiling',
+  'proxy-port-range',
+  'config-sync-period',
+  'kube-api-burst',
+  'kube-api-qps',
+  'kube-api-content-type',
+  'detect-local-mode',
+  'pod-bridge-interface',
+  'pod-interface-name-prefix',
+  'conntrack-max-per-core',
+  'conntrack-min',
+  'conntrack-tcp-timeout-established',
+  'conntrack-tcp-timeout-close-wait',
+  'conntrack-tcp-be-liberal',
+  'conntrack-udp-timeout',
+  'conntrack-udp-timeout-stream',
+  'iptables-localhost-nodeports',
+  'ipvs-exclude-cidrs',
+  'ipvs-min-sync-period',
+  'ipvs-scheduler',
+  'ipvs-strict-arp',
+  'ipvs-sync-period',
+  'ipvs-tcp-timeout',
+  'ipvs-tcpfin-timeout',
+  'ipvs-udp-timeout',
+  'nftables-min-sync-period',
+  'nftables-sync-period',
+  'show-hidden-metrics-for-version',
+  'logging-format',
+  'log-flush-frequency',
+  'log-json-info-buffer-size',
+  'log-json-split-stream',
+  'log-text-info-buffer-size',
+  'log-text-split-stream',
+  'init-only',
+  'write-config-to',
+  'healthz-port',
+  'metrics-port',
+  'masquerade-all-udp',
+  'boot-id-file',
 ]);
 
 /**
@@ -88,12 +125,12 @@ const durationFlag = (value: string): number => {
 export function runCommand(program: Command, log: Logger): Command {
   return program
     .command('run')
-    .description('watch the API server and keep this node\'s Service rules in sync (what a kube-proxy DaemonSet runs)')
+    .description("watch the API server and keep this node's Service rules in sync (what a kube-proxy DaemonSet runs)")
     .option('--config <file>', 'KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) file; flags given on the command line override it')
     .option('--kubeconfig <file>', 'kubeconfig with the API server address and credentials (default: in-cluster service account)')
-    .option('--master <url>', 'API server address, overriding the kubeconfig\'s')
+    .option('--master <url>', "API server address, overriding the kubeconfig's")
     .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(PROXY_MODES).default('iptables'))
-    .option('--hostname-override <name>', 'this node\'s name (default: the host name)')
+    .option('--hostname-override <name>', "this node's name (default: the host name)")
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), one per family: traffic from outside them to ClusterIPs is masqueraded', '')
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
     .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all)', '')
@@ -103,8 +140,8 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--healthz-bind-address <host:port>', '/healthz and /livez address; empty to disable', '0.0.0.0:10256')
     .option('--metrics-bind-address <host:port>', '/metrics address; empty to disable', '127.0.0.1:10249')
     .option('--bind-address-hard-fail', 'exit when the healthz or metrics port cannot be bound', false)
-    .option('--cleanup', 'remove kproxy\'s (and kube-proxy\'s) rules and exit', false)
-    .option('--dry-run', 'watch as usual but print each sync\'s rule changes on stdout instead of applying them', false)
+    .option('--cleanup', "remove kproxy's (and kube-proxy's) rules and exit", false)
+    .option('--dry-run', "watch as usual but print each sync's rule changes on stdout instead of applying them", false)
     .addOption(new Option('--output <format>', 'nftables --dry-run: nft text syntax, or the JSON batches exactly as they would be sent').choices(['text', 'json']).default('text'))
     .addOption(new Option('--watch-stall-timeout <duration>', 'restart a watch that stays silent this long').argParser(durationFlag).default(90_000).hideHelp())
     .allowUnknownOption()
@@ -222,7 +259,10 @@ async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   const sysctlTimer = setInterval(() => void tcpBeLiberal().then((v) => (liberal = v)), flags.iptablesSyncPeriod);
   sysctlTimer.unref();
 
-  log.info({ node, mode: flags.proxyMode, dryRun: flags.dryRun, server: kc.getCurrentCluster()?.server, minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod }, 'kproxy starting');
+  log.info(
+    { node, mode: flags.proxyMode, dryRun: flags.dryRun, server: kc.getCurrentCluster()?.server, minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
+    'kproxy starting',
+  );
   try {
     await source.start();
     await runner.run(stop.signal);

@@ -166,9 +166,7 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
 
   let nodePortDestinations: NodePortDestinations = { kind: 'all' };
   if (config.nodePortAddresses.length > 0) {
-    const addresses = config.localAddresses
-      .filter((a) => a.family === family && !isLoopback(a) && config.nodePortAddresses.some((c) => cidrContains(c, a)))
-      .map((a) => a.text);
+    const addresses = config.localAddresses.filter((a) => a.family === family && !isLoopback(a) && config.nodePortAddresses.some((c) => cidrContains(c, a))).map((a) => a.text);
     nodePortDestinations = { kind: 'addresses', addresses: [...new Set(addresses)].sort() };
   }
   return {

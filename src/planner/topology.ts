@@ -58,12 +58,7 @@ type TopologyMode = 'none' | 'zone' | 'node';
  * @param nodeName this node's name; an endpoint is local when its nodeName equals it
  * @param zone this node's `topology.kubernetes.io/zone`, or undefined
  */
-export function categorizeEndpoints(
-  sp: ServicePort,
-  endpoints: readonly Endpoint[],
-  nodeName: string,
-  zone: string | undefined,
-): EndpointSets {
+export function categorizeEndpoints(sp: ServicePort, endpoints: readonly Endpoint[], nodeName: string, zone: string | undefined): EndpointSets {
   let cluster: Endpoint[] = [];
   let hasAny = false;
   if (usesClusterEndpoints(sp)) {

@@ -172,11 +172,11 @@ export class ProxyRunner<R extends Rendered> {
     if (event.type === 'delete') {
       const key = objectKey(event.object);
       if (event.kind === 'Node') health.setNodeEligible(false);
-      else if (key !== undefined) (event.kind === 'Service' ? store.deleteService(key) : store.deleteEndpointSlice(key));
+      else if (key !== undefined && event.kind === 'Service') store.deleteService(key);
+      else if (key !== undefined) store.deleteEndpointSlice(key);
       return;
     }
-    const result =
-      event.kind === 'Service' ? store.applyService(event.object) : event.kind === 'EndpointSlice' ? store.applyEndpointSlice(event.object) : store.applyNode(event.object);
+    const result = event.kind === 'Service' ? store.applyService(event.object) : event.kind === 'EndpointSlice' ? store.applyEndpointSlice(event.object) : store.applyNode(event.object);
     if (event.kind === 'Node' && !result.ignored && result.issues.length === 0) health.setNodeEligible(!store.node.deleting);
     this.#report(event.kind, result);
   }
@@ -203,7 +203,7 @@ export class ProxyRunner<R extends Rendered> {
     this.#triggerTimes = [];
     this.#pending = false;
     this.#syncs++;
-    let states: ServicePortState[] = [];
+    let states: ServicePortState[];
     let plan: ProxyPlan | undefined;
     let report: WriteReport | undefined;
     try {
@@ -257,18 +257,30 @@ export class ProxyRunner<R extends Rendered> {
     if (report?.verifying) this.#watchVerify(report.verifying);
     if (report) {
       const nft = backend.mode === 'nftables';
-      for (const [key, n] of Object.entries(report.rulesWritten)) (nft ? metrics.nftablesLast.set({ object: key }, n) : metrics.rulesLast.set({ table: key }, n));
-      for (const [key, n] of Object.entries(report.rulesTotal)) (nft ? metrics.nftablesTotal.set({ object: key }, n) : metrics.rulesTotal.set({ table: key }, n));
+      const [last, total, label] = nft ? [metrics.nftablesLast, metrics.nftablesTotal, 'object'] : [metrics.rulesLast, metrics.rulesTotal, 'table'];
+      for (const [key, n] of Object.entries(report.rulesWritten)) last.set({ [label]: key }, n);
+      for (const [key, n] of Object.entries(report.rulesTotal)) total.set({ [label]: key }, n);
       if (report.repaired !== undefined) {
         metrics.repairs.inc();
-        log.warn({ difference: report.repaired }, 'the kernel\'s rules differed from what kproxy wrote; rewrote them');
+        log.warn({ difference: report.repaired }, "the kernel's rules differed from what kproxy wrote; rewrote them");
       }
       if (report.verifyError !== undefined) metrics.verifyFailures.inc();
-      if (report.verifyError !== undefined) log.warn({ err: errorFacts(report.verifyError) }, 'verifying the kernel\'s rules failed; will try again next sync period');
+      if (report.verifyError !== undefined) log.warn({ err: errorFacts(report.verifyError) }, "verifying the kernel's rules failed; will try again next sync period");
     }
     const now = Date.now();
     for (const t of triggers) if (t <= now) metrics.networkProgramming.observe((now - t) / 1000);
-    log.info({ full, seconds: Number(seconds.toFixed(4)), servicesChanged: dirty.size, servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints, rulesWritten: report?.rulesWritten, chainsDeleted: report?.chainsDeleted }, 'proxy rules synced');
+    log.info(
+      {
+        full,
+        seconds: Number(seconds.toFixed(4)),
+        servicesChanged: dirty.size,
+        servicePorts: plan.servicePorts.length,
+        endpoints: plan.totalEndpoints,
+        rulesWritten: report?.rulesWritten,
+        chainsDeleted: report?.chainsDeleted,
+      },
+      'proxy rules synced',
+    );
     if (this.#d.healthChecks) {
       try {
         await this.#d.healthChecks(healthCheckTargets(states, store.nodeName, plan.family));
@@ -316,7 +328,8 @@ export function reportConflicts(log: Logger, plan: ProxyPlan, before: ReadonlySe
   for (const c of plan.conflicts) {
     const id = `${c.destination} ${c.winner} ${c.loser}`;
     now.add(id);
-    if (!before.has(id)) log.warn({ destination: c.destination, role: c.kind, kept: c.winner, lost: c.loser }, `${c.loser} also claims ${c.destination}; ${c.winner} keeps it (the oldest Service wins)`);
+    if (!before.has(id))
+      log.warn({ destination: c.destination, role: c.kind, kept: c.winner, lost: c.loser }, `${c.loser} also claims ${c.destination}; ${c.winner} keeps it (the oldest Service wins)`);
   }
   return now;
 }

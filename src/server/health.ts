@@ -129,7 +129,10 @@ export class ServiceHealthServers {
         await listen(entry.server, this.#host, target.port);
         this.#servers.set(target.port, entry);
       } catch (err) {
-        this.#log.warn({ port: target.port, service: `${target.namespace}/${target.name}`, err: (err as Error).message }, 'FailedToStartServiceHealthcheck: cannot listen on the health check node port');
+        this.#log.warn(
+          { port: target.port, service: `${target.namespace}/${target.name}`, err: (err as Error).message },
+          'FailedToStartServiceHealthcheck: cannot listen on the health check node port',
+        );
       }
     }
   }

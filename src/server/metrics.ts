@@ -46,7 +46,7 @@ export class ProxyMetrics {
   /** Destinations two Services claim; the newer one loses each (planner/frontends.ts). */
   readonly frontendConflicts = this.#gauge('kproxy_service_destination_conflicts', 'Destinations (IP:port/protocol or NodePort) claimed by more than one Service; only the oldest gets them');
   /** Verifies that could not read the kernel's rules. */
-  readonly verifyFailures = this.#counter('kproxy_sync_proxy_rules_verify_failures_total', 'Periodic verifies that could not read the kernel\'s rules');
+  readonly verifyFailures = this.#counter('kproxy_sync_proxy_rules_verify_failures_total', "Periodic verifies that could not read the kernel's rules");
   /** Objects skipped because a field failed validation. */
   readonly invalidObjects = this.#counter('kproxy_invalid_objects_total', 'Objects (or single endpoints) skipped because a field was invalid', ['kind', 'skipped']);
 

@@ -18,16 +18,7 @@
  *   `synced` event after every complete list tells the runner its cache is whole.
  * @module
  */
-import {
-  HttpMethod,
-  IsomorphicFetchHttpLibrary,
-  KubeConfig,
-  ListWatch,
-  RequestContext,
-  Watch,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import { HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, ListWatch, RequestContext, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { ObjectKind, RawObject } from './objects.ts';
 import type { EventQueue } from './queue.ts';
@@ -165,7 +156,8 @@ export async function listCollection(kc: KubeConfig, resource: WatchedResource, 
 function statusMessage(text: string): string {
   try {
     const status = JSON.parse(text) as { message?: unknown; reason?: unknown };
-    return String(status.message ?? status.reason ?? '').slice(0, 300);
+    const why = typeof status.message === 'string' ? status.message : typeof status.reason === 'string' ? status.reason : '';
+    return why.slice(0, 300);
   } catch {
     return text.slice(0, 300);
   }
@@ -173,7 +165,7 @@ function statusMessage(text: string): string {
 
 /** A short, bounded reason for an error, used as a metric label. */
 function errorReason(err: unknown): string {
-  const e = err as { statusCode?: unknown; code?: unknown; name?: unknown; cause?: { code?: unknown } };
+  const e = err as { statusCode?: unknown; code?: unknown; name?: unknown; cause?: { code?: unknown } } | null | undefined;
   if (typeof e?.statusCode === 'number') return `http_${e.statusCode}`;
   if (typeof e?.cause?.code === 'string' && /^[A-Z_]{2,40}$/.test(e.cause.code)) return e.cause.code;
   if (typeof e?.code === 'string' && /^[A-Z_]{2,40}$/.test(e.code)) return e.code;
@@ -277,13 +269,13 @@ export class SupervisedInformer {
 
   #onError(err: unknown): void {
     if (this.#stopped) return;
-    if ((err as { name?: unknown })?.name === 'AbortError' && Date.now() < this.#selfAbortUntil) return;
+    if ((err as { name?: unknown } | null | undefined)?.name === 'AbortError' && Date.now() < this.#selfAbortUntil) return;
     const reason = errorReason(err);
     this.stats.errors[reason] = (this.stats.errors[reason] ?? 0) + 1;
     this.#failures++;
     const base = Math.min(this.#opts.maxBackoffMs, this.#opts.minBackoffMs * 2 ** Math.min(this.#failures - 1, 20));
     const delay = Math.round(base / 2 + Math.random() * (base / 2));
-    this.#log.warn({ reason, err: String((err as Error)?.message ?? err), retryInMs: delay }, 'watch failed, restarting');
+    this.#log.warn({ reason, err: err instanceof Error ? err.message : String(err), retryInMs: delay }, 'watch failed, restarting');
     this.#scheduleRestart(delay);
   }
 

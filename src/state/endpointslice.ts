@@ -23,7 +23,6 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 /** Label the EndpointSlice controller puts on slices of headless Services. */
 export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
 
-
 /** Validates a raw EndpointSlice; `issues` of an `ok` result lists dropped endpoints. Never throws. */
 export function normaliseEndpointSlice(raw: RawObject): NormaliseResult<EndpointSlice> {
   let key: string | undefined;
@@ -72,8 +71,7 @@ function readEndpoint(item: unknown, field: string, family: IPFamily): SliceEndp
   if (ip.family !== family) throw new v.FieldError(`${field}.addresses[0]`, `is not an IPv${family} address: ${v.show(addresses[0])}`);
   const cond = v.record(ep.conditions, `${field}.conditions`);
   const hints = v.record(ep.hints, `${field}.hints`);
-  const hintNames = (list: unknown, f: string, check: (x: unknown, f: string) => string) =>
-    v.list(list, f).map((h, i) => check(v.record(h, `${f}[${i}]`).name, `${f}[${i}].name`));
+  const hintNames = (list: unknown, f: string, check: (x: unknown, f: string) => string) => v.list(list, f).map((h, i) => check(v.record(h, `${f}[${i}]`).name, `${f}[${i}].name`));
   return {
     ip,
     ready: v.condition(cond.ready, `${field}.conditions.ready`, true),

@@ -22,7 +22,6 @@ export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-nam
 export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800;
 const MAX_AFFINITY_TIMEOUT_SECONDS = 86400;
 
-
 /**
  * Validates a raw Service and builds its service ports.
  * @returns `ok` with the Service; `ignored` for kinds of Service a proxy does not handle; `invalid`
@@ -48,16 +47,13 @@ export function normaliseService(raw: RawObject): NormaliseResult<Service> {
     if (clusterIPs.length === 0) return { status: 'ignored', key, reason: 'no ClusterIP' };
 
     const externalIPs = v.list(spec.externalIPs, 'spec.externalIPs').map((x, i) => v.ip(x, `spec.externalIPs[${i}]`));
-    const sourceRanges = v
-      .list(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges')
-      .map((x, i) => v.cidr(x, `spec.loadBalancerSourceRanges[${i}]`));
+    const sourceRanges = v.list(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges').map((x, i) => v.cidr(x, `spec.loadBalancerSourceRanges[${i}]`));
     const loadBalancerIPs = type === 'LoadBalancer' ? readIngressIPs(raw.status) : [];
     const affinity = v.oneOf(spec.sessionAffinity, 'spec.sessionAffinity', ['None', 'ClientIP'], 'None');
     const affinityTimeoutSeconds = affinity === 'ClientIP' ? readAffinityTimeout(spec) : undefined;
     const externalTrafficPolicy = v.oneOf(spec.externalTrafficPolicy, 'spec.externalTrafficPolicy', ['Cluster', 'Local'], 'Cluster');
     const internalTrafficPolicy = v.oneOf(spec.internalTrafficPolicy, 'spec.internalTrafficPolicy', ['Cluster', 'Local'], 'Cluster');
-    const healthCheckNodePort =
-      type === 'LoadBalancer' && externalTrafficPolicy === 'Local' ? v.optionalPort(spec.healthCheckNodePort, 'spec.healthCheckNodePort') : 0;
+    const healthCheckNodePort = type === 'LoadBalancer' && externalTrafficPolicy === 'Local' ? v.optionalPort(spec.healthCheckNodePort, 'spec.healthCheckNodePort') : 0;
 
     const rawPorts = v.list(spec.ports, 'spec.ports');
     if (rawPorts.length === 0) return { status: 'ignored', key, reason: 'no ports' };

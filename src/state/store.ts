@@ -55,11 +55,15 @@ export class ProxyStateStore {
 
   /** Adds or replaces a Service. An invalid or ignored Service removes any earlier version. */
   applyService(raw: RawObject): ApplyResult {
-    return this.#apply(normaliseService(raw), (key) => this.deleteService(key), (service) => {
-      if (!this.#services.has(service.key)) this.#order = undefined;
-      this.#services.set(service.key, service);
-      this.#touch(service.key);
-    });
+    return this.#apply(
+      normaliseService(raw),
+      (key) => this.deleteService(key),
+      (service) => {
+        if (!this.#services.has(service.key)) this.#order = undefined;
+        this.#services.set(service.key, service);
+        this.#touch(service.key);
+      },
+    );
   }
 
   /** Removes a Service by `namespace/name`; its endpoints are kept for when it comes back. */
@@ -71,15 +75,19 @@ export class ProxyStateStore {
 
   /** Adds or replaces an EndpointSlice. An invalid or ignored slice removes any earlier version. */
   applyEndpointSlice(raw: RawObject): ApplyResult {
-    return this.#apply(normaliseEndpointSlice(raw), (key) => this.deleteEndpointSlice(key), (slice) => {
-      const previous = this.#slices.get(slice.key);
-      if (previous && previous.serviceKey !== slice.serviceKey) this.deleteEndpointSlice(slice.key);
-      this.#slices.set(slice.key, slice);
-      let keys = this.#slicesByService.get(slice.serviceKey);
-      if (!keys) this.#slicesByService.set(slice.serviceKey, (keys = new Set()));
-      keys.add(slice.key);
-      this.#touch(slice.serviceKey);
-    });
+    return this.#apply(
+      normaliseEndpointSlice(raw),
+      (key) => this.deleteEndpointSlice(key),
+      (slice) => {
+        const previous = this.#slices.get(slice.key);
+        if (previous && previous.serviceKey !== slice.serviceKey) this.deleteEndpointSlice(slice.key);
+        this.#slices.set(slice.key, slice);
+        let keys = this.#slicesByService.get(slice.serviceKey);
+        if (!keys) this.#slicesByService.set(slice.serviceKey, (keys = new Set()));
+        keys.add(slice.key);
+        this.#touch(slice.serviceKey);
+      },
+    );
   }
 
   /** Removes an EndpointSlice by `namespace/name`. */

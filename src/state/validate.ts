@@ -41,7 +41,9 @@ const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 export function show(value: unknown): string {
   let text: string;
   try {
-    text = JSON.stringify(value) ?? String(value);
+    // JSON.stringify gives undefined for these, whatever its types say.
+    const unjsonable = value === undefined || typeof value === 'function' || typeof value === 'symbol';
+    text = unjsonable ? String(value) : JSON.stringify(value);
   } catch {
     text = String(value);
   }

@@ -64,7 +64,11 @@ const PORTS = [{ name: 'http', port: 80 }];
 /** Service i with endpoints `eps`; a NodePort Service when `nodePort` is given. */
 const svc = (i: number, eps: string[], nodePort?: number) => [
   service(`ns/svc${i}`, { clusterIP: `172.30.0.${i}`, ...(nodePort ? { type: 'NodePort', ports: [{ ...PORTS[0]!, nodePort }] } : { ports: PORTS }) }),
-  endpointSlice(`ns/svc${i}`, PORTS, eps.map((ip) => endpoint(ip))),
+  endpointSlice(
+    `ns/svc${i}`,
+    PORTS,
+    eps.map((ip) => endpoint(ip)),
+  ),
 ];
 const world = (n: number, change: Record<number, string[]> = {}) =>
   Array.from({ length: n }, (_, i) => svc(i + 1, change[i + 1] ?? [`10.1.${i}.1`, `10.1.${i}.2`], i % 3 === 0 ? 30000 + i : undefined)).flat();
@@ -141,14 +145,8 @@ describe('dispatch chains are edited in place', () => {
 
   it('a Service that comes or goes adds or deletes its own rules, not the whole of KUBE-SERVICES', () => {
     expect(lines.filter((l) => l.startsWith(':KUBE-SERVICES') || l.startsWith(':KUBE-NODEPORTS'))).toEqual([]);
-    expect(lines.filter((l) => l.startsWith('-D '))).toEqual([
-      expect.stringMatching(/^-D KUBE-SERVICES .*ns\/svc4:http cluster IP/),
-      expect.stringMatching(/^-D KUBE-NODEPORTS .*ns\/svc4:http/),
-    ]);
-    expect(lines.filter((l) => l.startsWith('-I '))).toEqual([
-      expect.stringMatching(/^-I KUBE-SERVICES 1 .*ns\/svc31:http cluster IP/),
-      expect.stringMatching(/^-I KUBE-NODEPORTS 1 .*--dport 31999/),
-    ]);
+    expect(lines.filter((l) => l.startsWith('-D '))).toEqual([expect.stringMatching(/^-D KUBE-SERVICES .*ns\/svc4:http cluster IP/), expect.stringMatching(/^-D KUBE-NODEPORTS .*ns\/svc4:http/)]);
+    expect(lines.filter((l) => l.startsWith('-I '))).toEqual([expect.stringMatching(/^-I KUBE-SERVICES 1 .*ns\/svc31:http cluster IP/), expect.stringMatching(/^-I KUBE-NODEPORTS 1 .*--dport 31999/)]);
   });
 
   it('applied to the old rules, gives the new ones with the NodePort jump still last', () => {
@@ -171,12 +169,18 @@ describe('two Services claiming the same external IP and port', () => {
   const newer = claim(1, '192.0.2.50', 5);
 
   it('the planner gives it to the older Service, whatever the order of names or of arrival', () => {
-    for (const objects of [[...newer, ...older], [...older, ...newer]]) {
+    for (const objects of [
+      [...newer, ...older],
+      [...older, ...newer],
+    ]) {
       const p = new Pipeline();
       p.set(objects);
       const plan = p.plan();
       expect(plan.conflicts).toEqual([{ destination: '192.0.2.50:80/TCP', kind: 'externalIP', winner: 'ns/claim2:http', loser: 'ns/claim1:http' }]);
-      expect(plan.servicePorts.map((sp) => [sp.name, sp.externalIPs])).toEqual([['ns/claim1:http', []], ['ns/claim2:http', ['192.0.2.50']]]);
+      expect(plan.servicePorts.map((sp) => [sp.name, sp.externalIPs])).toEqual([
+        ['ns/claim1:http', []],
+        ['ns/claim2:http', ['192.0.2.50']],
+      ]);
       expect(renderNftables(plan, p.nft).conflicts).toEqual([]);
     }
   });

@@ -18,7 +18,14 @@ import { plan } from '../support/pipeline.ts';
 
 const PORTS = [{ name: 'http', port: 80 }];
 const objects = (ns: string, name: string, port = 'http') => [
-  service(`${ns}/${name}`, { type: 'LoadBalancer', clusterIP: '10.96.0.9', ports: [{ name: port, port: 80, nodePort: 30080 }], loadBalancerIPs: ['203.0.113.9'], loadBalancerSourceRanges: ['198.18.0.0/24'], affinityTimeout: 60 }),
+  service(`${ns}/${name}`, {
+    type: 'LoadBalancer',
+    clusterIP: '10.96.0.9',
+    ports: [{ name: port, port: 80, nodePort: 30080 }],
+    loadBalancerIPs: ['203.0.113.9'],
+    loadBalancerSourceRanges: ['198.18.0.0/24'],
+    affinityTimeout: 60,
+  }),
   endpointSlice(`${ns}/${name}`, [{ name: port, port: 80 }], [endpoint('10.244.1.1', { node: 'test-node' })]),
 ];
 

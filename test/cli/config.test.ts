@@ -79,26 +79,56 @@ function file(text: string): string {
 }
 
 describe('KubeProxyConfiguration v1alpha1', () => {
-  it('reads kubeadm\'s file: applies what it sets, reports nothing for defaults', async () => {
+  it("reads kubeadm's file: applies what it sets, reports nothing for defaults", async () => {
     const { settings, reports } = await loadConfigFile(file(KUBEADM));
     expect(reports).toEqual([]);
     expect(settings).toEqual({ kubeconfig: '/var/lib/kube-proxy/kubeconfig.conf', clusterCidr: '10.244.0.0/16', bindAddressHardFail: false, masqueradeAll: false });
   });
 
   it('applies iptables timing, mode, bit and node port addresses', () => {
-    const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'iptables', iptables: { syncPeriod: '1m30s', minSyncPeriod: '500ms', masqueradeBit: 15 }, nodePortAddresses: ['192.0.2.0/24', '198.18.0.0/15'], healthzBindAddress: '0.0.0.0:10256', metricsBindAddress: '0.0.0.0:10249' };
-    expect(interpretConfig(doc).settings).toEqual({ proxyMode: 'iptables', iptablesSyncPeriod: 90_000, iptablesMinSyncPeriod: 500, iptablesMasqueradeBit: 15, nodeportAddresses: '192.0.2.0/24,198.18.0.0/15', healthzBindAddress: '0.0.0.0:10256', metricsBindAddress: '0.0.0.0:10249' });
+    const doc = {
+      apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+      kind: 'KubeProxyConfiguration',
+      mode: 'iptables',
+      iptables: { syncPeriod: '1m30s', minSyncPeriod: '500ms', masqueradeBit: 15 },
+      nodePortAddresses: ['192.0.2.0/24', '198.18.0.0/15'],
+      healthzBindAddress: '0.0.0.0:10256',
+      metricsBindAddress: '0.0.0.0:10249',
+    };
+    expect(interpretConfig(doc).settings).toEqual({
+      proxyMode: 'iptables',
+      iptablesSyncPeriod: 90_000,
+      iptablesMinSyncPeriod: 500,
+      iptablesMasqueradeBit: 15,
+      nodeportAddresses: '192.0.2.0/24,198.18.0.0/15',
+      healthzBindAddress: '0.0.0.0:10256',
+      metricsBindAddress: '0.0.0.0:10249',
+    });
   });
 
   it('mode nftables takes the nftables section, and ignores the iptables one', () => {
-    const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'nftables', iptables: { syncPeriod: '30s', masqueradeBit: 14, masqueradeAll: false }, nftables: { syncPeriod: '45s', minSyncPeriod: '2s', masqueradeBit: 13, masqueradeAll: true } };
+    const doc = {
+      apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+      kind: 'KubeProxyConfiguration',
+      mode: 'nftables',
+      iptables: { syncPeriod: '30s', masqueradeBit: 14, masqueradeAll: false },
+      nftables: { syncPeriod: '45s', minSyncPeriod: '2s', masqueradeBit: 13, masqueradeAll: true },
+    };
     expect(interpretConfig(doc).settings).toEqual({ proxyMode: 'nftables', iptablesSyncPeriod: 45_000, iptablesMinSyncPeriod: 2_000, iptablesMasqueradeBit: 13, masqueradeAll: true });
     const { nftables: _n, ...iptablesDoc } = { ...doc, mode: 'iptables' };
     expect(interpretConfig({ ...iptablesDoc, nftables: doc.nftables }).settings).toEqual({ proxyMode: 'iptables', iptablesSyncPeriod: 30_000, iptablesMasqueradeBit: 14, masqueradeAll: false });
   });
 
   it('reports unknown fields and unsupported values, never silently', () => {
-    const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', frobnicate: 1, iptables: { localhostNodePorts: true, typo: 1 }, conntrack: { maxPerCore: 32768 }, detectLocalMode: 'InterfaceNamePrefix', featureGates: { Foo: true } };
+    const doc = {
+      apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+      kind: 'KubeProxyConfiguration',
+      frobnicate: 1,
+      iptables: { localhostNodePorts: true, typo: 1 },
+      conntrack: { maxPerCore: 32768 },
+      detectLocalMode: 'InterfaceNamePrefix',
+      featureGates: { Foo: true },
+    };
     const { reports } = interpretConfig(doc);
     expect(reports.map((r) => `${r.problem} ${r.field}`).sort()).toEqual([
       'unknown frobnicate',
@@ -112,7 +142,11 @@ describe('KubeProxyConfiguration v1alpha1', () => {
 
   it('reports fields named like JavaScript built-ins as unknown', () => {
     const doc = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', constructor: 1, toString: 'x', iptables: { hasOwnProperty: 2 } };
-    expect(interpretConfig(doc).reports.map((r) => `${r.problem} ${r.field}`).sort()).toEqual(['unknown constructor', 'unknown iptables.hasOwnProperty', 'unknown toString']);
+    expect(
+      interpretConfig(doc)
+        .reports.map((r) => `${r.problem} ${r.field}`)
+        .sort(),
+    ).toEqual(['unknown constructor', 'unknown iptables.hasOwnProperty', 'unknown toString']);
   });
 
   it('rejects a wrong kind, another proxy mode and invalid values of applied fields', () => {

@@ -17,7 +17,12 @@ import { MODES, NODE1_IP, NODE2_IP, ROOT, tally, TestCluster, type ProbeResult }
 const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
 const EP_PORTS = [{ name: 'http', port: 8080 }];
 const CIP = '10.96.5.1';
-const web = (ips: string[]) => endpointSlice('demo/web', EP_PORTS, ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })));
+const web = (ips: string[]) =>
+  endpointSlice(
+    'demo/web',
+    EP_PORTS,
+    ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })),
+  );
 
 /** Polls `get` until `accept` holds; bounded in attempts and time. */
 async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, timeoutMs = 20_000): Promise<T> {
@@ -30,7 +35,10 @@ async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, t
   }
   throw new Error(`not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
 }
-const onlyFrom = (...names: string[]) => (r: ProbeResult) => r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
+const onlyFrom =
+  (...names: string[]) =>
+  (r: ProbeResult) =>
+    r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
 
 if (!ASSETS) console.log(ENVTEST_HINT);
 
@@ -47,11 +55,15 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run against a real kube-ap
   };
 
   beforeAll(async () => {
-    c = await TestCluster.create([
-      { name: 'web-1', ip: '10.244.1.10', node: 'node-1', tcp: [8080] },
-      { name: 'web-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080] },
-      { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-    ], [], mode);
+    c = await TestCluster.create(
+      [
+        { name: 'web-1', ip: '10.244.1.10', node: 'node-1', tcp: [8080] },
+        { name: 'web-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080] },
+        { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+      ],
+      [],
+      mode,
+    );
     // No watch cache, and etcd compacted every second: a resumed watch can be too old (410).
     api = await RealApiServer.start(['--watch-cache=false', '--etcd-compaction-interval=1s']);
     await api.applyManifest(join(ROOT, 'manifests/rbac.yaml'));
@@ -63,7 +75,20 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run against a real kube-ap
     const port = await c.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
     const kubeconfig = join(c.dir, 'kubeconfig');
     writeFileSync(kubeconfig, api.kubeconfig(api.kproxyToken, `https://127.0.0.1:${port}`));
-    logs = c.startAgent(['--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16', '--iptables-min-sync-period', '100ms', '--iptables-sync-period', '5s', '--watch-stall-timeout', '3s']);
+    logs = c.startAgent([
+      '--kubeconfig',
+      kubeconfig,
+      '--hostname-override',
+      'node-1',
+      '--cluster-cidr',
+      '10.244.0.0/16',
+      '--iptables-min-sync-period',
+      '100ms',
+      '--iptables-sync-period',
+      '5s',
+      '--watch-stall-timeout',
+      '3s',
+    ]);
   }, 120_000);
   afterAll(async () => {
     await c?.stopAgent('SIGKILL');
@@ -103,7 +128,11 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run against a real kube-ap
     // moves the silent Service watch's resourceVersion with it, and etcd compacts every second.
     // client-node resumes a watch silent for --watch-stall-timeout (3 s) from that resourceVersion.
     for (let i = 0; i < 5; i++) await api.apply(web(i % 2 === 0 ? ['10.244.2.10'] : ['10.244.1.10']));
-    await eventually(() => series('kproxy_informer_lists'), (n) => n > lists, 30_000);
+    await eventually(
+      () => series('kproxy_informer_lists'),
+      (n) => n > lists,
+      30_000,
+    );
     expect(await series('kproxy_informer_restarts')).toBe(restarts);
     await api.apply(service('demo/web', { clusterIP: CIP, ports: PORTS }));
     await api.apply(web(['10.244.2.10']));

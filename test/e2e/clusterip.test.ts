@@ -13,12 +13,16 @@ const WEB_EP = [{ name: 'http', port: 8080 }];
 describe.each(MODES)('%s mode: ClusterIP', (mode) => {
   let c: TestCluster;
   beforeAll(async () => {
-    c = await TestCluster.create([
-      { name: 'a1', ip: '10.244.1.10', node: 'node-1', tcp: [8080], udp: [53] },
-      { name: 'a2', ip: '10.244.1.11', node: 'node-1', tcp: [8080] },
-      { name: 'b1', ip: '10.244.2.10', node: 'node-2', tcp: [8080], udp: [53] },
-      { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-    ], [], mode);
+    c = await TestCluster.create(
+      [
+        { name: 'a1', ip: '10.244.1.10', node: 'node-1', tcp: [8080], udp: [53] },
+        { name: 'a2', ip: '10.244.1.11', node: 'node-1', tcp: [8080] },
+        { name: 'b1', ip: '10.244.2.10', node: 'node-2', tcp: [8080], udp: [53] },
+        { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+      ],
+      [],
+      mode,
+    );
   });
   afterAll(async () => {
     await c?.destroy();
@@ -36,7 +40,10 @@ describe.each(MODES)('%s mode: ClusterIP', (mode) => {
     const counts = tally(r);
     expect(Object.keys(counts).sort()).toEqual(['a1', 'a2', 'b1']);
     // Binomial(300, 1/3): sd ≈ 8.2; 60..140 is more than 4.8 sd either side.
-    for (const n of Object.values(counts)) expect(n).toBeGreaterThan(60), expect(n).toBeLessThan(140);
+    for (const n of Object.values(counts)) {
+      expect(n).toBeGreaterThan(60);
+      expect(n).toBeLessThan(140);
+    }
     expect(peers(r)).toEqual(['10.244.1.99']);
   });
 
@@ -66,10 +73,7 @@ describe.each(MODES)('%s mode: ClusterIP', (mode) => {
   });
 
   it('hairpin: a pod reaching itself through its Service is masqueraded', async () => {
-    await c.sync([
-      service('demo/self', { clusterIP: '10.96.0.51', ports: WEB }),
-      endpointSlice('demo/self', WEB_EP, [endpoint('10.244.1.10', { node: 'node-1' })]),
-    ]);
+    await c.sync([service('demo/self', { clusterIP: '10.96.0.51', ports: WEB }), endpointSlice('demo/self', WEB_EP, [endpoint('10.244.1.10', { node: 'node-1' })])]);
     const r = await c.probe('a1', 'tcp', '10.96.0.51', 80, { count: 5 });
     expect(tally(r)).toEqual({ a1: 5 });
     expect(peers(r)).toEqual(['169.254.1.1']);
@@ -88,7 +92,10 @@ describe.each(MODES)('%s mode: ClusterIP', (mode) => {
   });
 
   it('REJECTs connections to a Service without endpoints, TCP and UDP', async () => {
-    const ports = [{ name: 'http', port: 80 }, { name: 'dns', port: 53, protocol: 'UDP' as const }];
+    const ports = [
+      { name: 'http', port: 80 },
+      { name: 'dns', port: 53, protocol: 'UDP' as const },
+    ];
     await c.sync([service('demo/empty', { clusterIP: '10.96.0.52', ports }), endpointSlice('demo/empty', ports, [])]);
     const tcp = await c.probe('src', 'tcp', '10.96.0.52', 80, { count: 5 });
     expect(tcp).toMatchObject({ answers: [], refused: 5, timeout: 0 });

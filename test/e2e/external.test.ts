@@ -48,7 +48,12 @@ describe.each(MODES)('%s mode: external destinations', (mode) => {
 
     it('NodePort on every local address, externalIP and allowed LB source: all endpoints, masqueraded', async () => {
       await c.sync(objects());
-      for (const [host, port] of [[NODE1_EXT_IP, 30081], [NODE1_IP, 30081], ['198.51.100.21', 80], ['203.0.113.11', 80]] as const) {
+      for (const [host, port] of [
+        [NODE1_EXT_IP, 30081],
+        [NODE1_IP, 30081],
+        ['198.51.100.21', 80],
+        ['203.0.113.11', 80],
+      ] as const) {
         const r = await c.probe('client', 'tcp', host, port, { count: 40, bind: ALLOWED });
         expect(r.answers, `${host}:${port}`).toHaveLength(40);
         expect(Object.keys(tally(r)).sort(), `${host}:${port}`).toEqual(['l1', 'r1']);
@@ -77,7 +82,11 @@ describe.each(MODES)('%s mode: external destinations', (mode) => {
   describe('externalTrafficPolicy Local', () => {
     it('external clients reach only local endpoints and keep their source address', async () => {
       await c.sync([lb('demo/loc', 2, { externalTrafficPolicy: 'Local', healthCheckNodePort: 32000 }), endpointSlice('demo/loc', EP_PORTS, [LOCAL_EP, REMOTE_EP])]);
-      for (const [host, port] of [[NODE1_EXT_IP, 30082], ['198.51.100.22', 80], ['203.0.113.12', 80]] as const) {
+      for (const [host, port] of [
+        [NODE1_EXT_IP, 30082],
+        ['198.51.100.22', 80],
+        ['203.0.113.12', 80],
+      ] as const) {
         const r = await c.probe('client', 'tcp', host, port, { count: 20 });
         expect(tally(r), `${host}:${port}`).toEqual({ l1: 20 });
         expect(peers(r), `${host}:${port}`).toEqual([CLIENT_IP]);
@@ -96,7 +105,11 @@ describe.each(MODES)('%s mode: external destinations', (mode) => {
 
     it('without a local endpoint, external traffic is dropped while pods still reach the remote one', async () => {
       await c.sync([lb('demo/far', 3, { externalTrafficPolicy: 'Local' }), endpointSlice('demo/far', EP_PORTS, [REMOTE_EP])]);
-      for (const [host, port] of [[NODE1_EXT_IP, 30083], ['198.51.100.23', 80], ['203.0.113.13', 80]] as const) {
+      for (const [host, port] of [
+        [NODE1_EXT_IP, 30083],
+        ['198.51.100.23', 80],
+        ['203.0.113.13', 80],
+      ] as const) {
         const r = await c.probe('client', 'tcp', host, port, { count: 2, timeoutMs: 500 });
         expect(r, `${host}:${port}`).toMatchObject({ answers: [], timeout: 2 });
       }
@@ -117,7 +130,11 @@ describe.each(MODES)('%s mode: external destinations', (mode) => {
 
   it('REJECTs at the externalIP, LB IP and NodePort of a Service without endpoints', async () => {
     await c.sync([lb('demo/none', 4), endpointSlice('demo/none', EP_PORTS, [])]);
-    for (const [host, port] of [[NODE1_EXT_IP, 30084], ['198.51.100.24', 80], ['203.0.113.14', 80]] as const) {
+    for (const [host, port] of [
+      [NODE1_EXT_IP, 30084],
+      ['198.51.100.24', 80],
+      ['203.0.113.14', 80],
+    ] as const) {
       const r = await c.probe('client', 'tcp', host, port, { count: 2 });
       expect(r, `${host}:${port}`).toMatchObject({ answers: [], refused: 2, timeout: 0 });
     }
@@ -126,7 +143,13 @@ describe.each(MODES)('%s mode: external destinations', (mode) => {
   it('an externalIP and LB IP two Services claim goes to the older one, whatever their names, in every write', async () => {
     /** Service `key` created at `hour`, claiming 198.51.100.60 and 203.0.113.60 on port 80, endpoint `ep`. */
     const claimant = (key: string, n: number, hour: number, ep: ReturnType<typeof endpoint>) => {
-      const s = service(key, { type: 'LoadBalancer', clusterIP: `10.96.1.${n}`, ports: [{ ...PORTS[0]!, nodePort: 30080 + n }], externalIPs: ['198.51.100.60'], loadBalancerIPs: ['203.0.113.60'] }) as { metadata: Record<string, unknown> };
+      const s = service(key, {
+        type: 'LoadBalancer',
+        clusterIP: `10.96.1.${n}`,
+        ports: [{ ...PORTS[0]!, nodePort: 30080 + n }],
+        externalIPs: ['198.51.100.60'],
+        loadBalancerIPs: ['203.0.113.60'],
+      }) as { metadata: Record<string, unknown> };
       s.metadata.creationTimestamp = `2026-11-21T${String(hour).padStart(2, '0')}:00:00Z`;
       return [s, endpointSlice(key, EP_PORTS, [ep])];
     };
@@ -135,7 +158,15 @@ describe.each(MODES)('%s mode: external destinations', (mode) => {
     for (const host of ['198.51.100.60', '203.0.113.60']) expect(tally(await c.probe('client', 'tcp', host, 80, { count: 6 })), host).toEqual({ r1: 6 });
     // The newer one keeps what it does not share: its ClusterIP and NodePort.
     expect(tally(await c.probe('client', 'tcp', NODE1_EXT_IP, 30085, { count: 3 }))).toEqual({ l1: 3 });
-    const { stderr } = await c.kproxy(['dry-run', '--from', c.writeObjects([...claimant('demo/a-newer', 5, 11, LOCAL_EP), ...claimant('demo/z-older', 6, 9, REMOTE_EP)]), '--proxy-mode', mode, '--hostname-override', 'node-1']);
+    const { stderr } = await c.kproxy([
+      'dry-run',
+      '--from',
+      c.writeObjects([...claimant('demo/a-newer', 5, 11, LOCAL_EP), ...claimant('demo/z-older', 6, 9, REMOTE_EP)]),
+      '--proxy-mode',
+      mode,
+      '--hostname-override',
+      'node-1',
+    ]);
     expect(stderr).toContain('demo/a-newer:http also claims 198.51.100.60:80/TCP; demo/z-older:http keeps it');
   });
 });

@@ -44,7 +44,11 @@ describe.each(MODES)('%s mode: the fixture cluster on node-1', (mode) => {
   });
 
   it('kube-dns: UDP 53, TCP 53 and 9153 spread over both CoreDNS pods', async () => {
-    for (const [proto, port] of [['udp', 53], ['tcp', 53], ['tcp', 9153]] as const) {
+    for (const [proto, port] of [
+      ['udp', 53],
+      ['tcp', 53],
+      ['tcp', 9153],
+    ] as const) {
       const r = await c.probe('src', proto, '10.96.0.10', port, { count: 40 });
       expect(Object.keys(tally(r)).sort(), `${proto}/${port}`).toEqual(['coredns-0', 'coredns-1']);
       expect(peers(r)).toEqual(['10.244.1.99']);
@@ -60,7 +64,10 @@ describe.each(MODES)('%s mode: the fixture cluster on node-1', (mode) => {
 
   it('shop/checkout: internalTrafficPolicy Local for ClusterIP, all endpoints via NodePort and externalIP', async () => {
     expect(tally(await c.probe('src', 'tcp', '10.96.20.3', 8080, { count: 20 }))).toEqual({ 'checkout-0': 20 });
-    for (const [host, port] of [[NODE1_EXT_IP, 30808], ['198.51.100.20', 8080]] as const) {
+    for (const [host, port] of [
+      [NODE1_EXT_IP, 30808],
+      ['198.51.100.20', 8080],
+    ] as const) {
       const r = await c.probe('client', 'tcp', host, port, { count: 40 });
       expect(Object.keys(tally(r)).sort(), `${host}:${port}`).toEqual(['checkout-0', 'checkout-1']);
       expect(peers(r)).not.toContain(CLIENT_IP);

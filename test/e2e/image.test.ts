@@ -13,8 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ROOT } from './harness/cluster.ts';
 
 const NS = `kpimg-${process.pid}`;
-const inNs = async (cmd: string, args: string[] = [], env: Record<string, string> = {}) =>
-  (await execa('ip', ['netns', 'exec', NS, cmd, ...args], { env, timeout: 30_000 })).stdout.trim();
+const inNs = async (cmd: string, args: string[] = [], env: Record<string, string> = {}) => (await execa('ip', ['netns', 'exec', NS, cmd, ...args], { env, timeout: 30_000 })).stdout.trim();
 const mode = () => inNs(join(ROOT, 'image/iptables-mode'));
 
 describe('image: iptables backend detection', () => {
@@ -48,7 +47,7 @@ describe('image: iptables backend detection', () => {
     expect(await inNs('iptables-legacy-save')).not.toContain('*mangle');
   });
 
-  it('sees kubelet\'s marker in the IPv6 tables too', async () => {
+  it("sees kubelet's marker in the IPv6 tables too", async () => {
     await inNs('iptables-legacy', ['-A', 'INPUT', '-s', '192.0.2.1/32', '-j', 'ACCEPT']);
     await inNs('ip6tables-nft', ['-t', 'mangle', '-N', 'KUBE-KUBELET-CANARY']);
     expect(await mode()).toBe('nft');
@@ -59,8 +58,10 @@ describe('image: iptables backend detection', () => {
     expect(await mode()).toBe('legacy');
   });
 
-  it('the image\'s build-time smoke test does not run the detection', () => {
-    const smoke = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').split('\n').find((l) => l.includes('kproxy --help'))!;
+  it("the image's build-time smoke test does not run the detection", () => {
+    const smoke = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+      .split('\n')
+      .find((l) => l.includes('kproxy --help'))!;
     expect(smoke).toMatch(/KPROXY_IPTABLES_MODE=nft /);
   });
 

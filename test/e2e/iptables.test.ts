@@ -20,7 +20,11 @@ const EP_PORTS = [{ name: 'http', port: 8080 }];
 /** Service i at 172.30.0.i; its endpoints; a NodePort Service every third one. */
 const svc = (i: number, eps: string[]): RawObject[] => [
   service(`ns/svc${i}`, { clusterIP: `172.30.0.${i}`, ...(i % 3 === 0 ? { type: 'NodePort', ports: [{ ...PORTS[0]!, nodePort: 30000 + i }] } : { ports: PORTS }) }),
-  endpointSlice(`ns/svc${i}`, EP_PORTS, eps.map((ip) => endpoint(ip, { node: 'node-1' }))),
+  endpointSlice(
+    `ns/svc${i}`,
+    EP_PORTS,
+    eps.map((ip) => endpoint(ip, { node: 'node-1' })),
+  ),
 ];
 const UNORDERED = new Set(['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL']);
 
@@ -31,8 +35,14 @@ describe('the iptables writer on a real kernel', () => {
   const renders = new IptablesRenderCache();
   /** Applies objects to the long-lived store (as informer events would) and renders with the caches. */
   const render = (objects: readonly RawObject[], gone: readonly string[] = []) => {
-    for (const key of gone) store.deleteService(key), store.deleteEndpointSlice(key);
-    for (const o of objects) (o.kind === 'Service' ? store.applyService(o) : store.applyEndpointSlice(o));
+    for (const key of gone) {
+      store.deleteService(key);
+      store.deleteEndpointSlice(key);
+    }
+    for (const o of objects) {
+      if (o.kind === 'Service') store.applyService(o);
+      else store.applyEndpointSlice(o);
+    }
     return renderIptables(planProxy(store.servicePortStates(), store.node, { ...TEST_CONFIG, clusterCIDR: undefined }, plans), { conntrackTCPBeLiberal: false }, renders);
   };
   /** kproxy's chains as iptables-save shows them, without counters; dispatch chains sorted (their order is free). */
@@ -54,11 +64,18 @@ describe('the iptables writer on a real kernel', () => {
   /** node-1's iptables; never the root namespace's. */
   const tools = () => systemIptables(4, ['ip', 'netns', 'exec', c.ns('node-1')]);
   const reset = async () => {
-    for (const table of ['filter', 'nat']) await c.onNode('iptables', ['-t', table, '-F']), await c.onNode('iptables', ['-t', table, '-X']);
+    for (const table of ['filter', 'nat']) {
+      await c.onNode('iptables', ['-t', table, '-F']);
+      await c.onNode('iptables', ['-t', table, '-X']);
+    }
   };
 
   beforeAll(async () => {
-    c = await TestCluster.create([{ name: 'web', ip: '10.244.1.10', node: 'node-1', tcp: [8080] }, { name: 'api', ip: '10.244.1.11', node: 'node-1', tcp: [8080] }, { name: 'src', ip: '10.244.1.99', node: 'node-1' }]);
+    c = await TestCluster.create([
+      { name: 'web', ip: '10.244.1.10', node: 'node-1', tcp: [8080] },
+      { name: 'api', ip: '10.244.1.11', node: 'node-1', tcp: [8080] },
+      { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+    ]);
   });
   afterAll(async () => {
     await c?.destroy();
@@ -87,11 +104,18 @@ describe('the iptables writer on a real kernel', () => {
     expect(last.how).toBe('incremental');
     expect(tally(await c.probe('src', 'tcp', '172.30.0.21', 80, { count: 2 }))).toEqual({ web: 2 });
     const nat = await c.onNode('iptables-save', ['-t', 'nat']);
-    expect(nat.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ')).at(-1)).toMatch(/-j KUBE-NODEPORTS$/);
+    expect(
+      nat
+        .split('\n')
+        .filter((l) => l.startsWith('-A KUBE-SERVICES '))
+        .at(-1),
+    ).toMatch(/-j KUBE-NODEPORTS$/);
 
     const incremental = await owned();
     await reset();
-    await new IptablesWriter(tools()).write(renderIptables(planProxy(store.servicePortStates(), store.node, { ...TEST_CONFIG, clusterCIDR: undefined }), { conntrackTCPBeLiberal: false }), { verify: false });
+    await new IptablesWriter(tools()).write(renderIptables(planProxy(store.servicePortStates(), store.node, { ...TEST_CONFIG, clusterCIDR: undefined }), { conntrackTCPBeLiberal: false }), {
+      verify: false,
+    });
     expect(incremental).toEqual(await owned());
     await reset();
   });
@@ -129,7 +153,11 @@ describe('the iptables writer on a real kernel', () => {
     await busy.verifying;
     expect((await writer.write(changed, { verify: false })).repaired).toBeUndefined();
 
-    const svcChain = (await c.onNode('iptables-save', ['-t', 'nat'])).split('\n').find((l) => l.startsWith(':KUBE-SVC-'))!.slice(1).split(' ')[0]!;
+    const svcChain = (await c.onNode('iptables-save', ['-t', 'nat']))
+      .split('\n')
+      .find((l) => l.startsWith(':KUBE-SVC-'))!
+      .slice(1)
+      .split(' ')[0]!;
     await c.onNode('iptables', ['-t', 'nat', '-F', svcChain]);
     await c.onNode('iptables', ['-t', 'nat', '-N', 'KUBE-SEP-LEFTOVER0000000']);
     const r = await writer.write(changed, { verify: true });

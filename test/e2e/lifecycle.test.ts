@@ -13,7 +13,11 @@ const objects = webServices;
 
 /** iptables-save without comments and counters: what the kernel holds. */
 async function saved(c: TestCluster): Promise<string> {
-  return (await c.onNode('iptables-save', [])).split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]')).join('\n');
+  return (await c.onNode('iptables-save', []))
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]'))
+    .join('\n');
 }
 
 const FOREIGN = `*filter
@@ -31,7 +35,10 @@ COMMIT
 describe('kproxy dry-run / sync / cleanup on a real kernel', () => {
   let c: TestCluster;
   beforeAll(async () => {
-    c = await TestCluster.create([{ name: 'web', ip: '10.244.1.10', node: 'node-1', tcp: [8080] }, { name: 'src', ip: '10.244.1.99', node: 'node-1' }]);
+    c = await TestCluster.create([
+      { name: 'web', ip: '10.244.1.10', node: 'node-1', tcp: [8080] },
+      { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+    ]);
   });
   afterAll(async () => {
     await c?.destroy();

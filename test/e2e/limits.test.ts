@@ -71,7 +71,11 @@ describe.each(MODES)('%s mode: objects at the API limits', (mode) => {
     expect(affine.answers).toHaveLength(6);
     expect(Object.keys(tally(affine))).toHaveLength(1);
     // NodePort and externalIP from outside (the LB IP is filtered by source range: allowed here).
-    for (const [host, port] of [[NODE1_EXT_IP, 31443], ['198.51.100.50', 443], ['203.0.113.50', 443]] as const) {
+    for (const [host, port] of [
+      [NODE1_EXT_IP, 31443],
+      ['198.51.100.50', 443],
+      ['203.0.113.50', 443],
+    ] as const) {
       expect((await c.probe('client', 'tcp', host, port, { count: 3 })).answers, `${host}:${port}`).toHaveLength(3);
     }
     const rules = await c.rules();

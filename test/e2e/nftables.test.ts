@@ -35,10 +35,21 @@ describe('nftables mode on a real kernel', () => {
       out.push(`${kind} ${kind === 'rule' ? `${String(rest.chain)}` : String(rest.name)} ${JSON.stringify(rest)} ${JSON.stringify(sortedElem ?? null)}`);
     }
     // Stable sort keeps each chain's rules in order.
-    return out.sort((a, b) => { const ka = a.split(' ', 2).join(' '); const kb = b.split(' ', 2).join(' '); return ka < kb ? -1 : ka > kb ? 1 : 0; });
+    return out.sort((a, b) => {
+      const ka = a.split(' ', 2).join(' ');
+      const kb = b.split(' ', 2).join(' ');
+      return ka < kb ? -1 : ka > kb ? 1 : 0;
+    });
   };
   beforeAll(async () => {
-    c = await TestCluster.create([{ name: 'web', ip: '10.244.1.10', node: 'node-1', tcp: [8080] }, { name: 'src', ip: '10.244.1.99', node: 'node-1' }], [], 'nftables');
+    c = await TestCluster.create(
+      [
+        { name: 'web', ip: '10.244.1.10', node: 'node-1', tcp: [8080] },
+        { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+      ],
+      [],
+      'nftables',
+    );
   });
   afterAll(async () => {
     await c?.destroy();
@@ -86,7 +97,7 @@ describe('nftables mode on a real kernel', () => {
     await nft('delete', 'table', 'inet', 'foreign');
   });
 
-  it('switching modes removes the other mode\'s rules, both ways', async () => {
+  it("switching modes removes the other mode's rules, both ways", async () => {
     const file = c.writeObjects(objects('a'));
     await c.kproxy(['sync', '--from', file, '--hostname-override', 'node-1', '--proxy-mode', 'iptables']);
     expect(await c.onNode('iptables-save', [])).toContain('KUBE-SERVICES');
@@ -116,7 +127,11 @@ describe('nftables mode on a real kernel', () => {
   describe('the writer', () => {
     const svc = (i: number, eps: string[], extra = {}) => [
       service(`ns/svc${i}`, { clusterIP: `172.30.0.${i}`, ports: PORTS, ...extra }),
-      endpointSlice(`ns/svc${i}`, EP_PORTS, eps.map((ip) => endpoint(ip))),
+      endpointSlice(
+        `ns/svc${i}`,
+        EP_PORTS,
+        eps.map((ip) => endpoint(ip)),
+      ),
     ];
     const world = (n: number, change: Record<number, string[]> = {}, extra = {}) =>
       renderNftables(plan(Array.from({ length: n }, (_, i) => svc(i + 1, change[i + 1] ?? [`10.1.${i}.1`, `10.1.${i}.2`], extra)).flat()));

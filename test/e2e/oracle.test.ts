@@ -79,8 +79,10 @@ const genService: fc.Arbitrary<GenService> = fc.record({
   itp: fc.constantFrom('Cluster', 'Local'),
   affinity: fc.constantFrom(0, 0, 600),
   hints: fc.boolean(),
-  endpoints: fc.array(fc.record({ node: fc.constantFrom('', 'node-1', 'node-2'), state: fc.constantFrom('ready', 'ready', 'terminating', 'gone'), zone: fc.constantFrom('zone-a', 'zone-b') }), { maxLength: 4 }),
-}) as fc.Arbitrary<GenService>;
+  endpoints: fc.array(fc.record({ node: fc.constantFrom('', 'node-1', 'node-2'), state: fc.constantFrom('ready', 'ready', 'terminating', 'gone'), zone: fc.constantFrom('zone-a', 'zone-b') }), {
+    maxLength: 4,
+  }),
+});
 
 /** API objects for generated Services: unique names, ClusterIPs and destinations (no sharing). */
 function objectsOf(services: readonly GenService[]): object[] {
@@ -108,13 +110,25 @@ function objectsOf(services: readonly GenService[]): object[] {
       const o: EndpointOptions = { ...(e.node ? { node: e.node } : {}), ready: e.state === 'ready', serving: e.state !== 'gone', terminating: e.state !== 'ready', zone: e.zone };
       return endpoint(`10.244.${e.node === 'node-2' ? 2 : 1}.${10 + i * 5 + j}`, g.hints ? { ...o, forZones: [e.zone] } : o);
     });
-    return [svc, endpointSlice(key, ports.map((p) => ({ name: p.name, port: p.targetPort, protocol: p.protocol })), eps)];
+    return [
+      svc,
+      endpointSlice(
+        key,
+        ports.map((p) => ({ name: p.name, port: p.targetPort, protocol: p.protocol })),
+        eps,
+      ),
+    ];
   });
 }
 
 /** Upstream kube-proxy in `cluster`'s node-1, in the background, its log in the cluster's folder. */
 function startUpstream(cluster: TestCluster, args: readonly string[]) {
-  return execa('ip', ['netns', 'exec', cluster.ns('node-1'), join(ASSETS!, 'kube-proxy'), ...args], { reject: false, buffer: false, stdout: 'ignore', stderr: { file: join(cluster.dir, 'kube-proxy.log') } });
+  return execa('ip', ['netns', 'exec', cluster.ns('node-1'), join(ASSETS!, 'kube-proxy'), ...args], {
+    reject: false,
+    buffer: false,
+    stdout: 'ignore',
+    stderr: { file: join(cluster.dir, 'kube-proxy.log') },
+  });
 }
 
 if (!ASSETS) console.log(ENVTEST_HINT);
@@ -140,14 +154,36 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
     const kubeconfig = join(upstream.dir, 'kubeconfig');
     writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
     proxy = startUpstream(upstream, [
-      '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', 'iptables', '--cluster-cidr', '10.244.0.0/16',
+      '--kubeconfig',
+      kubeconfig,
+      '--hostname-override',
+      'node-1',
+      '--proxy-mode',
+      'iptables',
+      '--cluster-cidr',
+      '10.244.0.0/16',
       // v1.26's dual-stack proxier takes its node IP from --bind-address (0.0.0.0 by default), not from
       // the Node object as its single-stack one and kproxy do; name it, so both see node-1's address.
-      '--bind-address', NODE1_IP,
-      '--iptables-localhost-nodeports=false', '--iptables-min-sync-period', '0s', '--iptables-sync-period', '1h',
+      '--bind-address',
+      NODE1_IP,
+      '--iptables-localhost-nodeports=false',
+      '--iptables-min-sync-period',
+      '0s',
+      '--iptables-sync-period',
+      '1h',
       // Leave the conntrack sysctls alone (a namespace cannot set them) and keep its servers on loopback.
-      '--conntrack-max-per-core', '0', '--conntrack-tcp-timeout-established', '0', '--conntrack-tcp-timeout-close-wait', '0',
-      '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256', '--v', '1',
+      '--conntrack-max-per-core',
+      '0',
+      '--conntrack-tcp-timeout-established',
+      '0',
+      '--conntrack-tcp-timeout-close-wait',
+      '0',
+      '--metrics-bind-address',
+      '127.0.0.1:10249',
+      '--healthz-bind-address',
+      '127.0.0.1:10256',
+      '--v',
+      '1',
     ]);
   }, 120_000);
   afterAll(async () => {
@@ -184,8 +220,7 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
       await new Promise((r) => setTimeout(r, 150));
     }
     expect(settled, 'upstream kube-proxy did not sync in time').toBe(2);
-    const list = async (path: string, kind: string, apiVersion: string) =>
-      ((await api.request('GET', path)).body as { items: object[] }).items.map((item) => ({ kind, apiVersion, ...item }));
+    const list = async (path: string, kind: string, apiVersion: string) => ((await api.request('GET', path)).body as { items: object[] }).items.map((item) => ({ kind, apiVersion, ...item }));
     const served = [
       ...(await list('/api/v1/services', 'Service', 'v1')),
       ...(await list('/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', 'discovery.k8s.io/v1')),
@@ -224,7 +259,7 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
     expect(chains).toBeGreaterThan(100);
   }, 600_000);
 
-  it('shared destinations: upstream keeps both rules in map order, kproxy only the older Service\'s', async () => {
+  it("shared destinations: upstream keeps both rules in map order, kproxy only the older Service's", async () => {
     const claim = (key: string, i: number, created: string) => {
       const s = service(key, { clusterIP: `10.96.2.${i}`, ports: [{ name: 'http', port: 80 }], externalIPs: ['198.51.100.99'] }) as { metadata: Record<string, unknown> };
       delete (s as { status?: unknown }).status;
@@ -232,7 +267,12 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
       return [s, endpointSlice(key, [{ name: 'http', port: 80 }], [endpoint(`10.244.1.${200 + i}`, { node: 'node-1' })])];
     };
     const dumps = await program([...claim('ns-a/older', 1, '2026-01-01T00:00:00Z'), ...claim('ns-b/newer', 2, '2026-01-01T00:00:00Z')]);
-    const external = (save: string) => save.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES') && l.includes('-d 198.51.100.99/32')).map((l) => /"(\S+) external IP"/.exec(l)?.[1]).sort();
+    const external = (save: string) =>
+      save
+        .split('\n')
+        .filter((l) => l.startsWith('-A KUBE-SERVICES') && l.includes('-d 198.51.100.99/32'))
+        .map((l) => /"(\S+) external IP"/.exec(l)?.[1])
+        .sort();
     // The API server sets creationTimestamp itself: the one created first is the older.
     expect(external(dumps.upstream)).toEqual(['ns-a/older:http', 'ns-b/newer:http']);
     expect(external(dumps.ours)).toEqual(['ns-a/older:http']);

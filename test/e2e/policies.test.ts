@@ -18,14 +18,18 @@ const R2 = '10.244.2.11';
 describe.each(MODES)('%s mode: endpoint selection policies', (mode) => {
   let c: TestCluster;
   beforeAll(async () => {
-    c = await TestCluster.create([
-      { name: 'l1', ip: L1, node: 'node-1', tcp: [8080] },
-      { name: 'l2', ip: L2, node: 'node-1', tcp: [8080] },
-      { name: 'r1', ip: R1, node: 'node-2', tcp: [8080] },
-      { name: 'r2', ip: R2, node: 'node-2', tcp: [8080] },
-      { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-      { name: 'src2', ip: '10.244.1.98', node: 'node-1' },
-    ], [], mode);
+    c = await TestCluster.create(
+      [
+        { name: 'l1', ip: L1, node: 'node-1', tcp: [8080] },
+        { name: 'l2', ip: L2, node: 'node-1', tcp: [8080] },
+        { name: 'r1', ip: R1, node: 'node-2', tcp: [8080] },
+        { name: 'r2', ip: R2, node: 'node-2', tcp: [8080] },
+        { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+        { name: 'src2', ip: '10.244.1.98', node: 'node-1' },
+      ],
+      [],
+      mode,
+    );
   });
   afterAll(async () => {
     await c?.destroy();
@@ -54,27 +58,24 @@ describe.each(MODES)('%s mode: endpoint selection policies', (mode) => {
   });
 
   it('internalTrafficPolicy Local without a local endpoint DROPs ClusterIP traffic', async () => {
-    await c.sync([
-      service('demo/itp', { clusterIP: '10.96.2.2', ports: PORTS, internalTrafficPolicy: 'Local' }),
-      endpointSlice('demo/itp', EP_PORTS, [endpoint(R1, { node: 'node-2' })]),
-    ]);
+    await c.sync([service('demo/itp', { clusterIP: '10.96.2.2', ports: PORTS, internalTrafficPolicy: 'Local' }), endpointSlice('demo/itp', EP_PORTS, [endpoint(R1, { node: 'node-2' })])]);
     const r = await c.probe('src', 'tcp', '10.96.2.2', 80, { count: 2, timeoutMs: 500 });
     expect(r).toMatchObject({ answers: [], timeout: 2, refused: 0 });
   });
 
   it('falls back to serving terminating endpoints only when none is ready', async () => {
     const svc = service('demo/term', { clusterIP: '10.96.2.3', ports: PORTS });
-    await c.sync([svc, endpointSlice('demo/term', EP_PORTS, [
-      endpoint(L1, { node: 'node-1', ready: true }),
-      endpoint(R1, { node: 'node-2', ready: false, serving: true, terminating: true }),
-    ])]);
+    await c.sync([svc, endpointSlice('demo/term', EP_PORTS, [endpoint(L1, { node: 'node-1', ready: true }), endpoint(R1, { node: 'node-2', ready: false, serving: true, terminating: true })])]);
     expect(tally(await c.probe('src', 'tcp', '10.96.2.3', 80, { count: 20 }))).toEqual({ l1: 20 });
 
-    await c.sync([svc, endpointSlice('demo/term', EP_PORTS, [
-      endpoint(L1, { node: 'node-1', ready: false, serving: true, terminating: true }),
-      endpoint(R1, { node: 'node-2', ready: false, serving: true, terminating: true }),
-      endpoint(R2, { node: 'node-2', ready: false, serving: false, terminating: true }),
-    ])]);
+    await c.sync([
+      svc,
+      endpointSlice('demo/term', EP_PORTS, [
+        endpoint(L1, { node: 'node-1', ready: false, serving: true, terminating: true }),
+        endpoint(R1, { node: 'node-2', ready: false, serving: true, terminating: true }),
+        endpoint(R2, { node: 'node-2', ready: false, serving: false, terminating: true }),
+      ]),
+    ]);
     expect(Object.keys(tally(await c.probe('src', 'tcp', '10.96.2.3', 80, { count: 40 }))).sort()).toEqual(['l1', 'r1']);
 
     await c.sync([svc, endpointSlice('demo/term', EP_PORTS, [endpoint(R2, { node: 'node-2', ready: false, serving: false, terminating: true })])]);
@@ -94,7 +95,7 @@ describe.each(MODES)('%s mode: endpoint selection policies', (mode) => {
     expect(tally(await c.probe('src', 'tcp', '10.96.2.4', 80, { count: 20 }))).toEqual({ r1: 20 });
   });
 
-  it('zone hints narrow the Cluster set to this node\'s zone, and are ignored when an endpoint lacks one', async () => {
+  it("zone hints narrow the Cluster set to this node's zone, and are ignored when an endpoint lacks one", async () => {
     const svc = service('demo/zoned', { clusterIP: '10.96.2.5', ports: PORTS });
     const hinted = [
       endpoint(L1, { node: 'node-1', zone: 'zone-a', forZones: ['zone-a'] }),
@@ -115,10 +116,7 @@ describe.each(MODES)('%s mode: endpoint selection policies', (mode) => {
   it('node hints (PreferSameNode) keep traffic on the hinted node', async () => {
     await c.sync([
       service('demo/same-node', { clusterIP: '10.96.2.6', ports: PORTS }),
-      endpointSlice('demo/same-node', EP_PORTS, [
-        endpoint(L1, { node: 'node-1', forNodes: ['node-1'] }),
-        endpoint(R1, { node: 'node-2', forNodes: ['node-2'] }),
-      ]),
+      endpointSlice('demo/same-node', EP_PORTS, [endpoint(L1, { node: 'node-1', forNodes: ['node-1'] }), endpoint(R1, { node: 'node-2', forNodes: ['node-2'] })]),
     ]);
     expect(tally(await c.probe('src', 'tcp', '10.96.2.6', 80, { count: 20 }))).toEqual({ l1: 20 });
   });

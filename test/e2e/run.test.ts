@@ -18,7 +18,12 @@ const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
 const EP_PORTS = [{ name: 'http', port: 8080 }];
 const CIP = '10.96.5.1';
 
-const web = (ips: string[]) => endpointSlice('demo/web', EP_PORTS, ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })));
+const web = (ips: string[]) =>
+  endpointSlice(
+    'demo/web',
+    EP_PORTS,
+    ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })),
+  );
 
 /** Polls `get` until `accept` holds; bounded in attempts and time. */
 async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, timeoutMs = 15_000): Promise<T> {
@@ -32,7 +37,10 @@ async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, t
   throw new Error(`not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
 }
 
-const onlyFrom = (...names: string[]) => (r: ProbeResult) => r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
+const onlyFrom =
+  (...names: string[]) =>
+  (r: ProbeResult) =>
+    r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
 const refused = (r: ProbeResult) => r.refused > 0 && r.answers.length === 0;
 
 describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
@@ -43,12 +51,16 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
   const toWeb = () => c.probe('src', 'tcp', CIP, 80, { count: 6, timeoutMs: 500 });
 
   beforeAll(async () => {
-    c = await TestCluster.create([
-      { name: 'web-1', ip: '10.244.1.10', node: 'node-1', tcp: [8080], udp: [5353] },
-      { name: 'web-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080] },
-      { name: 'web-3', ip: '10.244.1.11', node: 'node-1', tcp: [8080], udp: [5353] },
-      { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-    ], [], mode);
+    c = await TestCluster.create(
+      [
+        { name: 'web-1', ip: '10.244.1.10', node: 'node-1', tcp: [8080], udp: [5353] },
+        { name: 'web-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080] },
+        { name: 'web-3', ip: '10.244.1.11', node: 'node-1', tcp: [8080], udp: [5353] },
+        { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+      ],
+      [],
+      mode,
+    );
     api = new TestApiServer();
     api.seed('nodes', [node('node-1', 'zone-a', [NODE1_IP]) as never, node('node-2', 'zone-b', [NODE2_IP]) as never]);
     api.seed('services', [service('demo/web', { clusterIP: CIP, ports: PORTS }) as never]);
@@ -56,7 +68,20 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
     const port = await c.serveInNamespace('node-1', (h) => api.listenOn(h));
     const kubeconfig = join(c.dir, 'kubeconfig');
     writeFileSync(kubeconfig, kubeconfigFor(`http://127.0.0.1:${port}`));
-    args = ['--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16', '--iptables-min-sync-period', '100ms', '--iptables-sync-period', SYNC_PERIOD, '--watch-stall-timeout', '2s'];
+    args = [
+      '--kubeconfig',
+      kubeconfig,
+      '--hostname-override',
+      'node-1',
+      '--cluster-cidr',
+      '10.244.0.0/16',
+      '--iptables-min-sync-period',
+      '100ms',
+      '--iptables-sync-period',
+      SYNC_PERIOD,
+      '--watch-stall-timeout',
+      '2s',
+    ];
     logs = c.startAgent(args);
   });
   afterAll(async () => {
@@ -80,7 +105,10 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
     api.remove('endpointslices', 'demo', 'web-abcde');
     await eventually(toWeb, refused);
     api.remove('services', 'demo', 'web');
-    await eventually(() => c.rules(), (saved) => !saved.includes('demo/web'));
+    await eventually(
+      () => c.rules(),
+      (saved) => !saved.includes('demo/web'),
+    );
     api.apply('services', service('demo/web', { clusterIP: CIP, ports: PORTS }) as never);
     api.apply('endpointslices', web(['10.244.1.10']) as never);
     await eventually(toWeb, onlyFrom('web-1'));
@@ -128,34 +156,62 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
   });
 
   it('answers /healthz and /livez as upstream does, with node eligibility', async () => {
-    const healthz = await eventually(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 200);
+    const healthz = await eventually(
+      () => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`),
+      (r) => r.status === 200,
+    );
     expect(JSON.parse(healthz.body!)).toMatchObject({ nodeEligible: true, lastUpdated: expect.any(String), currentTime: expect.any(String) });
     expect((await c.httpGet('client', `http://${NODE1_EXT_IP}:10256/livez`)).status).toBe(200);
     const tainted = { ...node('node-1', 'zone-a', [NODE1_IP]), spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', effect: 'NoSchedule' }] } };
     api.apply('nodes', tainted as never);
-    const draining = await eventually(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 503);
+    const draining = await eventually(
+      () => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`),
+      (r) => r.status === 503,
+    );
     expect(JSON.parse(draining.body!)).toMatchObject({ nodeEligible: false });
     expect((await c.httpGet('client', `http://${NODE1_EXT_IP}:10256/livez`)).status).toBe(200);
     api.apply('nodes', node('node-1', 'zone-a', [NODE1_IP]) as never);
-    await eventually(() => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`), (r) => r.status === 200);
+    await eventually(
+      () => c.httpGet('client', `http://${NODE1_EXT_IP}:10256/healthz`),
+      (r) => r.status === 200,
+    );
   });
 
   it('serves the health-check node port of an eTP Local LoadBalancer', async () => {
-    const lb = service('demo/lb', { type: 'LoadBalancer', clusterIP: '10.96.5.2', ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080 }], externalTrafficPolicy: 'Local', healthCheckNodePort: 32100, loadBalancerIPs: ['203.0.113.50'] });
+    const lb = service('demo/lb', {
+      type: 'LoadBalancer',
+      clusterIP: '10.96.5.2',
+      ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080 }],
+      externalTrafficPolicy: 'Local',
+      healthCheckNodePort: 32100,
+      loadBalancerIPs: ['203.0.113.50'],
+    });
     api.apply('services', lb as never);
     api.apply('endpointslices', endpointSlice('demo/lb', EP_PORTS, [endpoint('10.244.1.10', { node: 'node-1' }), endpoint('10.244.2.10', { node: 'node-2' })]) as never);
     const url = `http://${NODE1_EXT_IP}:32100/`;
-    const up = await eventually(() => c.httpGet('client', url), (r) => r.status === 200);
+    const up = await eventually(
+      () => c.httpGet('client', url),
+      (r) => r.status === 200,
+    );
     expect(JSON.parse(up.body!)).toEqual({ service: { namespace: 'demo', name: 'lb' }, localEndpoints: 1, serviceProxyHealthy: true });
     api.apply('endpointslices', endpointSlice('demo/lb', EP_PORTS, [endpoint('10.244.2.10', { node: 'node-2' })]) as never);
-    const down = await eventually(() => c.httpGet('client', url), (r) => r.status === 503);
+    const down = await eventually(
+      () => c.httpGet('client', url),
+      (r) => r.status === 503,
+    );
     expect(JSON.parse(down.body!)).toMatchObject({ localEndpoints: 0, serviceProxyHealthy: true });
     api.remove('services', 'demo', 'lb');
-    await eventually(() => c.httpGet('client', url), (r) => r.error !== undefined);
+    await eventually(
+      () => c.httpGet('client', url),
+      (r) => r.error !== undefined,
+    );
   });
 
   it('exposes upstream metrics on 127.0.0.1:10249 only', async () => {
-    const metrics = await eventually(() => c.httpGet('node-1', 'http://127.0.0.1:10249/metrics'), (r) => r.status === 200);
+    const metrics = await eventually(
+      () => c.httpGet('node-1', 'http://127.0.0.1:10249/metrics'),
+      (r) => r.status === 200,
+    );
     for (const name of [
       'kubeproxy_sync_proxy_rules_duration_seconds_bucket',
       'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
@@ -189,13 +245,19 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
     expect(readFileSync(logs.stderr, 'utf8')).toContain('stopping; the rules stay in place');
   });
 
-  it('run --dry-run prints each sync\'s changes and writes nothing', async () => {
+  it("run --dry-run prints each sync's changes and writes nothing", async () => {
     await c.kproxy(['cleanup']);
     const dry = c.startAgent([...args, '--dry-run']);
     const printed = () => (existsSync(dry.stdout) ? readFileSync(dry.stdout, 'utf8') : '');
-    await eventually(async () => printed(), (t) => t.includes(mode === 'iptables' ? '-A KUBE-SERVICES' : 'add rule ip kube-proxy services'));
+    await eventually(
+      async () => printed(),
+      (t) => t.includes(mode === 'iptables' ? '-A KUBE-SERVICES' : 'add rule ip kube-proxy services'),
+    );
     api.apply('endpointslices', web(['10.244.2.10']) as never);
-    await eventually(async () => printed(), (t) => t.split('# sync at').length === 3);
+    await eventually(
+      async () => printed(),
+      (t) => t.split('# sync at').length === 3,
+    );
     const second = printed().split('# sync at')[2]!;
     expect(second).toContain('10.244.2.10');
     expect(second).not.toContain(mode === 'iptables' ? '*filter' : 'add table');

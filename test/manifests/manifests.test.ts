@@ -35,13 +35,13 @@ const one = <T = Doc>(kind: string) => byKind(kind)[0] as T;
 const modelOf = (d: Doc): { validate(): void } => {
   switch (d.kind) {
     case 'DaemonSet':
-      return new DaemonSet(d as never);
+      return new DaemonSet(d);
     case 'ServiceAccount':
-      return new ServiceAccount(d as never);
+      return new ServiceAccount(d);
     case 'ConfigMap':
-      return new ConfigMap(d as never);
+      return new ConfigMap(d);
     case 'ClusterRole':
-      return new ClusterRole(d as never);
+      return new ClusterRole(d);
     case 'ClusterRoleBinding':
       return new ClusterRoleBinding(d as never);
   }

@@ -5,7 +5,12 @@ import { plan } from '../support/pipeline.ts';
 
 const DNS = (ports: PortSpec[] = [{ name: 'dns', port: 53, protocol: 'UDP', nodePort: 30053 }]) =>
   service('kube-system/dns', { type: 'NodePort', clusterIP: '10.96.0.10', externalIPs: ['198.51.100.5'], ports });
-const eps = (...ips: string[]) => endpointSlice('kube-system/dns', [{ name: 'dns', port: 53, protocol: 'UDP' }], ips.map((ip) => endpoint(ip)));
+const eps = (...ips: string[]) =>
+  endpointSlice(
+    'kube-system/dns',
+    [{ name: 'dns', port: 53, protocol: 'UDP' }],
+    ips.map((ip) => endpoint(ip)),
+  );
 
 describe('staleUDPFlows (upstream conntrack cleanup)', () => {
   it('nothing at start or without change', () => {
@@ -31,7 +36,12 @@ describe('staleUDPFlows (upstream conntrack cleanup)', () => {
 
   it('ignores TCP', () => {
     const tcp = [{ name: 'dns', port: 53, protocol: 'TCP' as const, nodePort: 30053 }];
-    const tcpEps = (...ips: string[]) => endpointSlice('kube-system/dns', [{ name: 'dns', port: 53, protocol: 'TCP' }], ips.map((ip) => endpoint(ip)));
+    const tcpEps = (...ips: string[]) =>
+      endpointSlice(
+        'kube-system/dns',
+        [{ name: 'dns', port: 53, protocol: 'TCP' }],
+        ips.map((ip) => endpoint(ip)),
+      );
     expect(staleUDPFlows(plan([DNS(tcp), tcpEps('10.180.0.1')]), plan([DNS(tcp), tcpEps('10.180.0.2')]))).toEqual([]);
   });
 });

@@ -34,7 +34,10 @@ describe('resolveFrontends', () => {
     const t = '2026-11-21T09:00:00Z';
     const tie = resolveFrontends(states([...svc('b/x', t, { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.1'] }), ...svc('a/x', t, { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.1'] })]), 4);
     expect(tie.conflicts.map((c) => c.winner)).toEqual(['a/x:http']);
-    const undated = resolveFrontends(states([...svc('a/x', undefined, { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.1'] }), ...svc('b/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.1'] })]), 4);
+    const undated = resolveFrontends(
+      states([...svc('a/x', undefined, { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.1'] }), ...svc('b/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.1'] })]),
+      4,
+    );
     expect(undated.conflicts.map((c) => c.winner)).toEqual(['b/x:http']);
   });
 
@@ -55,12 +58,18 @@ describe('resolveFrontends', () => {
       4,
     );
     expect(r.conflicts.map((c) => `${c.kind} ${c.destination} ${c.loser}`)).toEqual(['clusterIP 10.96.0.1:80/TCP c/dup:http', 'nodePort :30080/TCP b/np:http']);
-    expect(r.states.map((s) => [s.servicePort.name, s.servicePort.nodePort])).toEqual([['a/old:http', 30080], ['b/np:http', 0]]);
+    expect(r.states.map((s) => [s.servicePort.name, s.servicePort.nodePort])).toEqual([
+      ['a/old:http', 30080],
+      ['b/np:http', 0],
+    ]);
   });
 
   it('hands out the same adjusted object while the loss is the same, and the original once it is gone', () => {
     const memo = new FrontendMemo();
-    const input = states([...svc('a/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.1'] }), ...svc('b/x', '2026-11-21T10:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.1'] })]);
+    const input = states([
+      ...svc('a/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.1'] }),
+      ...svc('b/x', '2026-11-21T10:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.1'] }),
+    ]);
     const one = resolveFrontends(input, 4, memo);
     const two = resolveFrontends(input, 4, memo);
     expect(two.states[1]).toBe(one.states[1]);
@@ -69,13 +78,19 @@ describe('resolveFrontends', () => {
   });
 
   it('looks at one family at a time', () => {
-    const objects = [...svc('a/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.1', externalIPs: ['fd00::1'] }), ...svc('b/x', '2026-11-21T10:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['fd00::1', '192.0.2.1'] })];
+    const objects = [
+      ...svc('a/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.1', externalIPs: ['fd00::1'] }),
+      ...svc('b/x', '2026-11-21T10:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['fd00::1', '192.0.2.1'] }),
+    ];
     expect(resolveFrontends(states(objects), 4).conflicts).toEqual([]);
   });
 
   it('reaches the plan: the loser is planned without the destination, and re-planned only when the loss changes', () => {
     const cache = new PlanCache();
-    const store = storeOf([...svc('a/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.1'] }), ...svc('b/x', '2026-11-21T10:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.1'] })]);
+    const store = storeOf([
+      ...svc('a/x', '2026-11-21T09:00:00Z', { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.1'] }),
+      ...svc('b/x', '2026-11-21T10:00:00Z', { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.1'] }),
+    ]);
     const p1 = planProxy(store.servicePortStates(), store.node, TEST_CONFIG, cache);
     expect(p1.servicePorts.map((sp) => sp.externalIPs)).toEqual([['192.0.2.1'], []]);
     const p2 = planProxy(store.servicePortStates(), store.node, TEST_CONFIG, cache);

@@ -7,24 +7,32 @@ const ips = (eps: readonly { ip: string }[]) => eps.map((e) => e.ip);
 
 describe('endpoint categorisation (pkg/proxy/topology.go)', () => {
   // TestTerminatingEndpointsTrafficPolicyLocal, pkg/proxy/iptables/proxier_test.go
-  const lbLocal = () => service('ns1/svc1', { type: 'LoadBalancer', clusterIP: '172.30.1.1', ports: [{ ...ports[0]!, nodePort: 30001 }], loadBalancerIPs: ['1.2.3.4'], externalTrafficPolicy: 'Local' });
+  const lbLocal = () =>
+    service('ns1/svc1', { type: 'LoadBalancer', clusterIP: '172.30.1.1', ports: [{ ...ports[0]!, nodePort: 30001 }], loadBalancerIPs: ['1.2.3.4'], externalTrafficPolicy: 'Local' });
   it('(13a) ready endpoints: Cluster {.1,.2,.5}, Local {.1,.2}', () => {
-    const p = plan([lbLocal(), endpointSlice('ns1/svc1', ports, [
-      endpoint('10.0.1.1', { node: 'test-node' }), endpoint('10.0.1.2', { node: 'test-node' }),
-      endpoint('10.0.1.3', { node: 'test-node', ready: false, serving: true, terminating: true }),
-      endpoint('10.0.1.4', { node: 'test-node', ready: false, serving: false, terminating: true }),
-      endpoint('10.0.1.5', { node: 'node-1' }),
-    ])]).servicePorts[0]!;
+    const p = plan([
+      lbLocal(),
+      endpointSlice('ns1/svc1', ports, [
+        endpoint('10.0.1.1', { node: 'test-node' }),
+        endpoint('10.0.1.2', { node: 'test-node' }),
+        endpoint('10.0.1.3', { node: 'test-node', ready: false, serving: true, terminating: true }),
+        endpoint('10.0.1.4', { node: 'test-node', ready: false, serving: false, terminating: true }),
+        endpoint('10.0.1.5', { node: 'node-1' }),
+      ]),
+    ]).servicePorts[0]!;
     expect(ips(p.clusterEndpoints)).toEqual(['10.0.1.1', '10.0.1.2', '10.0.1.5']);
     expect(ips(p.localEndpoints)).toEqual(['10.0.1.1', '10.0.1.2']);
   });
   it('(13b) local falls back to serving-terminating while Cluster keeps the ready remote one', () => {
-    const p = plan([lbLocal(), endpointSlice('ns1/svc1', ports, [
-      endpoint('10.0.1.2', { node: 'test-node', ready: false, serving: true, terminating: true }),
-      endpoint('10.0.1.3', { node: 'test-node', ready: false, serving: true, terminating: true }),
-      endpoint('10.0.1.4', { node: 'test-node', ready: false, serving: false, terminating: true }),
-      endpoint('10.0.1.5', { node: 'node-1' }),
-    ])]).servicePorts[0]!;
+    const p = plan([
+      lbLocal(),
+      endpointSlice('ns1/svc1', ports, [
+        endpoint('10.0.1.2', { node: 'test-node', ready: false, serving: true, terminating: true }),
+        endpoint('10.0.1.3', { node: 'test-node', ready: false, serving: true, terminating: true }),
+        endpoint('10.0.1.4', { node: 'test-node', ready: false, serving: false, terminating: true }),
+        endpoint('10.0.1.5', { node: 'node-1' }),
+      ]),
+    ]).servicePorts[0]!;
     expect(ips(p.clusterEndpoints)).toEqual(['10.0.1.5']);
     expect(ips(p.localEndpoints)).toEqual(['10.0.1.2', '10.0.1.3']);
     expect(ips(p.reachableEndpoints)).toEqual(['10.0.1.2', '10.0.1.3', '10.0.1.5']);
@@ -44,7 +52,11 @@ describe('endpoint categorisation (pkg/proxy/topology.go)', () => {
   const zoned = (hints: (string | undefined)[]) => [
     node('test-node', 'zone-a'),
     service('ns1/svc1', { clusterIP: '172.30.1.1', ports }),
-    endpointSlice('ns1/svc1', ports, hints.map((z, i) => endpoint(`10.0.1.${i + 1}`, z ? { forZones: [z] } : {}))),
+    endpointSlice(
+      'ns1/svc1',
+      ports,
+      hints.map((z, i) => endpoint(`10.0.1.${i + 1}`, z ? { forZones: [z] } : {})),
+    ),
   ];
   it('(18) zone hints apply only when every ready endpoint has one and one is for this zone', () => {
     expect(ips(plan(zoned(['zone-a', 'zone-b', 'zone-a'])).servicePorts[0]!.clusterEndpoints)).toEqual(['10.0.1.1', '10.0.1.3']);

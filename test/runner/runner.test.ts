@@ -46,7 +46,12 @@ class FakeBackend implements ProxyBackend<FakeRules> {
 
 const PORTS = [{ name: 'http', port: 80 }];
 const svc = (n: string, ip: string) => service(`demo/${n}`, { clusterIP: ip, ports: PORTS }) as RawObject;
-const slice = (n: string, ...ips: string[]) => endpointSlice(`demo/${n}`, PORTS, ips.map((i) => endpoint(i, { node: 'node-1' }))) as RawObject;
+const slice = (n: string, ...ips: string[]) =>
+  endpointSlice(
+    `demo/${n}`,
+    PORTS,
+    ips.map((i) => endpoint(i, { node: 'node-1' })),
+  ) as RawObject;
 
 let stops: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -158,7 +163,7 @@ describe('ProxyRunner', () => {
   it('applies deletions and marks the node ineligible when its Node is being deleted', async () => {
     const { queue, backend, synced, health } = start();
     queue.push({ type: 'upsert', kind: 'Service', object: svc('a', '10.96.0.1') });
-    queue.push({ type: 'upsert', kind: 'Node', object: node('node-1', 'zone-a') as RawObject });
+    queue.push({ type: 'upsert', kind: 'Node', object: node('node-1', 'zone-a') });
     synced();
     await until(() => backend.writes.length === 1);
     queue.push({ type: 'delete', kind: 'Service', object: svc('a', '10.96.0.1') });
@@ -184,9 +189,23 @@ describe('ProxyRunner', () => {
   it('hands health-check targets over after each sync', async () => {
     const seen: (readonly HealthCheckTarget[])[] = [];
     const { queue, synced } = start({ healthChecks: async (t) => void seen.push(t) });
-    const lb = service('demo/lb', { type: 'LoadBalancer', clusterIP: '10.96.0.9', ports: [{ name: 'http', port: 80, nodePort: 30080 }], externalTrafficPolicy: 'Local', healthCheckNodePort: 32000 }) as RawObject;
+    const lb = service('demo/lb', {
+      type: 'LoadBalancer',
+      clusterIP: '10.96.0.9',
+      ports: [{ name: 'http', port: 80, nodePort: 30080 }],
+      externalTrafficPolicy: 'Local',
+      healthCheckNodePort: 32000,
+    }) as RawObject;
     queue.push({ type: 'upsert', kind: 'Service', object: lb });
-    queue.push({ type: 'upsert', kind: 'EndpointSlice', object: endpointSlice('demo/lb', PORTS, [endpoint('10.244.1.1', { node: 'node-1' }), endpoint('10.244.1.2', { node: 'node-1', ready: false, serving: true, terminating: true }), endpoint('10.244.2.1', { node: 'node-2' })]) as RawObject });
+    queue.push({
+      type: 'upsert',
+      kind: 'EndpointSlice',
+      object: endpointSlice('demo/lb', PORTS, [
+        endpoint('10.244.1.1', { node: 'node-1' }),
+        endpoint('10.244.1.2', { node: 'node-1', ready: false, serving: true, terminating: true }),
+        endpoint('10.244.2.1', { node: 'node-2' }),
+      ]),
+    });
     synced();
     await until(() => seen.length === 1);
     expect(seen[0]).toEqual([{ port: 32000, namespace: 'demo', name: 'lb', localEndpoints: 1 }]);

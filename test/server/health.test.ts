@@ -41,7 +41,10 @@ describe('HTTP servers', () => {
     const health = new ProxyHealth(60_000);
     const hs = await startHealthServer(health, metrics, { host: '127.0.0.1', port: 0 });
     const ms = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
-    closers.push(() => hs.close(), () => ms.close());
+    closers.push(
+      () => hs.close(),
+      () => ms.close(),
+    );
     const r = await fetch(`http://127.0.0.1:${port(hs)}/healthz`);
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toBe('application/json');
@@ -56,12 +59,15 @@ describe('HTTP servers', () => {
     let healthy = true;
     const servers = new ServiceHealthServers('127.0.0.1', () => healthy, log);
     closers.push(() => servers.close());
-    const probe = await import('node:net').then((net) => new Promise<number>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    }));
+    const probe = await import('node:net').then(
+      (net) =>
+        new Promise<number>((resolve) => {
+          const s = net.createServer().listen(0, '127.0.0.1', () => {
+            const p = (s.address() as AddressInfo).port;
+            s.close(() => resolve(p));
+          });
+        }),
+    );
     await servers.update([{ port: probe, namespace: 'shop', name: 'frontend', localEndpoints: 2 }]);
     let r = await fetch(`http://127.0.0.1:${probe}/`);
     expect(r.status).toBe(200);

@@ -65,7 +65,16 @@ describe('readObjectFiles', () => {
   });
 
   it('names the file for YAML that only fails when aliases are resolved', async () => {
-    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(', ')}]`)].join('\n');
+    const bomb = [
+      'a: &a [x, x, x, x, x, x, x, x, x, x]',
+      ...Array.from(
+        { length: 8 },
+        (_, i) =>
+          `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+            .fill(`*${String.fromCharCode(97 + i)}`)
+            .join(', ')}]`,
+      ),
+    ].join('\n');
     const d = dir({ 'bomb.yaml': `${bomb}\n`, 'alias.yaml': 'kind: Service\nmetadata: *nowhere\n' });
     await expect(readObjectFiles([join(d, 'bomb.yaml')])).rejects.toThrow(/bomb\.yaml: invalid YAML: .*alias/i);
     await expect(readObjectFiles([join(d, 'alias.yaml')])).rejects.toThrow(/alias\.yaml: invalid YAML/);

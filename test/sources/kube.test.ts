@@ -19,8 +19,8 @@ async function fixtureServer(): Promise<{ api: TestApiServer; kc: KubeConfig }> 
   const api = new TestApiServer();
   const services = wire<List>('list-services.json');
   const slices = wire<List>('list-endpointslices.json');
-  api.seed('services', services.items as never, Number(services.metadata.resourceVersion));
-  api.seed('endpointslices', slices.items as never, Number(slices.metadata.resourceVersion));
+  api.seed('services', services.items, Number(services.metadata.resourceVersion));
+  api.seed('endpointslices', slices.items, Number(slices.metadata.resourceVersion));
   const server = await api.listen();
   const kc = new KubeConfig();
   kc.loadFromOptions({
@@ -50,7 +50,8 @@ class Mirror {
       }
       const m = this.objects.get(e.kind) ?? new Map<string, unknown>();
       this.objects.set(e.kind, m);
-      const k = `${e.object.metadata?.namespace ?? ''}/${String(e.object.metadata?.name)}`;
+      const text = (v: unknown) => (typeof v === 'string' ? v : '');
+      const k = `${text(e.object.metadata?.namespace)}/${text(e.object.metadata?.name)}`;
       if (e.type === 'upsert') m.set(k, e.object);
       else m.delete(k);
     }
@@ -81,7 +82,10 @@ async function started(opts = {}): Promise<{ api: TestApiServer; source: KubeSou
   const { api, kc } = await fixtureServer();
   const queue = new EventQueue();
   const source = new KubeSource(kc, 'node-1', queue, log, { minBackoffMs: 50, maxBackoffMs: 200, ...opts });
-  cleanup.push(() => api.close(), () => source.stop());
+  cleanup.push(
+    () => api.close(),
+    () => source.stop(),
+  );
   await source.start();
   const mirror = new Mirror(queue);
   await mirror.until(() => mirror.synced.get('Service') === 1 && mirror.synced.get('EndpointSlice') === 1 && mirror.synced.get('Node') === 1);
@@ -158,7 +162,11 @@ describe('supervised informers', () => {
     api.endWatches();
     api.apply('services', service('demo/after-500', { clusterIP: '10.96.9.11', ports: [{ name: 'http', port: 80 }] }) as never);
     await mirror.until(() => mirror.keys('Service').includes('demo/after-500'));
-    const errors = () => source.stats().map((s) => s.errors.http_500 ?? 0).reduce((a, b) => a + b, 0);
+    const errors = () =>
+      source
+        .stats()
+        .map((s) => s.errors.http_500 ?? 0)
+        .reduce((a, b) => a + b, 0);
     expect(errors()).toBe(2);
     // A re-list that fails is retried too.
     api.failNextList(500);
@@ -197,7 +205,7 @@ describe('supervised informers', () => {
 
   it('resumes from a BOOKMARK resourceVersion', async () => {
     const { api, mirror } = await started();
-    api.apply('nodes', { metadata: { name: 'other-node' } } as never); // advances the RV elsewhere
+    api.apply('nodes', { metadata: { name: 'other-node' } }); // advances the RV elsewhere
     api.bookmark();
     await new Promise((r) => setTimeout(r, 200));
     const rv = api.resourceVersion;
@@ -216,8 +224,8 @@ describe('supervised informers', () => {
 
   it('watches only its own Node', async () => {
     const { api, mirror } = await started();
-    api.apply('nodes', { metadata: { name: 'node-2' } } as never);
-    api.apply('nodes', { metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } } as never);
+    api.apply('nodes', { metadata: { name: 'node-2' } });
+    api.apply('nodes', { metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
     await mirror.until(() => mirror.keys('Node').includes('/node-1'));
     expect(mirror.keys('Node')).toEqual(['/node-1']);
   });

@@ -65,7 +65,10 @@ describe('ProxyStateStore', () => {
 
   it('skips an invalid endpoint but keeps the rest of the slice; an invalid Service removes its old version', () => {
     const { store, issues } = load([svc, endpointSlice('ns/s', ports, [endpoint('10.0.0.1'), endpoint('10.0.0.300'), endpoint('fd00::1')])]);
-    expect(issues.map((i) => [i.field, i.skipped])).toEqual([['endpoints[1].addresses[0]', 'endpoint'], ['endpoints[2].addresses[0]', 'endpoint']]);
+    expect(issues.map((i) => [i.field, i.skipped])).toEqual([
+      ['endpoints[1].addresses[0]', 'endpoint'],
+      ['endpoints[2].addresses[0]', 'endpoint'],
+    ]);
     expect(store.servicePortStates()[0]!.endpoints).toHaveLength(1);
     const r = store.applyService(service('ns/s', { clusterIP: 'bogus', ports }));
     expect(r.issues[0]).toMatchObject({ kind: 'Service', object: 'ns/s', field: 'spec.clusterIPs[0]', skipped: 'object' });
@@ -81,7 +84,10 @@ describe('ProxyStateStore', () => {
     ['spec.externalIPs[0]', { spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], externalIPs: ['1.2.3.4"'] } }],
     ['spec.loadBalancerSourceRanges[0]', { spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], loadBalancerSourceRanges: ['nope'] } }],
     ['spec.externalIPs', { spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], externalIPs: Array(1001).fill('1.1.1.1') } }],
-    ['spec.sessionAffinityConfig.clientIP.timeoutSeconds', { spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } } } }],
+    [
+      'spec.sessionAffinityConfig.clientIP.timeoutSeconds',
+      { spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }], sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } } } },
+    ],
   ])('names the bad field %s', (field, patch) => {
     const store = new ProxyStateStore('node-1');
     const r = store.applyService({ ...service('ns/s', { clusterIP: '10.96.0.1', ports }), ...patch });

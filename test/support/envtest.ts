@@ -89,7 +89,11 @@ export class RealApiServer {
     writeFileSync(join(dir, 'sa.pub'), publicKey);
     writeFileSync(join(dir, 'sa.key'), privateKey, { mode: 0o600 });
     const server = new RealApiServer(dir, port, []);
-    writeFileSync(join(dir, 'tokens.csv'), `${server.adminToken},admin,admin,"system:masters"\n${server.kproxyToken},${KPROXY_USER},kproxy,"system:serviceaccounts,system:serviceaccounts:kube-system"\n`, { mode: 0o600 });
+    writeFileSync(
+      join(dir, 'tokens.csv'),
+      `${server.adminToken},admin,admin,"system:masters"\n${server.kproxyToken},${KPROXY_USER},kproxy,"system:serviceaccounts,system:serviceaccounts:kube-system"\n`,
+      { mode: 0o600 },
+    );
     server.#args.push(
       `--etcd-servers=http://127.0.0.1:${etcdPort}`,
       `--secure-port=${port}`,
@@ -108,16 +112,20 @@ export class RealApiServer {
       ...extra,
     );
     try {
-      server.#etcd = background(join(ASSETS, 'etcd'), [
-        '--name=default',
-        `--data-dir=${join(dir, 'etcd')}`,
-        `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
-        `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
-        `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
-        `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
-        `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
-        '--log-level=error',
-      ], join(dir, 'etcd.log'));
+      server.#etcd = background(
+        join(ASSETS, 'etcd'),
+        [
+          '--name=default',
+          `--data-dir=${join(dir, 'etcd')}`,
+          `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
+          `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
+          `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+          `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+          `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
+          '--log-level=error',
+        ],
+        join(dir, 'etcd.log'),
+      );
       await server.#startApiServer();
     } catch (err) {
       await server.stop();
@@ -171,7 +179,15 @@ export class RealApiServer {
     const data = body === undefined ? undefined : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       const req = https.request(
-        { host: '127.0.0.1', port: this.port, path, method, ca: this.ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' }, timeout: 30_000 },
+        {
+          host: '127.0.0.1',
+          port: this.port,
+          path,
+          method,
+          ca: this.ca,
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
+          timeout: 30_000,
+        },
         (res) => {
           let text = '';
           res.setEncoding('utf8');

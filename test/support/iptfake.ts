@@ -94,4 +94,3 @@ function matchOf(rule: string): string {
 }
 
 const UNORDERED = new Set(['filter KUBE-SERVICES', 'filter KUBE-EXTERNAL-SERVICES', 'filter KUBE-NODEPORTS', 'filter KUBE-PROXY-FIREWALL', 'nat KUBE-SERVICES', 'nat KUBE-NODEPORTS']);
-

@@ -44,7 +44,7 @@ export class FakeNft {
       }
       if (!t) return fail('no such table');
       const table = t;
-      const name = String(body!.name ?? body!.chain);
+      const name = String(body.name ?? body.chain);
       if (kind === 'chain') {
         if (verb === 'add') table.chains.set(name, table.chains.get(name) ?? []);
         else if (!table.chains.has(name)) fail(`no such chain ${name}`);
@@ -58,14 +58,14 @@ export class FakeNft {
       }
       if (kind === 'rule') {
         const rules = table.chains.get(name) ?? fail(`no such chain ${name}`);
-        const text = JSON.stringify(body!.expr) + (body!.comment === undefined ? '' : `#${String(body!.comment)}`);
+        const text = JSON.stringify(body.expr) + (body.comment === undefined ? '' : `#${JSON.stringify(body.comment)}`);
         for (const target of targets(text)) if (!table.chains.has(target)) fail(`rule jumps to missing chain ${target}`);
         for (const set of text.matchAll(/"@([^"]+)"/g)) if (!table.sets.has(set[1]!)) fail(`rule uses missing set ${set[1]}`);
         rules.push(text);
         return;
       }
       if (kind === 'set' || kind === 'map') {
-        const { family: _f, table: _t, ...spec } = body!;
+        const { family: _f, table: _t, ...spec } = body;
         if (verb === 'add') {
           const existing = table.sets.get(name);
           if (existing && existing.spec !== JSON.stringify(spec)) fail(`set ${name} exists with another definition`);
@@ -80,7 +80,7 @@ export class FakeNft {
       }
       // element
       const set = table.sets.get(name) ?? fail(`no such set ${name}`);
-      for (const e of body!.elem as JsonElement[]) {
+      for (const e of body.elem as JsonElement[]) {
         const [keyPart, value] = Array.isArray(e) ? (e as [JsonElement, NftVerdict]) : [e, undefined];
         const key = typeof keyPart === 'object' && keyPart !== null && 'elem' in keyPart ? keyPart.elem.val : (keyPart as Parameters<typeof keyText>[0]);
         const k = keyText(key);

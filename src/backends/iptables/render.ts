@@ -219,8 +219,7 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
   const internalChain = sp.internalPolicyLocal ? names.svl : names.svc;
   const externalPolicyChain = sp.externalPolicyLocal ? names.svl : names.svc;
   const lbChain = sp.usesFirewallChain ? names.fw : names.ext;
-  const noEndpointsComment = (verdict: string | undefined) =>
-    comment(verdict === 'REJECT' ? `${sp.name} has no endpoints` : `${sp.name} has no local endpoints`);
+  const noEndpointsComment = (verdict: string | undefined) => comment(verdict === 'REJECT' ? `${sp.name} has no endpoints` : `${sp.name} has no local endpoints`);
 
   // ClusterIP.
   if (sp.internalNoEndpoints === undefined) {
@@ -301,14 +300,7 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
   return { chains: Array.from(own, ([name, rules]) => ({ name, rules })), shared };
 }
 
-function writeEndpointSelection(
-  nat: Emit,
-  chain: string,
-  sp: ServicePortPlan,
-  endpoints: ServicePortPlan['clusterEndpoints'],
-  sepNames: ReadonlyMap<string, string>,
-  large: boolean,
-): void {
+function writeEndpointSelection(nat: Emit, chain: string, sp: ServicePortPlan, endpoints: ServicePortPlan['clusterEndpoints'], sepNames: ReadonlyMap<string, string>, large: boolean): void {
   const seps = endpoints.map((ep) => sepNames.get(ep.hostPort)!);
   const c = (i: number) => (large ? [] : [comment(`${sp.name} -> ${endpoints[i]!.hostPort}`)]);
   if (sp.affinityTimeoutSeconds !== undefined) {

@@ -216,7 +216,7 @@ export function diffRulesets(previous: IptablesRuleset | undefined, next: Iptabl
   const count = (table: TableName, chain: string, rule: string, by: number) => {
     const k = `${table} ${chain}`;
     let m = gone.get(k);
-    if (!m) gone.set(k, (m = new Map()));
+    if (!m) gone.set(k, (m = new Map<string, number>()));
     m.set(rule, (m.get(rule) ?? 0) + by);
   };
   const ownBefore = new Map<string, IptablesChain>();

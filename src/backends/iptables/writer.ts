@@ -20,7 +20,7 @@
 import { execa, ExecaError } from 'execa';
 import type { IPFamily } from '../../state/ip.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
-import { BackgroundCheck, type DEEP_READ_BUDGET } from '../verify.ts';
+import { BackgroundCheck } from '../verify.ts';
 import { BUILTIN_CHAINS, chainNamesFromNft, chainNamesFromSave, chainsToRead, mapLimit, parseChainListing, savedTable, type ChainListing } from './kernel.ts';
 import { type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
 import { buildCleanupScript, buildRestoreScript, buildTableScript, changeScript, diffRulesets, missingJumps, staleChains, type IptablesChange, type SavedTable } from './restore.ts';
@@ -102,7 +102,9 @@ async function run(wrapper: readonly string[], bin: string, args: string[], inpu
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;
-    const stderr = String(err.stderr ?? '').trim();
+    // execa's types leave stderr's shape to the options; here it is always the text.
+    const raw: unknown = err.stderr;
+    const stderr = typeof raw === 'string' ? raw.trim() : '';
     const lineNo = /line (\d+) failed/.exec(stderr)?.[1];
     const failedLine = lineNo && input ? input.split('\n')[Number(lineNo) - 1] : undefined;
     // execa reports a missing program as ENOENT; a wrapper such as `ip netns exec` as its own message.
@@ -150,7 +152,7 @@ export class IptablesWriter {
   /** Where the next deep verify's sample of per-service chains starts. */
   #cursor = 0;
 
-  /** @param options.verifyBudget share of a core the deep verify may use (default {@link DEEP_READ_BUDGET}) */
+  /** @param options.verifyBudget share of a core the deep verify may use (default: verify.ts's DEEP_READ_BUDGET, 2 %) */
   constructor(tools: IptablesTools, options: { readonly verifyBudget?: number } = {}) {
     this.#tools = tools;
     this.#check = new BackgroundCheck(options.verifyBudget);
@@ -266,14 +268,19 @@ export class IptablesWriter {
       const wanted = new Set(snapshot.fixed[table].keys());
       if (table === 'nat') for (const part of snapshot.services.values()) for (const c of part.chains) wanted.add(c.name);
       for (const name of wanted) {
-        if (!names.has(name) && !touched.has(`${table} ${name}`)) chains[table].add(name), missing++;
+        if (!names.has(name) && !touched.has(`${table} ${name}`)) {
+          chains[table].add(name);
+          missing++;
+        }
       }
       for (const name of staleChains(snapshot, table, { chains: names })) if (!touched.has(`${table} ${name}`)) extra[table].push(name);
       if (table === 'nat') {
         const sample = this.#sample(snapshot).filter((c) => names.has(c.name) && !chains.nat.has(c.name));
         const listed = await mapLimit(sample, READS, (c) => tools.listChain('nat', c.name));
         sample.forEach((c, i) => {
-          if (differs('nat', c.name, c.rules.length, listed[i])) chains.nat.add(c.name), sampledBad++;
+          if (!differs('nat', c.name, c.rules.length, listed[i])) return;
+          chains.nat.add(c.name);
+          sampledBad++;
         });
       }
     }

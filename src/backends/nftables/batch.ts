@@ -39,11 +39,16 @@ export function fullBatch(next: NftRuleset): NftBatchPlan {
   for (const s of next.sets) commands.push(addSet(next, s));
   for (const c of next.chains) commands.push(addChain(next, c));
   let rules = 0;
-  for (const c of next.chains) for (const rule of c.rules) commands.push(addRule(next, c.name, rule)), rules++;
+  for (const c of next.chains) {
+    for (const rule of c.rules) commands.push(addRule(next, c.name, rule));
+    rules += c.rules.length;
+  }
   let elements = 0;
   for (const s of next.sets) {
     const list = next.elements.get(s.name) ?? [];
-    if (list.length > 0) commands.push(addElements(next, s.name, list)), (elements += list.length);
+    if (list.length === 0) continue;
+    commands.push(addElements(next, s.name, list));
+    elements += list.length;
   }
   return { commands, rules, elements, chainsWritten: next.chains.length, chainsDeleted: 0, stale: [] };
 }
@@ -146,9 +151,15 @@ export function deltaBatch(previous: NftRuleset, next: NftRuleset, deferred: rea
   for (const s of setsAfter.values()) if (!setsBefore.has(s.name) || recreated.has(s.name)) commands.push(addSet(next, s));
   // 7.
   let rules = 0;
-  for (const c of [...added, ...changed]) for (const rule of c.rules) commands.push(addRule(next, c.name, rule)), rules++;
+  for (const c of [...added, ...changed]) {
+    for (const rule of c.rules) commands.push(addRule(next, c.name, rule));
+    rules += c.rules.length;
+  }
   // 8.
-  for (const [name, list] of adds) commands.push(addElements(next, name, list)), (elements += list.length);
+  for (const [name, list] of adds) {
+    commands.push(addElements(next, name, list));
+    elements += list.length;
+  }
 
   return { commands, rules, elements, chainsWritten: added.length + changed.length, chainsDeleted: toDelete.length, stale: removed };
 }

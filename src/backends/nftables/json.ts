@@ -28,17 +28,18 @@ export type NftValue = string | number | { readonly prefix: { readonly addr: str
 
 /** A verdict, as a statement or as the value of a verdict-map element. */
 export type NftVerdict =
-  | { readonly accept: null }
-  | { readonly drop: null }
-  | { readonly return: null }
-  | { readonly jump: { readonly target: string } }
-  | { readonly goto: { readonly target: string } };
+  { readonly accept: null } | { readonly drop: null } | { readonly return: null } | { readonly jump: { readonly target: string } } | { readonly goto: { readonly target: string } };
 
 /** One statement of a rule. */
 export type NftStatement =
   | NftVerdict
   | { readonly match: { readonly op: '==' | '!=' | 'in'; readonly left: NftSelector; readonly right: NftValue } }
-  | { readonly mangle: { readonly key: { readonly meta: { readonly key: 'mark' } }; readonly value: { readonly '|': readonly [{ readonly meta: { readonly key: 'mark' } }, number] } | { readonly '^': readonly [{ readonly meta: { readonly key: 'mark' } }, number] } } }
+  | {
+      readonly mangle: {
+        readonly key: { readonly meta: { readonly key: 'mark' } };
+        readonly value: { readonly '|': readonly [{ readonly meta: { readonly key: 'mark' } }, number] } | { readonly '^': readonly [{ readonly meta: { readonly key: 'mark' } }, number] };
+      };
+    }
   | { readonly vmap: { readonly key: NftSelector; readonly data: string } }
   | { readonly set: { readonly op: 'update'; readonly elem: NftSelector; readonly set: string } }
   | { readonly dnat: { readonly addr: string; readonly port: number } }
@@ -97,13 +98,11 @@ export type NftObject =
   | { readonly element: { readonly family: NftFamily; readonly table: string; readonly name: string; readonly elem: readonly JsonElement[] } };
 
 /** An element as JSON: key, `[key, verdict]`, or with an `elem` wrapper carrying a comment. */
-export type JsonElement = NftKey | { readonly elem: { readonly val: NftKey; readonly comment: string } } | readonly [NftKey | { readonly elem: { readonly val: NftKey; readonly comment: string } }, NftVerdict];
+export type JsonElement =
+  NftKey | { readonly elem: { readonly val: NftKey; readonly comment: string } } | readonly [NftKey | { readonly elem: { readonly val: NftKey; readonly comment: string } }, NftVerdict];
 
 /** One command of a batch. */
-export type NftCommand =
-  | { readonly add: NftObject }
-  | { readonly flush: NftObject }
-  | { readonly delete: NftObject };
+export type NftCommand = { readonly add: NftObject } | { readonly flush: NftObject } | { readonly delete: NftObject };
 
 /** The document `nft -j -f` reads: a metainfo object, then commands applied in order, atomically. */
 export interface NftBatch {

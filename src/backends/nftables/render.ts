@@ -34,8 +34,24 @@
 import { IdentityCache } from '../../planner/cache.ts';
 import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import {
-  DROP, RETURN, eq, fibType, goto, jump, keyText, meta, ne, payload, prefix,
-  type NftElement, type NftFamily, type NftHook, type NftRule, type NftSelector, type NftSetSpec, type NftStatement,
+  DROP,
+  RETURN,
+  eq,
+  fibType,
+  goto,
+  jump,
+  keyText,
+  meta,
+  ne,
+  payload,
+  prefix,
+  type NftElement,
+  type NftFamily,
+  type NftHook,
+  type NftRule,
+  type NftSelector,
+  type NftSetSpec,
+  type NftStatement,
 } from './json.ts';
 import { isSkip, renderOrSkip, type RenderSkip } from '../backend.ts';
 import { fitComment } from '../iptables/names.ts';
@@ -171,9 +187,7 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   const protoPort: NftSelector = { concat: [meta('l4proto'), payload('th', 'dport')] };
   // Where NodePorts are accepted: every local address but loopback, or the --nodeport-addresses ones.
   const nodePortDestination: NftStatement[] =
-    plan.nodePortDestinations.kind === 'all'
-      ? [eq(fibType('daddr'), 'local'), ne(daddr, prefix(family === 'ip6' ? '::1/128' : '127.0.0.0/8'))]
-      : [eq(daddr, `@${NFT.nodePortIPs}`)];
+    plan.nodePortDestinations.kind === 'all' ? [eq(fibType('daddr'), 'local'), ne(daddr, prefix(family === 'ip6' ? '::1/128' : '127.0.0.0/8'))] : [eq(daddr, `@${NFT.nodePortIPs}`)];
   const mark = Number(plan.masqueradeMark);
   const markOf = { meta: { key: 'mark' } } as const;
 
@@ -213,7 +227,10 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   // A ClusterIP is listed once per port, an endpoint once per Service using it; a set holds each once.
   for (const name of [NFT.clusterIPs, NFT.hairpin]) {
     const seen = new Set<string>();
-    elements.set(name, elements.get(name)!.filter((e) => !seen.has(keyText(e.key)) && seen.add(keyText(e.key))));
+    elements.set(
+      name,
+      elements.get(name)!.filter((e) => !seen.has(keyText(e.key)) && seen.add(keyText(e.key))),
+    );
   }
   // Two Services may claim the same destination (externalIPs and load-balancer IPs are not
   // checked for uniqueness by the API server). A map holds one value per key: the first service
@@ -240,7 +257,9 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
     table: TABLE,
     sets: sets.sort(byName),
     get chains() {
-      return (allChains ??= Array.from(r.chains, ([name, rules]) => ({ name, rules }) as NftChain).concat(BASE_CHAINS).sort(byName));
+      return (allChains ??= Array.from(r.chains, ([name, rules]): NftChain => ({ name, rules }))
+        .concat(BASE_CHAINS)
+        .sort(byName));
     },
     fixedSets,
     fixedChains,

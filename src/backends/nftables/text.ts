@@ -45,7 +45,7 @@ function objectText(o: NftObject, add: boolean): string {
 
 function elementText(e: JsonElement): string {
   if (Array.isArray(e)) return `${elementText(e[0] as JsonElement)} : ${verdictText(e[1] as NftVerdict)}`;
-  if (typeof e === 'object' && e !== null && 'elem' in e) return `${keyText(e.elem.val)} comment "${e.elem.comment}"`;
+  if (typeof e === 'object' && 'elem' in e) return `${keyText(e.elem.val)} comment "${e.elem.comment}"`;
   return keyText(e as NftKey);
 }
 

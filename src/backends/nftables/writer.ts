@@ -18,7 +18,7 @@ import { deltaBatch, fullBatch, type NftBatchPlan } from './batch.ts';
 import { toBatch, type NftCommand, type NftFamily } from './json.ts';
 import { TABLE } from './names.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
-import { BackgroundCheck, type DEEP_READ_BUDGET } from '../verify.ts';
+import { BackgroundCheck } from '../verify.ts';
 import type { NftRuleset } from './render.ts';
 import { commandText } from './text.ts';
 
@@ -104,7 +104,9 @@ async function runNft(wrapper: readonly string[], args: string[]): Promise<strin
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;
-    const stderr = String(err.stderr ?? '').trim();
+    // execa's types leave stderr's shape to the options; here it is always the text.
+    const raw: unknown = err.stderr;
+    const stderr = typeof raw === 'string' ? raw.trim() : '';
     // execa reports a missing program as ENOENT; a wrapper such as `ip netns exec` as its own message.
     const missing = err.code === 'ENOENT' || stderr.startsWith('exec of "nft" failed: No such file');
     const code: NftErrorCode = missing ? 'NFT_NOT_FOUND' : err.timedOut ? 'NFT_TIMEOUT' : 'NFT_FAILED';
@@ -141,7 +143,7 @@ export class NftWriter {
   #committed: NftRuleset | undefined;
   #deferred: readonly string[] = [];
 
-  /** @param options.verifyBudget share of a core the deep verify may use (default {@link DEEP_READ_BUDGET}) */
+  /** @param options.verifyBudget share of a core the deep verify may use (default: verify.ts's DEEP_READ_BUDGET, 2 %) */
   constructor(tools: NftTools, options: { readonly verifyBudget?: number } = {}) {
     this.#tools = tools;
     this.#check = new BackgroundCheck(options.verifyBudget);
@@ -236,7 +238,11 @@ export class NftWriter {
   async #explain(err: Error, commands: readonly NftCommand[]): Promise<Error> {
     if (!(err instanceof NftError)) return err;
     const deadline = Date.now() + BISECT_BUDGET_MS;
-    const fails = async (n: number) => this.#tools.apply(JSON.stringify(toBatch(commands.slice(0, n))), true).then(() => false, () => true);
+    const fails = async (n: number) =>
+      this.#tools.apply(JSON.stringify(toBatch(commands.slice(0, n))), true).then(
+        () => false,
+        () => true,
+      );
     let ok = 0;
     let bad = commands.length;
     try {
@@ -251,7 +257,11 @@ export class NftWriter {
     }
     if (bad - ok > 1) return err;
     const text = commandText(commands[bad - 1]!);
-    return new NftError(`${err.message} (command ${bad} of ${commands.length}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`, { code: err.code, stderr: err.stderr, failedCommand: text }, { cause: err });
+    return new NftError(
+      `${err.message} (command ${bad} of ${commands.length}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`,
+      { code: err.code, stderr: err.stderr, failedCommand: text },
+      { cause: err },
+    );
   }
 }
 

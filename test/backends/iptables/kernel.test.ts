@@ -18,12 +18,19 @@ describe('parseChainListing', () => {
 });
 
 describe('reading tables', () => {
-  it('reads built-in and foreign chains only, never kproxy\'s own', () => {
+  it("reads built-in and foreign chains only, never kproxy's own", () => {
     expect(chainsToRead('nat', ['PREROUTING', 'KUBE-SERVICES', 'KUBE-SVC-ABC', 'DOCKER', 'KUBE-MARK-DROP', 'OUTPUT'])).toEqual(['PREROUTING', 'DOCKER', 'KUBE-MARK-DROP', 'OUTPUT']);
   });
 
-  it('takes one table\'s chain names out of nft -j list chains', () => {
-    const json = JSON.stringify({ nftables: [{ metainfo: {} }, { chain: { family: 'ip', table: 'nat', name: 'PREROUTING' } }, { chain: { family: 'ip', table: 'filter', name: 'INPUT' } }, { chain: { family: 'ip', table: 'nat', name: 'KUBE-SERVICES' } }] });
+  it("takes one table's chain names out of nft -j list chains", () => {
+    const json = JSON.stringify({
+      nftables: [
+        { metainfo: {} },
+        { chain: { family: 'ip', table: 'nat', name: 'PREROUTING' } },
+        { chain: { family: 'ip', table: 'filter', name: 'INPUT' } },
+        { chain: { family: 'ip', table: 'nat', name: 'KUBE-SERVICES' } },
+      ],
+    });
     expect(chainNamesFromNft(json, 'nat')).toEqual(['PREROUTING', 'KUBE-SERVICES']);
   });
 
@@ -34,7 +41,17 @@ describe('reading tables', () => {
     ]);
     const saved = savedTable('nat', ['PREROUTING', 'DOCKER', 'KUBE-SVC-OLD'], listings);
     expect([...saved.chains].sort()).toEqual(['DOCKER', 'INPUT', 'KUBE-SVC-OLD', 'OUTPUT', 'POSTROUTING', 'PREROUTING']);
-    const script = buildTableScript({ filter: [], nat: [], fixed: { filter: new Map(), nat: new Map() }, jumps: [{ table: 'nat', from: 'PREROUTING', target: 'KUBE-SERVICES', spec: '-j KUBE-SERVICES' }], services: new Map(), skipped: [] }, { filter: savedTable('filter', [], new Map()), nat: saved });
+    const script = buildTableScript(
+      {
+        filter: [],
+        nat: [],
+        fixed: { filter: new Map(), nat: new Map() },
+        jumps: [{ table: 'nat', from: 'PREROUTING', target: 'KUBE-SERVICES', spec: '-j KUBE-SERVICES' }],
+        services: new Map(),
+        skipped: [],
+      },
+      { filter: savedTable('filter', [], new Map()), nat: saved },
+    );
     expect(script).toContain(':PREROUTING ACCEPT [1:2]\n');
     expect(script).toContain(':OUTPUT ACCEPT [0:0]\n');
     expect(script).toContain('-A PREROUTING -j KUBE-SERVICES\n[3:4] -A PREROUTING -j DOCKER\n');

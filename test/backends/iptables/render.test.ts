@@ -31,8 +31,13 @@ describe('rules in upstream shapes (TestOverallIPTablesRules)', () => {
     service('ns1/svc1', { clusterIP: '172.30.0.41', ports: p80 }),
     endpointSlice('ns1/svc1', p80, [endpoint('10.180.0.1')]),
     service('ns5/svc5', {
-      type: 'LoadBalancer', clusterIP: '172.30.0.45', ports: [{ name: 'p80', port: 80, nodePort: 3002 }],
-      loadBalancerIPs: ['5.6.7.8'], loadBalancerSourceRanges: ['203.0.113.0/25'], affinityTimeout: 10800, externalTrafficPolicy: 'Cluster',
+      type: 'LoadBalancer',
+      clusterIP: '172.30.0.45',
+      ports: [{ name: 'p80', port: 80, nodePort: 3002 }],
+      loadBalancerIPs: ['5.6.7.8'],
+      loadBalancerSourceRanges: ['203.0.113.0/25'],
+      affinityTimeout: 10800,
+      externalTrafficPolicy: 'Cluster',
     }),
     endpointSlice('ns5/svc5', p80, [endpoint('10.180.0.3')]),
   ];
@@ -83,7 +88,15 @@ describe('rules in upstream shapes (TestOverallIPTablesRules)', () => {
 
   it('eTP Local without local endpoints: short-circuit EXT chain and filter DROPs (ns2/svc2)', () => {
     const r2 = rules([
-      service('ns2/svc2', { type: 'LoadBalancer', clusterIP: '172.30.0.42', ports: [{ name: 'p80', port: 80, nodePort: 3001 }], externalIPs: ['192.168.99.22'], loadBalancerIPs: ['1.2.3.4'], externalTrafficPolicy: 'Local', healthCheckNodePort: 30000 }),
+      service('ns2/svc2', {
+        type: 'LoadBalancer',
+        clusterIP: '172.30.0.42',
+        ports: [{ name: 'p80', port: 80, nodePort: 3001 }],
+        externalIPs: ['192.168.99.22'],
+        loadBalancerIPs: ['1.2.3.4'],
+        externalTrafficPolicy: 'Local',
+        healthCheckNodePort: 30000,
+      }),
       endpointSlice('ns2/svc2', p80, [endpoint('10.180.0.2', { node: 'other' })]),
     ]);
     const ext = 'KUBE-EXT-GNZBNJ2PO5MGZ6GT';
@@ -108,7 +121,14 @@ describe('rules in upstream shapes (TestOverallIPTablesRules)', () => {
   });
 
   it('load-balances 3 endpoints with 1/3, 1/2, then unconditionally, ordered by ip:port string', () => {
-    const r4 = rules([service('ns4/svc4', { clusterIP: '172.30.0.44', ports: p80 }), endpointSlice('ns4/svc4', p80, ['10.180.0.2', '10.180.0.10', '10.180.0.5'].map((ip) => endpoint(ip)))]);
+    const r4 = rules([
+      service('ns4/svc4', { clusterIP: '172.30.0.44', ports: p80 }),
+      endpointSlice(
+        'ns4/svc4',
+        p80,
+        ['10.180.0.2', '10.180.0.10', '10.180.0.5'].map((ip) => endpoint(ip)),
+      ),
+    ]);
     const lb = chain(r4, 'nat', 'KUBE-SVC-4SW47YFZTEDKD3PK')!.slice(1);
     expect(lb.map((l) => /-> (\S+)"/.exec(l)![1])).toEqual(['10.180.0.10:80', '10.180.0.2:80', '10.180.0.5:80']);
     expect(lb.map((l) => /--probability (\S+)/.exec(l)?.[1])).toEqual(['0.3333333333', '0.5000000000', undefined]);
@@ -132,7 +152,13 @@ describe('rules in upstream shapes (TestOverallIPTablesRules)', () => {
   it('lets the node reach its own LB through source ranges when the node IP is inside one (TestLoadBalancer)', () => {
     const r6 = rules([
       node('test-node', undefined, ['192.168.0.2']),
-      service('ns1/svc1', { type: 'LoadBalancer', clusterIP: '172.30.0.41', ports: [{ name: 'p80', port: 80, nodePort: 3001 }], loadBalancerIPs: ['1.2.3.4', '5.6.7.8'], loadBalancerSourceRanges: ['192.168.0.0/24', ' 203.0.113.0/25'] }),
+      service('ns1/svc1', {
+        type: 'LoadBalancer',
+        clusterIP: '172.30.0.41',
+        ports: [{ name: 'p80', port: 80, nodePort: 3001 }],
+        loadBalancerIPs: ['1.2.3.4', '5.6.7.8'],
+        loadBalancerSourceRanges: ['192.168.0.0/24', ' 203.0.113.0/25'],
+      }),
       endpointSlice('ns1/svc1', p80, [endpoint('10.180.0.1')]),
     ]);
     const fw = chain(r6, 'nat', 'KUBE-FW-XPGD46QRK7WJZT7O')!;

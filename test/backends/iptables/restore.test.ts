@@ -91,7 +91,10 @@ describe('buildChangeScript (what run --dry-run prints)', () => {
     const before = rules([a, b, epsA('10.180.0.1')]);
     const after = rules([a, b, epsA('10.180.0.2')]);
     const change = buildChangeScript(before, after)!;
-    const declared = change.split('\n').filter((l) => l.startsWith(':')).map((l) => l.split(' ')[0]);
+    const declared = change
+      .split('\n')
+      .filter((l) => l.startsWith(':'))
+      .map((l) => l.split(' ')[0]);
     expect(declared.some((c) => c!.startsWith(':KUBE-SVC-'))).toBe(true);
     expect(declared.filter((c) => c!.startsWith(':KUBE-SEP-'))).toHaveLength(2); // new one, and the old one to delete
     expect(change.split('\n').filter((l) => l.startsWith('-X '))).toHaveLength(1);

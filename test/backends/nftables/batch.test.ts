@@ -17,7 +17,11 @@ import { plan } from '../../support/pipeline.ts';
 const p80 = [{ name: 'p80', port: 80 }];
 const svc = (i: number, eps: string[], extra = {}) => [
   service(`ns/svc${i}`, { clusterIP: `172.30.0.${i}`, ports: p80, ...extra }),
-  endpointSlice(`ns/svc${i}`, p80, eps.map((ip) => endpoint(ip))),
+  endpointSlice(
+    `ns/svc${i}`,
+    p80,
+    eps.map((ip) => endpoint(ip)),
+  ),
 ];
 const render = (objects: Record<string, unknown>[]) => renderNftables(plan(objects));
 const world = (n: number, changed?: { i: number; eps: string[] }) =>
@@ -28,7 +32,7 @@ describe('incremental nft batches', () => {
     expect(deltaBatch(world(20), world(20), []).commands).toEqual([]);
   });
 
-  it('an endpoint change of one Service rewrites only that Service\'s chains and elements', () => {
+  it("an endpoint change of one Service rewrites only that Service's chains and elements", () => {
     const before = world(50);
     const after = world(50, { i: 7, eps: ['10.1.6.1', '10.1.6.9'] });
     const batch = deltaBatch(before, after, []);
@@ -44,7 +48,7 @@ describe('incremental nft batches', () => {
     expect(batch).toMatchObject({ rules: 3, elements: 2, chainsWritten: 1, stale: [] });
   });
 
-  it('a removed Service\'s chain is flushed with its elements gone, and deleted one batch later', () => {
+  it("a removed Service's chain is flushed with its elements gone, and deleted one batch later", () => {
     const batch = deltaBatch(world(3), world(2), []);
     const chain = world(3).chains.find((c) => c.name.endsWith('ns/svc3/tcp/p80'))!.name;
     expect(batch.stale).toEqual([chain]);
@@ -124,19 +128,27 @@ describe('nft batch properties', () => {
   });
 
   it('is deterministic: the same objects in any order give the same batch', () => {
-    fc.assert(fc.property(cluster, (objs) => {
-      expect(JSON.stringify(fullBatch(render(objs)).commands)).toBe(JSON.stringify(fullBatch(render([...objs].reverse())).commands));
-    }), { numRuns: 200 });
+    fc.assert(
+      fc.property(cluster, (objs) => {
+        expect(JSON.stringify(fullBatch(render(objs)).commands)).toBe(JSON.stringify(fullBatch(render([...objs].reverse())).commands));
+      }),
+      { numRuns: 200 },
+    );
   });
 
   it('lets no input string inject anything into the text form: one printable command per line', () => {
     const LINE = /^(add|delete|flush) (table|chain|rule|set|map|element) ip kube-proxy( [a-z][a-zA-Z0-9/_.-]*( .*)?)?$/;
-    fc.assert(fc.property(cluster, (objs) => {
-      for (const line of batchText(fullBatch(render(objs)).commands).trimEnd().split('\n')) {
-        expect(line).toMatch(LINE);
-        expect(line).toMatch(/^[\x20-\x7e]*$/);
-        expect((line.match(/"/g) ?? []).length % 2).toBe(0);
-      }
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(cluster, (objs) => {
+        for (const line of batchText(fullBatch(render(objs)).commands)
+          .trimEnd()
+          .split('\n')) {
+          expect(line).toMatch(LINE);
+          expect(line).toMatch(/^[\x20-\x7e]*$/);
+          expect((line.match(/"/g) ?? []).length % 2).toBe(0);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -40,8 +40,12 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
     service('ns1/svc1', { clusterIP: '172.30.0.41', ports: p80 }),
     endpointSlice('ns1/svc1', p80, [endpoint('10.180.0.1'), endpoint('10.180.0.2'), endpoint('10.180.0.3')]),
     service('ns5/svc5', {
-      type: 'LoadBalancer', clusterIP: '172.30.0.45', ports: [{ name: 'p80', port: 80, nodePort: 3002 }],
-      loadBalancerIPs: ['5.6.7.8'], loadBalancerSourceRanges: ['203.0.113.0/25'], affinityTimeout: 10800,
+      type: 'LoadBalancer',
+      clusterIP: '172.30.0.45',
+      ports: [{ name: 'p80', port: 80, nodePort: 3002 }],
+      loadBalancerIPs: ['5.6.7.8'],
+      loadBalancerSourceRanges: ['203.0.113.0/25'],
+      affinityTimeout: 10800,
     }),
     endpointSlice('ns5/svc5', p80, [endpoint('10.180.0.3')]),
     service('ns6/svc6', { clusterIP: '172.30.0.46', ports: p80 }),
@@ -61,7 +65,9 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
   it('hairpin: one saddr . daddr lookup after DNAT, over the endpoints that may be on this node', () => {
     expect(chainText(r, 'masquerading')![0]).toBe('ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade');
     expect(elements(r, 'hairpin-endpoints')).toEqual(['10.180.0.1 . 10.180.0.1', '10.180.0.2 . 10.180.0.2', '10.180.0.3 . 10.180.0.3']);
-    const remote = renderNftables(plan([service('ns/a', { clusterIP: '172.30.0.9', ports: p80 }), endpointSlice('ns/a', p80, [endpoint('10.180.0.8', { node: 'other' }), endpoint('10.180.0.9', { node: 'test-node' })])]));
+    const remote = renderNftables(
+      plan([service('ns/a', { clusterIP: '172.30.0.9', ports: p80 }), endpointSlice('ns/a', p80, [endpoint('10.180.0.8', { node: 'other' }), endpoint('10.180.0.9', { node: 'test-node' })])]),
+    );
     expect(elements(remote, 'hairpin-endpoints')).toEqual(['10.180.0.9 . 10.180.0.9']);
   });
 
@@ -76,10 +82,7 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
     expect(elements(r, 'no-endpoint-services')).toEqual(['172.30.0.46 . tcp . 80 : goto reject-chain']);
     expect(r.elements.get('no-endpoint-services')![0]!.comment).toBe('ns6/svc6:p80');
     expect(elements(r, 'cluster-ips')).toEqual(['172.30.0.41', '172.30.0.45', '172.30.0.46']);
-    expect(chainText(r, 'services')).toEqual([
-      'ip daddr . meta l4proto . th dport vmap @service-ips',
-      'fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports',
-    ]);
+    expect(chainText(r, 'services')).toEqual(['ip daddr . meta l4proto . th dport vmap @service-ips', 'fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports']);
   });
 
   it('affinity: a timeout set per endpoint, checked before the cascade and refreshed on every DNAT', () => {
@@ -96,10 +99,7 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
     const svc5 = serviceNames('ns5/svc5:p80', 'TCP');
     expect(elements(r, 'firewall-ips')).toEqual([`5.6.7.8 . tcp . 80 : goto ${svc5.firewall}`]);
     expect(chainText(r, svc5.firewall)).toEqual(['ip saddr 203.0.113.0/25 return', 'drop']);
-    expect(chainText(r, svc5.external)).toEqual([
-      'jump mark-for-masquerade comment "masquerade traffic for ns5/svc5:p80 external destinations"',
-      `goto ${svc5.service}`,
-    ]);
+    expect(chainText(r, svc5.external)).toEqual(['jump mark-for-masquerade comment "masquerade traffic for ns5/svc5:p80 external destinations"', `goto ${svc5.service}`]);
   });
 
   it('masquerades by mark, and hooks in where upstream does', () => {
@@ -122,10 +122,12 @@ describe('nftables layout (TestOverallNFTablesRules shapes)', () => {
   });
 
   it('eTP Local: pods and the node short-circuit to the Cluster chain; others go to the Local one', () => {
-    const local = renderNftables(plan([
-      service('ns/lb', { type: 'NodePort', clusterIP: '172.30.0.60', ports: [{ name: 'p80', port: 80, nodePort: 3003 }], externalTrafficPolicy: 'Local' }),
-      endpointSlice('ns/lb', p80, [endpoint('10.180.0.7', { node: 'test-node' }), endpoint('10.180.1.7', { node: 'other' })]),
-    ]));
+    const local = renderNftables(
+      plan([
+        service('ns/lb', { type: 'NodePort', clusterIP: '172.30.0.60', ports: [{ name: 'p80', port: 80, nodePort: 3003 }], externalTrafficPolicy: 'Local' }),
+        endpointSlice('ns/lb', p80, [endpoint('10.180.0.7', { node: 'test-node' }), endpoint('10.180.1.7', { node: 'other' })]),
+      ]),
+    );
     const n = serviceNames('ns/lb:p80', 'TCP');
     expect(chainText(local, n.external)).toEqual([
       `ip saddr 10.0.0.0/8 goto ${n.service} comment "pod traffic for ns/lb:p80 external destinations"`,

@@ -75,21 +75,48 @@ if (mode === 'serve') {
         fn();
         resolve();
       };
-      const timer = setTimeout(() => finish(() => { fail('TIMEOUT'); cleanup(); }), timeoutMs);
+      const timer = setTimeout(
+        () =>
+          finish(() => {
+            fail('TIMEOUT');
+            cleanup();
+          }),
+        timeoutMs,
+      );
       let cleanup = () => {};
       if (proto === 'tcp') {
         const opts: net.NetConnectOpts = { host: host!, port, ...(bind ? { localAddress: bind } : {}), ...(sport ? { localPort: sport } : {}) };
         const s = net.connect(opts);
         cleanup = () => s.destroy();
         let data = '';
-        s.on('data', (d) => (data += d));
-        s.on('end', () => finish(() => { record(data); s.destroy(); }));
-        s.on('error', (e: NodeJS.ErrnoException) => finish(() => { fail(e.code); s.destroy(); }));
+        s.on('data', (d: Buffer) => (data += d.toString()));
+        s.on('end', () =>
+          finish(() => {
+            record(data);
+            s.destroy();
+          }),
+        );
+        s.on('error', (e: NodeJS.ErrnoException) =>
+          finish(() => {
+            fail(e.code);
+            s.destroy();
+          }),
+        );
       } else {
         const s = dgram.createSocket('udp4');
         cleanup = () => s.close();
-        s.on('error', (e: NodeJS.ErrnoException) => finish(() => { fail(e.code); s.close(); }));
-        s.on('message', (m) => finish(() => { record(m.toString()); s.close(); }));
+        s.on('error', (e: NodeJS.ErrnoException) =>
+          finish(() => {
+            fail(e.code);
+            s.close();
+          }),
+        );
+        s.on('message', (m) =>
+          finish(() => {
+            record(m.toString());
+            s.close();
+          }),
+        );
         s.bind({ ...(bind ? { address: bind } : {}), ...(sport ? { port: sport } : {}) }, () => {
           s.connect(port, host, () => s.send('probe'));
         });

@@ -51,7 +51,8 @@ export interface ProbeResult {
 }
 
 /** Where a probe starts: the external client, node-1 itself, node-2, or a pod by name. */
-export type Origin = 'client' | 'node-1' | 'node-2' | string;
+/** A namespace of the cluster: `client`, `node-1`, `node-2`, or a pod's name. */
+export type Origin = string;
 
 const live = new Set<string>();
 let hooked = false;
@@ -61,7 +62,11 @@ function hookExit(): void {
   process.on('exit', () => {
     for (const ns of live) {
       try {
-        execFileSync('ip', ['netns', 'pids', ns]).toString().split('\n').filter(Boolean).forEach((pid) => process.kill(Number(pid), 'SIGKILL'));
+        execFileSync('ip', ['netns', 'pids', ns])
+          .toString()
+          .split('\n')
+          .filter(Boolean)
+          .forEach((pid) => process.kill(Number(pid), 'SIGKILL'));
         execFileSync('ip', ['netns', 'del', ns]);
       } catch {
         // best effort while exiting
@@ -128,7 +133,12 @@ export class TestCluster {
     this.#namespaces.push(ns);
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
     // icmp_ratelimit 0: REJECT answers with ICMP, which the kernel otherwise rate-limits per peer.
-    for (const [key, value] of [['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.rp_filter', '0'], ['net.ipv4.conf.default.rp_filter', '0'], ['net.ipv4.icmp_ratelimit', '0']]) {
+    for (const [key, value] of [
+      ['net.ipv4.ip_forward', '1'],
+      ['net.ipv4.conf.all.rp_filter', '0'],
+      ['net.ipv4.conf.default.rp_filter', '0'],
+      ['net.ipv4.icmp_ratelimit', '0'],
+    ]) {
       await execa('ip', ['netns', 'exec', ns, 'sysctl', '-qw', `${key}=${value}`]);
     }
     return ns;
@@ -169,7 +179,7 @@ export class TestCluster {
     this.#servers.push(proc);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`pod ${pod.name} did not start`)), 15_000);
-      proc.stdout!.on('data', (d: Buffer) => {
+      proc.stdout.on('data', (d: Buffer) => {
         if (d.toString().includes('ready')) {
           clearTimeout(timer);
           resolve();
@@ -235,7 +245,10 @@ export class TestCluster {
     if (opts.bind) args.push('--bind', opts.bind);
     if (opts.sport) args.push('--sport', String(opts.sport));
     const run = this.#pending.then(() => execa('ip', args, { timeout: 120_000 }));
-    this.#pending = run.then(() => undefined, () => undefined);
+    this.#pending = run.then(
+      () => undefined,
+      () => undefined,
+    );
     const r = await run;
     return JSON.parse(r.stdout) as ProbeResult;
   }
