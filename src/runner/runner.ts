@@ -232,7 +232,7 @@ export class ProxyRunner<R extends Rendered> {
       this.#needFull = true;
       this.#pending = true;
       for (const key of dirty) store.markDirty(key);
-      this.#triggerTimes.push(...triggers);
+      for (const t of triggers) this.#triggerTimes.push(t);
       const backoff = Math.min(this.#d.timing.syncPeriodMs, this.#d.timing.minSyncPeriodMs * 2 ** Math.min(this.#failures, 10));
       this.#retryAt = Date.now() + backoff;
       (backend.mode === 'nftables' ? metrics.nftablesSyncFailures : metrics.restoreFailures).inc();
@@ -268,10 +268,18 @@ export class ProxyRunner<R extends Rendered> {
       if (report.verifyError !== undefined) log.warn({ err: errorFacts(report.verifyError) }, "verifying the kernel's rules failed; will try again next sync period");
     }
     const now = Date.now();
-    for (const t of triggers) if (t <= now) metrics.networkProgramming.observe((now - t) / 1000);
+    // Network programming latency (upstream's metric): from the EndpointSlice controller's trigger
+    // time to now, when the change is in the kernel. The log line carries the longest of this sync.
+    let programming: number | undefined;
+    for (const t of triggers) {
+      if (t > now) continue;
+      metrics.networkProgramming.observe((now - t) / 1000);
+      programming = Math.max(programming ?? 0, (now - t) / 1000);
+    }
     log.info(
       {
         full,
+        ...(programming === undefined ? {} : { programmingSeconds: Number(programming.toFixed(3)) }),
         seconds: Number(seconds.toFixed(4)),
         servicesChanged: dirty.size,
         servicePorts: plan.servicePorts.length,

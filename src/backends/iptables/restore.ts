@@ -155,7 +155,12 @@ export function buildCleanupScript(current: SavedTables): string | undefined {
       }
     }
     if (owned.length === 0 && jumps.length === 0) continue;
-    out.push(`*${table}`, ...owned.map((c) => `:${c} - [0:0]`), ...jumps, ...owned.map((c) => `-X ${c}`), 'COMMIT');
+    // Loops, not spreads: 130k chains at 10k Services are more arguments than a call can take.
+    out.push(`*${table}`);
+    for (const c of owned) out.push(`:${c} - [0:0]`);
+    for (const j of jumps) out.push(j);
+    for (const c of owned) out.push(`-X ${c}`);
+    out.push('COMMIT');
   }
   return out.length === 0 ? undefined : `${out.join('\n')}\n`;
 }
