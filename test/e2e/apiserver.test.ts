@@ -12,33 +12,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ASSETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
 import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
-import { MODES, NODE1_IP, NODE2_IP, ROOT, tally, TestCluster, type ProbeResult } from './harness/cluster.ts';
+import { eventually, MODES, NODE1_IP, NODE2_IP, onlyFrom, ROOT, TestCluster, webSlice } from './harness/cluster.ts';
 
 const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
-const EP_PORTS = [{ name: 'http', port: 8080 }];
 const CIP = '10.96.5.1';
-const web = (ips: string[]) =>
-  endpointSlice(
-    'demo/web',
-    EP_PORTS,
-    ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })),
-  );
-
-/** Polls `get` until `accept` holds; bounded in attempts and time. */
-async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: T | undefined;
-  for (let i = 0; i < 200 && Date.now() < end; i++) {
-    last = await get();
-    if (accept(last)) return last;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-}
-const onlyFrom =
-  (...names: string[]) =>
-  (r: ProbeResult) =>
-    r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
+const web = webSlice;
 
 if (!ASSETS) console.log(ENVTEST_HINT);
 

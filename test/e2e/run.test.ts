@@ -11,36 +11,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeconfigFor, TestApiServer } from '../support/apiserver.ts';
 import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
-import { MODES, NODE1_EXT_IP, NODE1_IP, NODE2_IP, tally, TestCluster, type ProbeResult } from './harness/cluster.ts';
+import { eventually, MODES, NODE1_EXT_IP, NODE1_IP, NODE2_IP, onlyFrom, tally, TestCluster, webSlice, type ProbeResult } from './harness/cluster.ts';
 
 const SYNC_PERIOD = '3s';
 const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
 const EP_PORTS = [{ name: 'http', port: 8080 }];
 const CIP = '10.96.5.1';
 
-const web = (ips: string[]) =>
-  endpointSlice(
-    'demo/web',
-    EP_PORTS,
-    ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })),
-  );
+const web = webSlice;
 
-/** Polls `get` until `accept` holds; bounded in attempts and time. */
-async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: T | undefined;
-  for (let i = 0; i < 200 && Date.now() < end; i++) {
-    last = await get();
-    if (accept(last)) return last;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-}
-
-const onlyFrom =
-  (...names: string[]) =>
-  (r: ProbeResult) =>
-    r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
 const refused = (r: ProbeResult) => r.refused > 0 && r.answers.length === 0;
 
 describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {

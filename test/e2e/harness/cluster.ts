@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { endpoint, endpointSlice } from '../../support/objects.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../../..');
 const NODE = join(ROOT, 'node_modules/.bin/node');
@@ -341,3 +342,32 @@ export function tally(r: ProbeResult): Record<string, number> {
 export function peers(r: ProbeResult): string[] {
   return [...new Set(r.answers.map((a) => a.peer))].sort();
 }
+
+/**
+ * Polls `get` until `accept` holds; bounded in attempts (200) and time.
+ * @throws Error with the last value when it is not reached within `timeoutMs`
+ */
+export async function eventually<T>(get: () => Promise<T>, accept: (r: T) => boolean, timeoutMs = 15_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: T | undefined;
+  for (let i = 0; i < 200 && Date.now() < end; i++) {
+    last = await get();
+    if (accept(last)) return last;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`not reached within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
+}
+
+/** A probe every answer of which came from one of `names`, and each of them answered at least once. */
+export const onlyFrom =
+  (...names: string[]) =>
+  (r: ProbeResult): boolean =>
+    r.answers.length > 0 && Object.keys(tally(r)).every((n) => names.includes(n)) && names.every((n) => tally(r)[n]);
+
+/** The EndpointSlice of `demo/web` (port 8080) with endpoints at `ips`, on node-1 (10.244.1.x) or node-2. */
+export const webSlice = (ips: string[]): Record<string, unknown> =>
+  endpointSlice(
+    'demo/web',
+    [{ name: 'http', port: 8080 }],
+    ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })),
+  );
