@@ -171,12 +171,72 @@ function chart(rows: readonly Row[], mode: string): string {
   return `${out.join('\n')}\n`;
 }
 
+/** One mode of `kproxy run` against a real API server (run.ts). */
+interface RunResult {
+  mode: string;
+  services: number;
+  endpoints: number;
+  coldStartSeconds: number;
+  rssAfterColdMiB: number;
+  quietSeconds: number;
+  quietCoreShare: number;
+  verifyingSyncsWhileQuiet: number;
+  churnSeconds: number;
+  changes: number;
+  changesLanded: number;
+  landedMedianSeconds: number;
+  landedP95Seconds: number;
+  landedMaxSeconds: number;
+  churnCoreShare: number;
+  rssEndMiB: number;
+  restartSeconds: number;
+}
+
+/** The table of run.ts, with issue 11's targets (periodic work ≤ 5 % of a core, changes within 1 s, restart ≈ cold start). */
+function runTable(): string[] {
+  const path = join(DIR, 'results/run.json');
+  let doc: { date: string; results: RunResult[] };
+  try {
+    doc = JSON.parse(readFileSync(path, 'utf8')) as typeof doc;
+  } catch {
+    return ['No results yet: run `KUBEBUILDER_ASSETS=… node bench/run.ts` (needs the envtest assets).'];
+  }
+  const pct = (v: number) => `${(v * 100).toFixed(1)} %`;
+  const sec = (v: number) => `${v.toFixed(v < 10 ? 2 : 1)} s`;
+  const [first] = doc.results;
+  const out = [
+    `\`kproxy run\` against a real kube-apiserver v1.26, ${first ? `${k(first.services)} Services × ${first.endpoints} endpoints` : ''}, sync period 30 s (run of ${doc.date.slice(0, 10)}):`,
+    '',
+    '| mode | cold start | restart on the loaded node | periodic work, nothing changing | changes landed (median / p95 / max) | CPU under one change a second | RSS after cold sync / at the end |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const r of doc.results) {
+    out.push(
+      `| ${r.mode} | ${sec(r.coldStartSeconds)} | ${sec(r.restartSeconds)} | ${pct(r.quietCoreShare)} of a core over ${r.quietSeconds} s (${r.verifyingSyncsWhileQuiet} verifies) | ${sec(r.landedMedianSeconds)} / ${sec(r.landedP95Seconds)} / ${sec(r.landedMaxSeconds)} (${r.changesLanded} of ${r.changes}) | ${pct(r.churnCoreShare)} | ${r.rssAfterColdMiB} / ${r.rssEndMiB} MiB |`,
+    );
+  }
+  out.push('', '| target (issue 11) | ' + doc.results.map((r) => r.mode).join(' | ') + ' |', '|---|' + doc.results.map(() => '---|').join(''));
+  const met = (ok: boolean, v: string) => `${v} ${ok ? 'met' : '**missed**'}`;
+  out.push('| periodic work ≤ 5 % of one core | ' + doc.results.map((r) => met(r.quietCoreShare <= 0.05, pct(r.quietCoreShare))).join(' | ') + ' |');
+  out.push('| every change lands within 1 s | ' + doc.results.map((r) => met(r.landedMaxSeconds <= 1 && r.changesLanded === r.changes, sec(r.landedMaxSeconds))).join(' | ') + ' |');
+  out.push(
+    '| restart ≈ cold start (≤ 1.2×) | ' + doc.results.map((r) => met(r.restartSeconds <= 1.2 * r.coldStartSeconds, `${(r.restartSeconds / r.coldStartSeconds).toFixed(2)}×`)).join(' | ') + ' |',
+  );
+  return out;
+}
+
+/** Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `text`. */
+function between(text: string, name: string, body: string): string {
+  const begin = `<!-- ${name}:begin -->`;
+  const end = `<!-- ${name}:end -->`;
+  const at = text.indexOf(begin);
+  const until = text.indexOf(end);
+  if (at < 0 || until < 0) throw new Error(`bench/README.md has no ${begin} … ${end} markers`);
+  return `${text.slice(0, at + begin.length)}\n${body}\n${text.slice(until)}`;
+}
+
 for (const m of modes) writeFileSync(join(DIR, `${m.mode}.svg`), chart(m.rows, m.mode));
-const readme = readFileSync(join(DIR, 'README.md'), 'utf8');
-const begin = '<!-- results:begin -->';
-const end = '<!-- results:end -->';
-const at = readme.indexOf(begin);
-const until = readme.indexOf(end);
-if (at < 0 || until < 0) throw new Error(`bench/README.md has no ${begin} … ${end} markers`);
-writeFileSync(join(DIR, 'README.md'), `${readme.slice(0, at + begin.length)}\n${table}\n${readme.slice(until)}`);
+const run = runTable().join('\n');
+writeFileSync(join(DIR, 'README.md'), between(between(readFileSync(join(DIR, 'README.md'), 'utf8'), 'results', table), 'run', run));
 console.log(table);
+console.log(run);

@@ -65,6 +65,7 @@ export class RealApiServer {
   readonly adminToken = randomBytes(16).toString('hex');
   readonly kproxyToken = randomBytes(16).toString('hex');
   readonly #args: string[];
+  readonly #agent = new https.Agent({ keepAlive: true, maxSockets: 32 });
   #etcd: Running | undefined;
   #apiserver: Running | undefined;
   #ca: string | undefined;
@@ -185,6 +186,7 @@ export class RealApiServer {
           path,
           method,
           ca: this.ca,
+          agent: this.#agent,
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
           timeout: 30_000,
         },
@@ -235,6 +237,20 @@ export class RealApiServer {
     }
     if (r.status !== 200 && r.status !== 201) throw new Error(`${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 400)}`);
     return r.body as Obj;
+  }
+
+  /**
+   * Creates `obj` (one POST; its namespace must exist), and sets its status when it has one.
+   * @throws Error with the API's message when the server refuses it
+   */
+  async create(obj: object): Promise<void> {
+    const o = obj as Obj;
+    const base = PATHS[o.kind]?.(o.metadata.namespace);
+    if (!base) throw new Error(`no path for kind ${o.kind}`);
+    let r = await this.request('POST', base, o);
+    const version = (r.body as Obj).metadata?.resourceVersion;
+    if (r.status === 201 && o.status && version !== undefined) r = await this.request('PUT', `${base}/${o.metadata.name}/status`, { ...o, metadata: { ...o.metadata, resourceVersion: version } });
+    if (r.status !== 200 && r.status !== 201) throw new Error(`${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 400)}`);
   }
 
   /** Deletes an object; a missing one is fine. */
@@ -297,6 +313,7 @@ export class RealApiServer {
     }
     this.#apiserver = undefined;
     this.#etcd = undefined;
+    this.#agent.destroy();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
