@@ -6,7 +6,8 @@
  *   from what the kernel holds (the fast way to write everything: linear, where `--noflush` is not);
  * - {@link diffRulesets} and {@link changeScript}: only what changed between two rulesets, for
  *   `--noflush` (incremental syncs and `run --dry-run`);
- * - {@link buildCleanupScript}: removes everything kproxy owns.
+ * - {@link buildCleanupScript}: removes everything kproxy owns;
+ * - {@link withRepairs}: a change that also rewrites what a verify found differing ({@link Drift}).
  *
  * With `--noflush`, declaring `:CHAIN - [0:0]` creates the chain or flushes it, and leaves every
  * other chain alone; that is how kproxy rewrites only its own chains (upstream does the same,
@@ -324,4 +325,46 @@ function otherRulesSame(before: readonly string[], after: readonly string[], rem
   for (const r of after) n.set(r, (n.get(r) ?? 0) - 1);
   for (const v of n.values()) if (v !== 0) return false;
   return true;
+}
+
+/** What a verify found: kproxy's chains that are missing, extra or hold another number of rules, and missing jumps. */
+export interface Drift {
+  readonly chains: Readonly<Record<TableName, ReadonlySet<string>>>;
+  readonly extra: Readonly<Record<TableName, readonly string[]>>;
+  /** Committed jumps the kernel no longer has. */
+  readonly jumps: readonly JumpRule[];
+  /** The damage is wide (or sampling found it): rewrite whole tables rather than chains. */
+  readonly wholeTables: boolean;
+  readonly summary: string;
+}
+
+/** `-A` lines of a chain listing. */
+export function countListed(listing: string): number {
+  let n = 0;
+  for (const line of listing.split('\n')) if (line.startsWith('-A ')) n++;
+  return n;
+}
+
+/** Adds to `change` the rewrite of every drifted chain (as `next` has it), the removal of extra ones and the missing jumps. */
+export function withRepairs(change: IptablesChange, next: IptablesRuleset, d: Drift): IptablesChange {
+  const write = { filter: [...change.write.filter], nat: [...change.write.nat] };
+  const edit = { filter: [...change.edit.filter], nat: [...change.edit.nat] };
+  const remove = { filter: [...change.remove.filter], nat: [...change.remove.nat] };
+  for (const table of ['filter', 'nat'] as const) {
+    const written = new Set(write[table].map((c) => c.name));
+    const wanted = new Set<string>();
+    for (const c of next[table]) {
+      wanted.add(c.name);
+      if (!d.chains[table].has(c.name) || written.has(c.name)) continue;
+      write[table].push(c);
+      // A rewritten chain needs no edits.
+      const i = edit[table].findIndex((e) => e.chain === c.name);
+      if (i >= 0) edit[table].splice(i, 1);
+    }
+    // A chain found extra may be wanted again by now.
+    for (const name of d.extra[table]) if (!wanted.has(name) && !remove[table].includes(name)) remove[table].push(name);
+  }
+  const jumps = [...change.jumps];
+  for (const j of d.jumps) if (!jumps.some((k) => k.table === j.table && k.from === j.from && k.spec === j.spec)) jumps.push(j);
+  return { write, edit, remove, jumps };
 }

@@ -23,7 +23,20 @@ import { ToolError, type ToolErrorCode } from '../errors.ts';
 import { BackgroundCheck } from '../verify.ts';
 import { BUILTIN_CHAINS, chainNamesFromNft, chainNamesFromSave, chainsToRead, mapLimit, parseChainListing, savedTable, type ChainListing } from './kernel.ts';
 import { type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
-import { buildCleanupScript, buildRestoreScript, buildTableScript, changeScript, diffRulesets, missingJumps, staleChains, type IptablesChange, type SavedTable } from './restore.ts';
+import {
+  buildCleanupScript,
+  buildRestoreScript,
+  buildTableScript,
+  changeScript,
+  countListed,
+  diffRulesets,
+  missingJumps,
+  staleChains,
+  withRepairs,
+  type Drift,
+  type IptablesChange,
+  type SavedTable,
+} from './restore.ts';
 
 /** Why an iptables tool failed, for callers to match on (never the message). */
 export type IptablesErrorCode = Extract<ToolErrorCode, `IPTABLES_${string}`>;
@@ -314,48 +327,6 @@ export class IptablesWriter {
 }
 
 const TABLES = ['filter', 'nat'] as const;
-
-/** What a verify found: kproxy's chains that are missing, extra or hold another number of rules, and missing jumps. */
-interface Drift {
-  readonly chains: Readonly<Record<TableName, ReadonlySet<string>>>;
-  readonly extra: Readonly<Record<TableName, readonly string[]>>;
-  /** Committed jumps the kernel no longer has. */
-  readonly jumps: readonly JumpRule[];
-  /** The damage is wide (or sampling found it): rewrite whole tables rather than chains. */
-  readonly wholeTables: boolean;
-  readonly summary: string;
-}
-
-/** `-A` lines of a chain listing. */
-function countListed(listing: string): number {
-  let n = 0;
-  for (const line of listing.split('\n')) if (line.startsWith('-A ')) n++;
-  return n;
-}
-
-/** Adds to `change` the rewrite of every drifted chain (as `next` has it), the removal of extra ones and the missing jumps. */
-function withRepairs(change: IptablesChange, next: IptablesRuleset, d: Drift): IptablesChange {
-  const write = { filter: [...change.write.filter], nat: [...change.write.nat] };
-  const edit = { filter: [...change.edit.filter], nat: [...change.edit.nat] };
-  const remove = { filter: [...change.remove.filter], nat: [...change.remove.nat] };
-  for (const table of TABLES) {
-    const written = new Set(write[table].map((c) => c.name));
-    const wanted = new Set<string>();
-    for (const c of next[table]) {
-      wanted.add(c.name);
-      if (!d.chains[table].has(c.name) || written.has(c.name)) continue;
-      write[table].push(c);
-      // A rewritten chain needs no edits.
-      const i = edit[table].findIndex((e) => e.chain === c.name);
-      if (i >= 0) edit[table].splice(i, 1);
-    }
-    // A chain found extra may be wanted again by now.
-    for (const name of d.extra[table]) if (!wanted.has(name) && !remove[table].includes(name)) remove[table].push(name);
-  }
-  const jumps = [...change.jumps];
-  for (const j of d.jumps) if (!jumps.some((k) => k.table === j.table && k.from === j.from && k.spec === j.spec)) jumps.push(j);
-  return { write, edit, remove, jumps };
-}
 
 /**
  * Removes every chain kproxy owns and the jumps to them. Returns the number of chains removed.
