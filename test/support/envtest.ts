@@ -22,7 +22,7 @@ import { parseAllDocuments } from 'yaml';
 /** The assets folder, when the envtest suites are enabled. */
 export const ASSETS = process.env.KUBEBUILDER_ASSETS;
 /** Why the envtest suites are skipped, when they are. */
-export const ENVTEST_HINT = 'real kube-apiserver suites skipped: set KUBEBUILDER_ASSETS to a folder with kube-apiserver, etcd and kube-proxy v1.26 (see README, "Tests")';
+export const ENVTEST_HINT = 'real kube-apiserver suites skipped: set KUBEBUILDER_ASSETS to a folder with kube-apiserver, etcd and kube-proxy v1.26 (README: "Against a real kube-apiserver")';
 
 /** kproxy's identity: the ServiceAccount manifests/rbac.yaml binds. */
 export const KPROXY_USER = 'system:serviceaccount:kube-system:kproxy';
