@@ -15,7 +15,8 @@
  */
 import { forChangedParts } from '../backend.ts';
 import { keyText, type JsonElement, type NftCommand, type NftElement, type NftSetSpec } from './json.ts';
-import { NFT, type NftChain, type NftRuleset, type NftServiceRules } from './render.ts';
+import { NFT } from './names.ts';
+import type { NftChain, NftRuleset, NftServiceRules } from './render.ts';
 
 /** A batch and what it holds. */
 export interface NftBatchPlan {

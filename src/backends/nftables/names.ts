@@ -14,6 +14,26 @@ import { hashSuffix } from '../iptables/names.ts';
 /** The table kproxy owns in each family (upstream's name, so `cleanup` of either removes the other). */
 export const TABLE = 'kube-proxy';
 
+/** Fixed chain, set and map names (upstream's). */
+export const NFT = {
+  services: 'services',
+  serviceIPs: 'service-ips',
+  serviceNodePorts: 'service-nodeports',
+  noEndpointServices: 'no-endpoint-services',
+  noEndpointNodePorts: 'no-endpoint-nodeports',
+  firewallIPs: 'firewall-ips',
+  clusterIPs: 'cluster-ips',
+  nodePortIPs: 'nodeport-ips',
+  hairpin: 'hairpin-endpoints',
+  firewallCheck: 'firewall-check',
+  serviceEndpointsCheck: 'service-endpoints-check',
+  nodePortEndpointsCheck: 'nodeport-endpoints-check',
+  clusterIPsCheck: 'cluster-ips-check',
+  markMasq: 'mark-for-masquerade',
+  masquerading: 'masquerading',
+  reject: 'reject-chain',
+} as const;
+
 /** Longest chain or set name kproxy writes (upstream `chainNameBaseLengthMax` plus prefix room). */
 const MAX_NAME = 240;
 

@@ -55,7 +55,7 @@ import {
 } from './json.ts';
 import { isSkip, renderOrSkip, type RenderSkip } from '../backend.ts';
 import { fitComment } from '../iptables/names.ts';
-import { endpointNames, serviceNames, TABLE } from './names.ts';
+import { endpointNames, NFT, serviceNames, TABLE } from './names.ts';
 
 /** One chain of the table; base chains carry their hook. */
 export interface NftChain {
@@ -110,26 +110,6 @@ export class NftRenderCache extends IdentityCache<ServicePortPlan, NftServiceRul
     return this.misses;
   }
 }
-
-/** Fixed chain, set and map names (upstream's). */
-export const NFT = {
-  services: 'services',
-  serviceIPs: 'service-ips',
-  serviceNodePorts: 'service-nodeports',
-  noEndpointServices: 'no-endpoint-services',
-  noEndpointNodePorts: 'no-endpoint-nodeports',
-  firewallIPs: 'firewall-ips',
-  clusterIPs: 'cluster-ips',
-  nodePortIPs: 'nodeport-ips',
-  hairpin: 'hairpin-endpoints',
-  firewallCheck: 'firewall-check',
-  serviceEndpointsCheck: 'service-endpoints-check',
-  nodePortEndpointsCheck: 'nodeport-endpoints-check',
-  clusterIPsCheck: 'cluster-ips-check',
-  markMasq: 'mark-for-masquerade',
-  masquerading: 'masquerading',
-  reject: 'reject-chain',
-} as const;
 
 const ctNew: NftStatement = { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } };
 

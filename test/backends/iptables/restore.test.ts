@@ -102,3 +102,15 @@ describe('buildChangeScript (what run --dry-run prints)', () => {
     expect(change).not.toContain('demo/b');
   });
 });
+
+describe('at scale', () => {
+  it('builds the cleanup of 200k chains without exhausting the call stack', () => {
+    const names = Array.from({ length: 200_000 }, (_, i) => `KUBE-SEP-${String(i).padStart(16, '0')}`);
+    const saved = parseSave(
+      ['*nat', ':PREROUTING ACCEPT [0:0]', ...names.map((n) => `:${n} - [0:0]`), '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES', 'COMMIT'].join('\n'),
+      'nat',
+    );
+    const script = buildCleanupScript({ nat: saved })!;
+    expect(script.split('\n').filter((l) => l.startsWith('-X '))).toHaveLength(200_000);
+  });
+});
