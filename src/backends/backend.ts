@@ -3,7 +3,8 @@
  * (iptables, nftables), so the sync loop, dry-run and tests are shared.
  * @module
  */
-import type { ProxyPlan } from '../planner/plan.ts';
+import type { IdentityCache } from '../planner/cache.ts';
+import type { ProxyPlan, ServicePortPlan } from '../planner/plan.ts';
 
 /** Proxy modes kproxy implements (`--proxy-mode`). */
 export type ProxyMode = 'iptables' | 'nftables';
@@ -46,22 +47,41 @@ export interface Rendered {
   readonly skipped: readonly RenderSkip[];
 }
 
-/**
- * Renders one service port's part with `render`; a failure becomes a {@link RenderSkip} instead of
- * failing the whole ruleset, so no single object can stop the rules of all others. (The state stage
- * validates every field, so a skip means a limit the validators do not know, such as a tool's.)
- */
-export function renderOrSkip<P>(servicePort: string, render: () => P): P | RenderSkip {
-  try {
-    return render();
-  } catch (err) {
-    return { servicePort, reason: err instanceof Error ? err.message : String(err) };
-  }
+/** The key of a service port's part in a ruleset: `namespace/name:port PROTOCOL`. */
+export function servicePortKey(sp: Pick<ServicePortPlan, 'name' | 'protocol'>): string {
+  return `${sp.name} ${sp.protocol}`;
 }
 
-/** True for a part that could not be rendered. */
-export function isSkip<P extends object>(part: P | RenderSkip): part is RenderSkip {
-  return 'reason' in part && 'servicePort' in part;
+/**
+ * Renders every service port's part, in plan order, reusing the cached part of each service port
+ * whose plan is the same object as last time. A part whose rendering throws becomes a
+ * {@link RenderSkip} (remembered like a part) instead of failing the whole ruleset, so no single
+ * object can stop the rules of all others. (The state stage validates every field, so a skip means
+ * a limit the validators do not know, such as a tool's.)
+ * @param cache begun by the caller with its context
+ * @returns the parts by {@link servicePortKey}, and the service ports left out
+ */
+export function renderParts<P extends object>(
+  plan: ProxyPlan,
+  render: (sp: ServicePortPlan) => P,
+  cache?: IdentityCache<ServicePortPlan, P | RenderSkip>,
+): { parts: Map<string, P>; skipped: RenderSkip[] } {
+  const parts = new Map<string, P>();
+  const skipped: RenderSkip[] = [];
+  for (const sp of plan.servicePorts) {
+    const key = servicePortKey(sp);
+    const make = (): P | RenderSkip => {
+      try {
+        return render(sp);
+      } catch (err) {
+        return { servicePort: key, reason: err instanceof Error ? err.message : String(err) };
+      }
+    };
+    const part = cache ? cache.get(sp, make) : make();
+    if ('reason' in part && 'servicePort' in part) skipped.push(part);
+    else parts.set(key, part);
+  }
+  return { parts, skipped };
 }
 
 /**

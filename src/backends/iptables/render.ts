@@ -11,7 +11,7 @@
  */
 import { IdentityCache } from '../../planner/cache.ts';
 import type { ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
-import { isSkip, renderOrSkip, type RenderSkip } from '../backend.ts';
+import { renderParts, type RenderSkip } from '../backend.ts';
 import { endpointChainName, fitComment, probability, serviceChainNames } from './names.ts';
 
 /** The tables kproxy writes. */
@@ -60,18 +60,13 @@ export interface IptablesRuleset {
   /** In the order upstream inserts them (each `-I` goes to the top of its chain). */
   readonly jumps: readonly JumpRule[];
   /**
-   * Each service port's part, keyed by {@link servicePortKey}, in plan order. A part that is the
+   * Each service port's part, keyed by `servicePortKey` (backend.ts), in plan order. A part that is the
    * same object in two rulesets is unchanged between them, which is how the writer finds what
    * changed without comparing every chain.
    */
   readonly services: ReadonlyMap<string, IptablesServiceRules>;
   /** Service ports left out because their rules could not be rendered. */
   readonly skipped: readonly RenderSkip[];
-}
-
-/** The key of a service port in {@link IptablesRuleset.services}: `namespace/name:port protocol`. */
-export function servicePortKey(sp: Pick<ServicePortPlan, 'name' | 'protocol'>): string {
-  return `${sp.name} ${sp.protocol}`;
 }
 
 /** Rendering options that are iptables-specific. */
@@ -144,21 +139,9 @@ export function renderIptables(plan: ProxyPlan, options: IptablesOptions, cache?
   const filter = (chain: string, ...rule: string[]) => fixed.filter.get(chain)!.push(rule.join(' '));
   const nat = (chain: string, ...rule: string[]) => fixed.nat.get(chain)!.push(rule.join(' '));
 
-  const services = new Map<string, IptablesServiceRules>();
-  const context = `${plan.family} ${mark} ${plan.masqueradeAll} ${plan.localCIDR ?? ''} ${large}`;
-  cache?.begin(context);
-  const skipped: RenderSkip[] = [];
-  for (const sp of plan.servicePorts) {
-    const key = servicePortKey(sp);
-    const make = () => renderOrSkip(key, () => renderServicePort(sp, plan, large));
-    const part = cache ? cache.get(sp, make) : make();
-    if (isSkip(part)) {
-      skipped.push(part);
-      continue;
-    }
-    services.set(key, part);
-    for (const r of part.shared) fixed[r.table].get(r.chain)!.push(r.rule);
-  }
+  cache?.begin(`${plan.family} ${mark} ${plan.masqueradeAll} ${plan.localCIDR ?? ''} ${large}`);
+  const { parts: services, skipped } = renderParts(plan, (sp) => renderServicePort(sp, plan, large), cache);
+  for (const part of services.values()) for (const r of part.shared) fixed[r.table].get(r.chain)!.push(r.rule);
 
   if (plan.nodePortDestinations.kind === 'all') {
     const loopback = plan.family === 6 ? '::1/128' : '127.0.0.0/8';

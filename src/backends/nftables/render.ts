@@ -53,7 +53,7 @@ import {
   type NftSetSpec,
   type NftStatement,
 } from './json.ts';
-import { isSkip, renderOrSkip, type RenderSkip } from '../backend.ts';
+import { renderParts, type RenderSkip } from '../backend.ts';
 import { fitComment } from '../iptables/names.ts';
 import { endpointNames, NFT, serviceNames, TABLE } from './names.ts';
 
@@ -140,19 +140,9 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   const family = nftFamily(plan.family);
   const addrType = family === 'ip6' ? 'ipv6_addr' : 'ipv4_addr';
   const r = new Renderer(plan, family);
-  const services = new Map<string, NftServiceRules>();
-  const context = `${family} ${plan.masqueradeAll} ${plan.localCIDR ?? ''}`;
-  cache?.begin(context);
-  const skipped: RenderSkip[] = [];
-  for (const sp of plan.servicePorts) {
-    const key = `${sp.name} ${sp.protocol}`;
-    const make = () => renderOrSkip(key, () => renderServicePort(sp, plan, family));
-    const part = cache ? cache.get(sp, make) : make();
-    if (isSkip(part)) {
-      skipped.push(part);
-      continue;
-    }
-    services.set(key, part);
+  cache?.begin(`${family} ${plan.masqueradeAll} ${plan.localCIDR ?? ''}`);
+  const { parts: services, skipped } = renderParts(plan, (sp) => renderServicePort(sp, plan, family), cache);
+  for (const part of services.values()) {
     for (const c of part.chains) {
       r.chains.set(c.name, c.rules as NftRule[]);
       r.serviceChains.add(c.name);
