@@ -108,9 +108,4 @@ export class BackgroundCheck<D> {
     this.#generation++;
     this.#result = undefined;
   }
-
-  /** Resolves when no check is running (tests, shutdown). */
-  async idle(): Promise<void> {
-    await this.#running;
-  }
 }

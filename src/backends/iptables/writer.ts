@@ -179,11 +179,6 @@ export class IptablesWriter {
     return this.#committed;
   }
 
-  /** Resolves when no verify is running. */
-  idle(): Promise<void> {
-    return this.#check.idle();
-  }
-
   /**
    * Makes the kernel hold `next`, repairing first what a finished verify found.
    * @param verify start a verify in the background after writing (unless one is running)

@@ -160,11 +160,6 @@ export class NftWriter {
     return batch;
   }
 
-  /** Resolves when no verify is running. */
-  idle(): Promise<void> {
-    return this.#check.idle();
-  }
-
   /**
    * Makes the table match `next`. The first write, the first after a failure, and the first after
    * a verify found the kernel differing, replace the table; otherwise only the delta is sent.
