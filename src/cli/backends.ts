@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import type { ProxyBackend, ProxyMode, Rendered } from '../backends/backend.ts';
 import { iptablesBackend } from '../backends/iptables/backend.ts';
 import { cleanupIptables, IptablesError, systemIptables } from '../backends/iptables/writer.ts';
-import { nftablesBackend, type NftOutput } from '../backends/nftables/backend.ts';
+import { nftablesBackend } from '../backends/nftables/backend.ts';
+import type { NftOutput } from '../backends/nftables/text.ts';
 import { cleanupNftables, NftError, systemNft } from '../backends/nftables/writer.ts';
 import type { IPFamily } from '../state/ip.ts';
 

@@ -11,7 +11,7 @@ import { PROXY_MODES } from '../backends/backend.ts';
 import { errorFacts, ToolError } from '../backends/errors.ts';
 import { renderIptables } from '../backends/iptables/render.ts';
 import { buildRestoreScript } from '../backends/iptables/restore.ts';
-import { formatBatch } from '../backends/nftables/backend.ts';
+import { formatBatch } from '../backends/nftables/text.ts';
 import { fullBatch } from '../backends/nftables/batch.ts';
 import { renderNftables } from '../backends/nftables/render.ts';
 import { planProxy, type ProxyPlan } from '../planner/plan.ts';
@@ -21,7 +21,6 @@ import { localAddresses, tcpBeLiberal } from './host.ts';
 import { runCommand } from './run.ts';
 import { logApplyResult, reportConflicts, reportSkipped } from '../runner/runner.ts';
 import { ConfigError } from './config.ts';
-import { cleanupAll, cleanupOtherModes, createBackend } from './backends.ts';
 import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
 
 const FAMILY = 4; // IPv4 single-stack for now; the model and planner already carry the family.
@@ -99,6 +98,7 @@ export function buildProgram(log: Logger): Command {
   proxyCommand(program, 'sync', 'apply the rules once, atomically (iptables-restore --noflush, or one nft transaction)').action(async (flags: ProxyFlags) => {
     const plan = await buildPlan(flags, log);
     const liberal = await tcpBeLiberal();
+    const { cleanupOtherModes, createBackend } = await import('./backends.ts');
     const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: 'text' });
     await cleanupOtherModes(flags.proxyMode, FAMILY, log);
     const rules = backend.render(plan);
@@ -114,6 +114,7 @@ export function buildProgram(log: Logger): Command {
     .description('remove every rule, chain and table kproxy (or kube-proxy) installed, in both modes, and nothing else')
     .addOption(new Option('--proxy-mode <mode>', 'accepted for kube-proxy compatibility: both modes are always cleaned up').choices(PROXY_MODES))
     .action(async () => {
+      const { cleanupAll } = await import('./backends.ts');
       log.info(await cleanupAll(FAMILY), 'cleanup done');
     });
   return program;

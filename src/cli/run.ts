@@ -1,49 +1,16 @@
 /**
- * `kproxy run`: the node agent that replaces kube-proxy in a DaemonSet. Wires the stages together
- * (API source → state → planner → backend, driven by the runner) and serves /healthz, /livez,
- * /metrics and the health-check node ports. Stops on SIGTERM or SIGINT, leaving the rules in the
- * kernel so traffic keeps flowing until the next kproxy converges them.
+ * `kproxy run`: the command line of the node agent that replaces kube-proxy in a DaemonSet: its
+ * flags, the kube-proxy flags it tolerates, and the config file folded in. The agent itself is
+ * agent.ts, loaded only when `run` runs.
  * @module
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type http from 'node:http';
 import type { Logger } from 'pino';
-import { deleteConntrackEntries } from '../backends/conntrack.ts';
-import { PROXY_MODES, type ProxyMode } from '../backends/backend.ts';
-import { ProxyRunner } from '../runner/runner.ts';
-import { ProxyHealth, ServiceHealthServers, startHealthServer } from '../server/health.ts';
-import { parseBindAddress, ProxyMetrics, startMetricsServer } from '../server/metrics.ts';
-import { KubeSource, loadKubeConfig, type SupervisorOptions } from '../sources/kube.ts';
-import { EventQueue } from '../sources/queue.ts';
-import { ProxyStateStore } from '../state/store.ts';
-import { ConfigError, loadConfigFile, parseDuration, type FileSettings } from './config.ts';
-import { cidrList, clusterCIDRFor, masqueradeBit, nodeName } from './options.ts';
-import { localAddresses, tcpBeLiberal } from './host.ts';
-import { cleanupAll, cleanupOtherModes, createBackend } from './backends.ts';
+import { PROXY_MODES } from '../backends/backend.ts';
+import type { RunFlags } from './agent.ts';
+import { loadConfigFile, parseDuration, type FileSettings } from './config.ts';
+import { masqueradeBit } from './options.ts';
 
-const FAMILY = 4;
-
-/** `run`'s options as commander hands them over (defaults applied). */
-interface RunFlags {
-  config?: string;
-  kubeconfig?: string;
-  master?: string;
-  proxyMode: ProxyMode;
-  output: 'text' | 'json';
-  hostnameOverride?: string;
-  clusterCidr: string;
-  masqueradeAll: boolean;
-  nodeportAddresses: string;
-  iptablesMasqueradeBit: number;
-  iptablesSyncPeriod: number;
-  iptablesMinSyncPeriod: number;
-  healthzBindAddress: string;
-  metricsBindAddress: string;
-  bindAddressHardFail: boolean;
-  cleanup: boolean;
-  dryRun: boolean;
-  watchStallTimeout: number;
-}
 
 /**
  * kube-proxy flags kproxy accepts but does not implement (cmd/kube-proxy/app/options.go): a
@@ -154,7 +121,11 @@ export function runCommand(program: Command, log: Logger): Command {
         cmd.error((err as Error).message, { exitCode: 2 });
       }
       for (const flag of ignored) log.warn({ flag: `--${flag}` }, `kube-proxy flag --${flag} is not supported by kproxy and has no effect`);
-      await runProxy(await resolveFlags(cmd, log), log);
+      const flags = await resolveFlags(cmd, log);
+      // Loaded here, not at the top: the API client and the writers cost 0.5 s and ~100 MB that the
+      // file commands do not need.
+      const { runProxy } = await import('./agent.ts');
+      await runProxy(flags, log);
     });
 }
 
@@ -171,109 +142,3 @@ async function resolveFlags(cmd: Command, log: Logger): Promise<RunFlags> {
   return merged as unknown as RunFlags;
 }
 
-function parseCidrs(text: string, flag: string) {
-  try {
-    return cidrList(text);
-  } catch (err) {
-    throw new ConfigError(`${flag}: ${(err as Error).message}`);
-  }
-}
-
-async function startServer(what: string, address: string, hardFail: boolean, start: (bind: { host: string; port: number }) => Promise<http.Server>, log: Logger): Promise<http.Server | undefined> {
-  if (!address) return undefined;
-  try {
-    const server = await start(parseBindAddress(address));
-    log.info({ address }, `${what} server listening`);
-    return server;
-  } catch (err) {
-    if (hardFail) throw new ConfigError(`${what} server on ${address}: ${(err as Error).message}`);
-    log.error({ address, err: (err as Error).message }, `${what} server failed to start; continuing`);
-    return undefined;
-  }
-}
-
-async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
-  if (flags.cleanup) {
-    log.info(await cleanupAll(FAMILY), 'cleanup done');
-    return;
-  }
-  if (flags.iptablesSyncPeriod <= 0) throw new ConfigError('--iptables-sync-period must be greater than 0');
-  const node = nodeName(flags);
-  const clusterCIDR = clusterCIDRFor(parseCidrs(flags.clusterCidr, '--cluster-cidr'), FAMILY);
-  const nodePortAddresses = parseCidrs(flags.nodeportAddresses, '--nodeport-addresses').filter((c) => c.family === FAMILY);
-  let kc: ReturnType<typeof loadKubeConfig>;
-  try {
-    kc = loadKubeConfig(flags.kubeconfig, flags.master);
-  } catch (err) {
-    throw new ConfigError(`cannot load the kubeconfig${flags.kubeconfig ? ` ${flags.kubeconfig}` : ''}: ${(err as Error).message}`);
-  }
-  if (!clusterCIDR && !flags.masqueradeAll) log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
-
-  const queue = new EventQueue();
-  const store = new ProxyStateStore(node);
-  const supervisor: SupervisorOptions = { stallMs: flags.watchStallTimeout };
-  const source = new KubeSource(kc, node, queue, log, supervisor);
-  const metrics = new ProxyMetrics(() => source.stats());
-  const health = new ProxyHealth(2 * flags.iptablesSyncPeriod);
-  let liberal = await tcpBeLiberal();
-  const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: flags.output });
-  if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, FAMILY, log);
-  const serviceHealth = flags.dryRun ? undefined : new ServiceHealthServers('0.0.0.0', () => health.healthy(Date.now()), log);
-
-  const servers = [
-    await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, b), log),
-    await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, b), log),
-  ];
-
-  const runner = new ProxyRunner({
-    store,
-    queue,
-    backend,
-    config: () => ({
-      family: FAMILY,
-      clusterCIDR,
-      masqueradeAll: flags.masqueradeAll,
-      masqueradeBit: flags.iptablesMasqueradeBit,
-      nodePortAddresses,
-      localAddresses: localAddresses(),
-    }),
-    timing: { minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
-    health,
-    metrics,
-    log,
-    conntrack: deleteConntrackEntries,
-    ...(serviceHealth ? { healthChecks: (targets) => serviceHealth.update(targets) } : {}),
-    ...(flags.dryRun ? { dryRun: (change: string) => void process.stdout.write(`# sync at ${new Date().toISOString()}\n${change}`) } : {}),
-  });
-
-  const stop = new AbortController();
-  const onSignal = (signal: string) => {
-    log.info({ signal }, 'stopping; the rules stay in place');
-    stop.abort();
-  };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
-  // A bug in a library callback must not take the node's proxy down; it is logged and counted.
-  const onRejection = (err: unknown) => log.error({ err }, 'unhandled rejection');
-  process.on('unhandledRejection', onRejection);
-  const sysctlTimer = setInterval(() => void tcpBeLiberal().then((v) => (liberal = v)), flags.iptablesSyncPeriod);
-  sysctlTimer.unref();
-
-  log.info(
-    { node, mode: flags.proxyMode, dryRun: flags.dryRun, server: kc.getCurrentCluster()?.server, minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
-    'kproxy starting',
-  );
-  try {
-    await source.start();
-    await runner.run(stop.signal);
-  } finally {
-    clearInterval(sysctlTimer);
-    process.off('unhandledRejection', onRejection);
-    await source.stop();
-    await serviceHealth?.close();
-    for (const s of servers) {
-      s?.close();
-      s?.closeAllConnections();
-    }
-  }
-}

@@ -5,18 +5,10 @@
  */
 import type { ProxyBackend, WriteReport } from '../backend.ts';
 import type { ProxyPlan } from '../../planner/plan.ts';
-import { toBatch } from './json.ts';
 import { NftRenderCache, renderNftables, type NftRuleset } from './render.ts';
-import { batchText } from './text.ts';
+import { formatBatch, type NftOutput } from './text.ts';
 import { cleanupNftables, NftWriter, systemNft, type NftTools } from './writer.ts';
 
-/** How dry-run prints a batch: nft's text syntax (`nft -f`), or the JSON document `nft -j -f` reads. */
-export type NftOutput = 'text' | 'json';
-
-/** Prints a batch's commands in the chosen form; JSON exactly as the writer sends it. */
-export function formatBatch(commands: Parameters<typeof toBatch>[0], output: NftOutput): string {
-  return output === 'json' ? `${JSON.stringify(toBatch(commands))}\n` : batchText(commands);
-}
 
 /**
  * @param output the form `describeChange` prints (dry-run)

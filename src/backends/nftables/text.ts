@@ -4,7 +4,7 @@
  * same table (test/e2e checks this on a real kernel).
  * @module
  */
-import { keyText, type JsonElement, type NftCommand, type NftKey, type NftObject, type NftSelector, type NftStatement, type NftValue, type NftVerdict } from './json.ts';
+import { keyText, toBatch, type JsonElement, type NftCommand, type NftKey, type NftObject, type NftSelector, type NftStatement, type NftValue, type NftVerdict } from './json.ts';
 
 /** Prints a batch of commands, one line each. */
 export function batchText(commands: readonly NftCommand[]): string {
@@ -90,4 +90,12 @@ export function statementText(s: NftStatement): string {
   if ('masquerade' in s) return `masquerade ${s.masquerade.flags}`;
   if ('reject' in s) return 'reject';
   return verdictText(s);
+}
+
+/** How dry-run prints a batch: nft's text syntax (`nft -f`), or the JSON document `nft -j -f` reads. */
+export type NftOutput = 'text' | 'json';
+
+/** Prints a batch's commands in the chosen form; JSON exactly as the writer sends it. */
+export function formatBatch(commands: readonly NftCommand[], output: NftOutput): string {
+  return output === 'json' ? `${JSON.stringify(toBatch(commands))}\n` : batchText(commands);
 }
