@@ -11,7 +11,6 @@ import type { RunFlags } from './agent.ts';
 import { loadConfigFile, parseDuration, type FileSettings } from './config.ts';
 import { masqueradeBit } from './options.ts';
 
-
 /**
  * kube-proxy flags kproxy accepts but does not implement (cmd/kube-proxy/app/options.go): a
  * kube-proxy command line carries over, and each of these is logged as unsupported. Any other
@@ -141,4 +140,3 @@ async function resolveFlags(cmd: Command, log: Logger): Promise<RunFlags> {
   }
   return merged as unknown as RunFlags;
 }
-

@@ -9,7 +9,6 @@ import { NftRenderCache, renderNftables, type NftRuleset } from './render.ts';
 import { formatBatch, type NftOutput } from './text.ts';
 import { cleanupNftables, NftWriter, systemNft, type NftTools } from './writer.ts';
 
-
 /**
  * @param output the form `describeChange` prints (dry-run)
  * @param tools nft; default the real binary
