@@ -17,6 +17,7 @@ import type { ProxyBackend, Rendered, RenderSkip, WriteReport } from '../backend
 import { errorFacts } from '../backends/errors.ts';
 import { healthCheckTargets, type HealthCheckTarget } from '../planner/healthcheck.ts';
 import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
+import { HeapCompactor } from './memory.ts';
 import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
 import type { ObjectKind, RawObject } from '../sources/objects.ts';
 import type { EventQueue, SourceEvent } from '../sources/queue.ts';
@@ -72,6 +73,7 @@ export class ProxyRunner<R extends Rendered> {
   readonly #d: RunnerDeps<R>;
   readonly #synced = new Set<ObjectKind>();
   readonly #plans = new PlanCache();
+  readonly #heap = new HeapCompactor();
   #previous: R | undefined;
   #previousPlan: ProxyPlan | undefined;
   #pending = false;
@@ -114,6 +116,7 @@ export class ProxyRunner<R extends Rendered> {
       const due = this.#nextSyncAt();
       if (due <= now) {
         await this.syncOnce();
+        this.#heap.afterSync();
         continue;
       }
       const wait = queue.wait(Math.min(due - now, timing.syncPeriodMs), signal);

@@ -63,6 +63,8 @@ export function normaliseEndpointSlice(raw: RawObject): NormaliseResult<Endpoint
   }
 }
 
+const NO_HINTS: readonly string[] = Object.freeze([]);
+
 function readEndpoint(item: unknown, field: string, family: IPFamily): SliceEndpoint {
   const ep = v.record(item, field);
   const addresses = v.list(ep.addresses, `${field}.addresses`);
@@ -71,7 +73,11 @@ function readEndpoint(item: unknown, field: string, family: IPFamily): SliceEndp
   if (ip.family !== family) throw new v.FieldError(`${field}.addresses[0]`, `is not an IPv${family} address: ${v.show(addresses[0])}`);
   const cond = v.record(ep.conditions, `${field}.conditions`);
   const hints = v.record(ep.hints, `${field}.hints`);
-  const hintNames = (list: unknown, f: string, check: (x: unknown, f: string) => string) => v.list(list, f).map((h, i) => check(v.record(h, `${f}[${i}]`).name, `${f}[${i}].name`));
+  const hintNames = (list: unknown, f: string, check: (x: unknown, f: string) => string) => {
+    const items = v.list(list, f);
+    // Most endpoints carry no hints: they share one empty list instead of 100k of their own.
+    return items.length === 0 ? NO_HINTS : items.map((h, i) => check(v.record(h, `${f}[${i}]`).name, `${f}[${i}].name`));
+  };
   return {
     ip,
     ready: v.condition(cond.ready, `${field}.conditions.ready`, true),

@@ -19,8 +19,26 @@ export type IPFamily = 4 | 6;
 export interface IPAddress {
   readonly family: IPFamily;
   readonly text: string;
-  /** Network-order bytes: 4 for IPv4, 16 for IPv6. */
+  /** Network-order bytes: 4 for IPv4, 16 for IPv6 (computed from `text` on each read). */
   readonly bytes: Uint8Array;
+}
+
+/**
+ * An address holds only its family and canonical text; the bytes are derived when asked for.
+ * A node holds one per endpoint (100k at 10k Services), and a Uint8Array with its ArrayBuffer
+ * costs about 150 bytes more than the two fields, while only CIDR checks on a few node
+ * addresses read the bytes.
+ */
+class Address implements IPAddress {
+  readonly family: IPFamily;
+  readonly text: string;
+  constructor(family: IPFamily, text: string) {
+    this.family = family;
+    this.text = text;
+  }
+  get bytes(): Uint8Array {
+    return this.family === 4 ? Uint8Array.from(this.text.split('.'), Number) : ipv6Bytes(this.text)!;
+  }
 }
 
 /** A parsed CIDR, reduced to its network address. `text` is `network/prefix`. */
@@ -50,14 +68,14 @@ export function parseIP(input: string): IPAddress | undefined {
       if (n > 255) return undefined;
       bytes[i] = n;
     }
-    return { family: 4, text: bytes.join('.'), bytes };
+    return new Address(4, bytes.join('.'));
   }
   if (!isIPv6(input) || input.includes('%')) return undefined;
   const bytes = ipv6Bytes(input);
   if (bytes === undefined) return undefined;
   const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
   if (mapped) return undefined;
-  return { family: 6, text: formatIPv6(bytes), bytes };
+  return new Address(6, formatIPv6(bytes));
 }
 
 /**

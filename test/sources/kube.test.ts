@@ -5,7 +5,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { KubeSource, listCollection, PROXY_LABEL_SELECTOR, proxyResources } from '../../src/sources/kube.ts';
+import { keepIdentityOnly, KubeSource, listCollection, PROXY_LABEL_SELECTOR, proxyResources } from '../../src/sources/kube.ts';
 import { EventQueue, type SourceEvent } from '../../src/sources/queue.ts';
 import { TestApiServer, wire } from '../support/apiserver.ts';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';
@@ -126,6 +126,14 @@ describe('listCollection', () => {
   });
 });
 
+describe('keepIdentityOnly', () => {
+  it('leaves what client-node matches on: name, namespace, uid, resourceVersion', () => {
+    const o = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'a', namespace: 'b', uid: 'u', resourceVersion: '7', managedFields: [{}], labels: { x: 'y' } }, spec: { ports: [] }, status: {} };
+    keepIdentityOnly(o);
+    expect(o).toEqual({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'a', namespace: 'b', uid: 'u', resourceVersion: '7' } });
+  });
+});
+
 describe('supervised informers', () => {
   it('delivers the listed objects, then watch events, with one wire shape', async () => {
     const { api, mirror } = await started();
@@ -138,6 +146,9 @@ describe('supervised informers', () => {
     const watched = mirror.objects.get('Service')!.get('demo/new') as { metadata: { creationTimestamp?: unknown } };
     const listed = mirror.objects.get('Service')!.get('shop/frontend') as { metadata: { creationTimestamp?: unknown } };
     expect(typeof listed.metadata.creationTimestamp).toBe('string');
+    // The informer's cache is cut to identity (keepIdentityOnly); the queued events are whole.
+    expect((listed as { spec?: { ports?: unknown[] } }).spec?.ports?.length).toBeGreaterThan(0);
+    expect((mirror.objects.get('EndpointSlice')!.get('demo/new-abcde') as { endpoints?: unknown[] }).endpoints).toHaveLength(1);
     expect(watched.metadata.creationTimestamp === undefined || typeof watched.metadata.creationTimestamp === 'string').toBe(true);
     // Watches asked for bookmarks and a server-side timeout of 5-10 minutes.
     const watch = api.requests.find((r) => r.includes('/api/v1/services?') && r.includes('watch=true'))!;
@@ -185,6 +196,15 @@ describe('supervised informers', () => {
     await mirror.until(() => mirror.synced.get('Service') === 2);
     expect(mirror.keys('Service')).toContain('demo/during-gap');
     expect(mirror.keys('Service')).not.toContain('shop/checkout');
+  });
+
+  it('a re-list of unchanged objects emits no update: the identity kept in the cache still matches', async () => {
+    const { api, mirror } = await started();
+    const upserts = () => mirror.events.filter((e) => e.type === 'upsert').length;
+    const before = upserts();
+    api.expireWatches();
+    await mirror.until(() => mirror.synced.get('Service') === 2);
+    expect(upserts()).toBe(before);
   });
 
   it('re-lists after an HTTP 410 on the watch', async () => {
