@@ -92,56 +92,60 @@ export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   const source = new KubeSource(kc, node, queue, log, supervisor);
   const metrics = new ProxyMetrics(() => source.stats());
   const health = new ProxyHealth(2 * flags.iptablesSyncPeriod);
-  let liberal = await tcpBeLiberal();
-  const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: flags.output });
-  if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, FAMILY, log);
-  const serviceHealth = flags.dryRun ? undefined : new ServiceHealthServers('0.0.0.0', () => health.healthy(Date.now()), log);
-
-  const servers = [
-    await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, b), log),
-    await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, b), log),
-  ];
-
-  const runner = new ProxyRunner({
-    store,
-    queue,
-    backend,
-    config: () => ({
-      family: FAMILY,
-      clusterCIDR,
-      masqueradeAll: flags.masqueradeAll,
-      masqueradeBit: flags.iptablesMasqueradeBit,
-      nodePortAddresses,
-      localAddresses: localAddresses(),
-    }),
-    timing: { minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
-    health,
-    metrics,
-    log,
-    conntrack: deleteConntrackEntries,
-    ...(serviceHealth ? { healthChecks: (targets) => serviceHealth.update(targets) } : {}),
-    ...(flags.dryRun ? { dryRun: (change: string) => void process.stdout.write(`# sync at ${new Date().toISOString()}\n${change}`) } : {}),
-  });
-
-  const stop = new AbortController();
-  const onSignal = (signal: string) => {
-    log.info({ signal }, 'stopping; the rules stay in place');
-    stop.abort();
-  };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
-  // A bug in a library callback must not take the node's proxy down; it is logged and counted.
-  const onRejection = (err: unknown) => log.error({ err }, 'unhandled rejection');
-  process.on('unhandledRejection', onRejection);
-  const sysctlTimer = setInterval(() => void tcpBeLiberal().then((v) => (liberal = v)), flags.iptablesSyncPeriod);
-  sysctlTimer.unref();
-
   log.info(
     { node, mode: flags.proxyMode, dryRun: flags.dryRun, server: kc.getCurrentCluster()?.server, minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
     'kproxy starting',
   );
+  // The lists go out first: the API round trips overlap the other mode's cleanup and the servers'
+  // start, and the runner waits for every list before its first sync anyway.
+  await source.start();
+  const servers: (http.Server | undefined)[] = [];
+  let serviceHealth: ServiceHealthServers | undefined;
+  let sysctlTimer: NodeJS.Timeout | undefined;
+  const onRejection = (err: unknown) => log.error({ err }, 'unhandled rejection');
   try {
-    await source.start();
+    let liberal = await tcpBeLiberal();
+    const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: flags.output });
+    if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, FAMILY, log);
+    const nodePortHealth = flags.dryRun ? undefined : new ServiceHealthServers('0.0.0.0', () => health.healthy(Date.now()), log);
+    serviceHealth = nodePortHealth;
+    servers.push(
+      await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, b), log),
+      await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, b), log),
+    );
+
+    const runner = new ProxyRunner({
+      store,
+      queue,
+      backend,
+      config: () => ({
+        family: FAMILY,
+        clusterCIDR,
+        masqueradeAll: flags.masqueradeAll,
+        masqueradeBit: flags.iptablesMasqueradeBit,
+        nodePortAddresses,
+        localAddresses: localAddresses(),
+      }),
+      timing: { minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
+      health,
+      metrics,
+      log,
+      conntrack: deleteConntrackEntries,
+      ...(nodePortHealth ? { healthChecks: (targets) => nodePortHealth.update(targets) } : {}),
+      ...(flags.dryRun ? { dryRun: (change: string) => void process.stdout.write(`# sync at ${new Date().toISOString()}\n${change}`) } : {}),
+    });
+
+    const stop = new AbortController();
+    const onSignal = (signal: string) => {
+      log.info({ signal }, 'stopping; the rules stay in place');
+      stop.abort();
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    // A bug in a library callback must not take the node's proxy down; it is logged and counted.
+    process.on('unhandledRejection', onRejection);
+    sysctlTimer = setInterval(() => void tcpBeLiberal().then((v) => (liberal = v)), flags.iptablesSyncPeriod);
+    sysctlTimer.unref();
     await runner.run(stop.signal);
   } finally {
     clearInterval(sysctlTimer);
