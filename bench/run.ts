@@ -1,51 +1,69 @@
 /**
- * `kproxy run` as an operator runs it: against a real kube-apiserver v1.26 (envtest assets,
- * KUBEBUILDER_ASSETS) holding N Services × E endpoints, in a node namespace made here, in both
- * modes. What it measures, per mode:
+ * `kproxy run` side by side with upstream kube-proxy v1.26, as an operator runs them: against a
+ * real kube-apiserver v1.26 (envtest assets, KUBEBUILDER_ASSETS) holding N Services × E endpoints,
+ * each proxy alone in a fresh node namespace made here. Proxies: `kproxy-iptables`,
+ * `kproxy-nftables`, `upstream` (kube-proxy v1.26, iptables mode, from the same assets) and
+ * `upstream-minimize` (the same with `--feature-gates=MinimizeIPTablesRestore=true`). Per proxy and N:
  *
- * - **cold start**: process start → the first sync that wrote every service port (its log line);
- * - **periodic work**: CPU seconds of kproxy and its children (iptables, nft) over a window of
- *   several sync periods with nothing changing, as a share of one core;
- * - **changes under periodic work**: over a second window, one EndpointSlice change every
- *   `--change-every` seconds; each change carries the EndpointSlice controller's trigger-time
- *   annotation, and kproxy logs how long after it the change was in the kernel (the sync's
- *   `programmingSeconds`); median and max;
- * - **restart on a loaded node**: kill -9, start again → first sync done, against the cold start;
- * - RSS after the cold sync and at the end.
+ * - **cold start**: process start → every rule in the kernel. kproxy: its first sync that wrote
+ *   every service port (log line); upstream: its first completed sync
+ *   (`kubeproxy_sync_proxy_rules_last_timestamp_seconds`; it syncs only once its informers have
+ *   listed everything). A proxy that has not finished within `--cold-limit` seconds is stopped and
+ *   reported as such; the later phases are skipped for it. CPU seconds of the process and its
+ *   children (iptables-restore, nft) over the cold start.
+ * - **RSS after the cold sync**: 10 s after it, so every proxy has settled.
+ * - **periodic work**: CPU share of one core over `--quiet-seconds` with nothing changing.
+ * - **one endpoint change → its rule in the kernel**: `--changes` changes one at a time, each a
+ *   new endpoint address in one EndpointSlice; iptables modes: from just before the API write
+ *   until `iptables -t nat -S KUBE-SEP-…` of the new endpoint's chain (upstream's name, which
+ *   kproxy shares) succeeds, polled every 20 ms, for both proxies alike. nftables mode: kproxy's
+ *   logged `programmingSeconds` (the slice's trigger-time annotation → the nft transaction
+ *   returned), as `nft list chain` costs 0.9 s at 10k and cannot be polled.
+ * - **churn**: one change a second for `--churn-seconds`: CPU share, then RSS.
+ * - **restart on a loaded node** (kproxy only): kill -9, start again → first full sync.
  *
- * Usage: `KUBEBUILDER_ASSETS=… node bench/run.ts [--services 10000] [--endpoints 10]
- * [--modes iptables,nftables] [--quiet-seconds 180] [--churn-seconds 120] [--change-every 1]
- * [--out bench/results/run.json]`. Needs root. Every namespace and process it makes is removed
- * when it ends, pass or fail.
+ * Usage: `KUBEBUILDER_ASSETS=… node bench/run.ts [--services 1000,10000] [--endpoints 10]
+ * [--proxies kproxy-iptables,kproxy-nftables,upstream,upstream-minimize] [--cold-limit 600]
+ * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--out bench/results/run.json]`.
+ * Services are loaded incrementally: the 1k run's cluster grows into the 10k one. Needs root.
+ * Every namespace and process it makes is removed when it ends, pass or fail.
  * @module
  */
 import { execa } from 'execa';
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { RealApiServer } from '../test/support/envtest.ts';
+import { ASSETS, RealApiServer } from '../test/support/envtest.ts';
 import { TestCluster } from '../test/e2e/harness/cluster.ts';
+import { endpointChainName } from '../src/backends/iptables/names.ts';
 import { benchService, benchSlice } from './cluster.ts';
+
+const PROXIES = ['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize'] as const;
+type Proxy = (typeof PROXIES)[number];
 
 const { values: args } = parseArgs({
   options: {
-    services: { type: 'string', default: '10000' },
+    services: { type: 'string', default: '1000,10000' },
     endpoints: { type: 'string', default: '10' },
-    modes: { type: 'string', default: 'iptables,nftables' },
-    'quiet-seconds': { type: 'string', default: '180' },
-    'churn-seconds': { type: 'string', default: '120' },
-    'change-every': { type: 'string', default: '1' },
+    proxies: { type: 'string', default: PROXIES.join(',') },
+    'cold-limit': { type: 'string', default: '600' },
+    'quiet-seconds': { type: 'string', default: '60' },
+    changes: { type: 'string', default: '7' },
+    'churn-seconds': { type: 'string', default: '300' },
     'sync-period': { type: 'string', default: '30s' },
     out: { type: 'string', default: 'bench/results/run.json' },
   },
 });
-const N = Number(args.services);
+const SIZES = args.services.split(',').map(Number);
 const E = Number(args.endpoints);
 const TRIGGER = 'endpoints.kubernetes.io/last-change-trigger-time';
 /** The bench mix's first Services would take 10.96.0.0 (the range's network address) and 10.96.0.1 (the API server's own). */
 const FIRST = 2;
+/** Upstream's metrics address inside its node namespace. */
+const UPSTREAM_METRICS = 'http://127.0.0.1:10249/metrics';
 const t = () => new Date().toISOString().slice(11, 19);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const say = (s: string) => console.log(`[${t()}] ${s}`);
 
 /** Runs `fn` over 0..n-1 with `limit` calls in flight. */
 async function parallel(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
@@ -65,27 +83,20 @@ function forApi<T extends object>(o: T): T {
   return c as T;
 }
 
-async function load(api: RealApiServer): Promise<void> {
+/** Creates Services [from, to) of the mix with their EndpointSlices. */
+async function load(api: RealApiServer, from: number, to: number): Promise<void> {
   const started = Date.now();
-  for (let ns = 0; ns < 100; ns++) await api.ensureNamespace(`ns${ns}`);
-  await api.apply({
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: { name: 'node-0', labels: { 'topology.kubernetes.io/zone': 'zone-0' } },
-    status: { addresses: [{ type: 'InternalIP', address: '192.0.2.1' }] },
+  await parallel(to - from, 16, async (k) => {
+    await api.create(forApi(benchService(FIRST + from + k)));
+    await api.create(forApi(benchSlice(FIRST + from + k, E)));
   });
-  await parallel(N, 16, async (i) => {
-    await api.create(forApi(benchService(FIRST + i)));
-    await api.create(forApi(benchSlice(FIRST + i, E)));
-  });
-  console.log(`[${t()}] loaded ${N} Services and EndpointSlices × ${E} endpoints in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  say(`loaded Services ${from}..${to - 1} × ${E} endpoints in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
 interface LogLine {
   readonly time: string;
   readonly msg: string;
   readonly full?: boolean;
-  readonly seconds?: number;
   readonly servicePorts?: number;
   readonly programmingSeconds?: number;
 }
@@ -109,116 +120,266 @@ const quantile = (xs: number[], q: number) => {
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
 };
 
-async function runMode(api: RealApiServer, mode: 'iptables' | 'nftables'): Promise<Record<string, unknown>> {
+/** One row of bench/results/run.json. Times in seconds, memory in MiB, CPU shares of one core. */
+export interface RunRow {
+  proxy: Proxy;
+  services: number;
+  endpoints: number;
+  /** Process start → every rule in the kernel; undefined when it did not finish within coldLimitSeconds. */
+  coldStartSeconds?: number;
+  coldLimitSeconds: number;
+  coldCpuSeconds: number;
+  rssAfterColdMiB?: number;
+  quietSeconds?: number;
+  quietCoreShare?: number;
+  /** One endpoint change at a time → its rule in the kernel. */
+  changeSeconds?: number[];
+  changeMedianSeconds?: number;
+  changeMaxSeconds?: number;
+  churnSeconds?: number;
+  churnChanges?: number;
+  churnCoreShare?: number;
+  rssAfterChurnMiB?: number;
+  restartSeconds?: number;
+}
+
+/** A proxy process under test in its own node namespace. */
+interface Running {
+  readonly pid: number;
+  /** Resolves with the seconds from start to its first complete sync, or undefined past the limit. */
+  readonly synced: (began: number, limitMs: number, since?: number) => Promise<number | undefined>;
+  /** Latencies of changes that kproxy logged (nftables mode), from log line `from` on. */
+  readonly logged?: (from: number) => number[];
+  readonly logLength?: () => number;
+  readonly stop: () => Promise<void>;
+}
+
+async function pidIn(c: TestCluster, marker: string): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    for (const pid of (await execa('ip', ['netns', 'pids', c.ns('node-1')], { reject: false })).stdout.split('\n').filter(Boolean)) {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker)) return Number(pid);
+    }
+    await sleep(50);
+  }
+  throw new Error(`${marker} process not found`);
+}
+
+/** kproxy run; `n` service ports make a complete sync. */
+function startKproxy(c: TestCluster, kubeconfig: string, n: number): Promise<Running> {
+  const flags = ['--kubeconfig', kubeconfig, '--hostname-override', 'node-0', '--cluster-cidr', '10.64.0.0/10', '--iptables-sync-period', args['sync-period']];
+  const logs = c.startAgent(flags);
+  return pidIn(c, 'src/cli/main.ts').then((pid) => ({
+    pid,
+    async synced(began, limitMs, since = 0) {
+      while (Date.now() < began + limitMs) {
+        const lines = logLines(logs.stderr).slice(since);
+        const done = lines.find((l) => l.msg === 'proxy rules synced' && (l.servicePorts ?? 0) >= n);
+        if (done) return (Date.parse(done.time) - began) / 1000;
+        const failed = lines.find((l) => l.msg.startsWith('syncing proxy rules failed'));
+        if (failed) throw new Error(`kproxy failed: ${JSON.stringify(failed)}`);
+        await sleep(100);
+      }
+      return undefined;
+    },
+    logged: (from) =>
+      logLines(logs.stderr)
+        .slice(from)
+        .flatMap((l) => (l.programmingSeconds === undefined ? [] : [l.programmingSeconds])),
+    logLength: () => logLines(logs.stderr).length,
+    stop: () => c.stopAgent('SIGKILL'),
+  }));
+}
+
+async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boolean): Promise<Running> {
+  const child = execa(
+    'ip',
+    [
+      'netns',
+      'exec',
+      c.ns('node-1'),
+      join(ASSETS!, 'kube-proxy'),
+      '--kubeconfig',
+      kubeconfig,
+      '--hostname-override',
+      'node-0',
+      '--proxy-mode',
+      'iptables',
+      '--cluster-cidr',
+      '10.64.0.0/10',
+      // v1.26's dual-stack proxier takes its node IP from --bind-address.
+      '--bind-address',
+      '192.0.2.1',
+      '--iptables-sync-period',
+      args['sync-period'],
+      '--iptables-min-sync-period',
+      '1s',
+      // A namespace cannot set the conntrack sysctls; keep the servers on loopback.
+      '--conntrack-max-per-core',
+      '0',
+      '--conntrack-tcp-timeout-established',
+      '0',
+      '--conntrack-tcp-timeout-close-wait',
+      '0',
+      '--metrics-bind-address',
+      '127.0.0.1:10249',
+      '--healthz-bind-address',
+      '127.0.0.1:10256',
+      ...(minimize ? ['--feature-gates', 'MinimizeIPTablesRestore=true'] : []),
+      '--v',
+      '1',
+    ],
+    { reject: false, buffer: false, stdout: 'ignore', stderr: { file: join(c.dir, `kube-proxy-${Date.now()}.log`) } },
+  );
+  const pid = await pidIn(c, 'kube-proxy');
+  return {
+    pid,
+    async synced(began, limitMs) {
+      while (Date.now() < began + limitMs) {
+        const body = (await c.httpGet('node-1', UPSTREAM_METRICS).catch(() => ({ body: '' }))).body ?? '';
+        const last = Number(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds (\S+)$/m.exec(body)?.[1] ?? 0);
+        if (last * 1000 > began) return last - began / 1000;
+        await sleep(250);
+      }
+      return undefined;
+    },
+    async stop() {
+      child.kill('SIGKILL');
+      await child;
+    },
+  };
+}
+
+/** Writes a new address for the first endpoint of Service i; returns the write time and the new endpoint's KUBE-SEP chain. */
+async function changeEndpoint(api: RealApiServer, i: number, generation: number): Promise<{ at: number; chain: string }> {
+  const slice = forApi(benchSlice(i, E, generation)) as { metadata: Record<string, unknown>; endpoints: { addresses: string[] }[] };
+  const at = Date.now();
+  slice.metadata.annotations = { [TRIGGER]: new Date(at).toISOString() };
+  await api.apply(slice);
+  const chain = endpointChainName(`ns${i % 100}/svc${i}:http`, 'TCP', `${slice.endpoints[0]!.addresses[0]}:8080`);
+  return { at, chain };
+}
+
+let generation = 1;
+
+async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<RunRow> {
+  const mode = proxy === 'kproxy-nftables' ? 'nftables' : 'iptables';
   const c = await TestCluster.create([], [], mode);
+  const row: RunRow = { proxy, services: n, endpoints: E, coldLimitSeconds: Number(args['cold-limit']), coldCpuSeconds: 0 };
   try {
     const port = await c.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
     const kubeconfig = join(c.dir, 'kubeconfig');
-    writeFileSync(kubeconfig, api.kubeconfig(api.kproxyToken, `https://127.0.0.1:${port}`));
-    const flags = ['--kubeconfig', kubeconfig, '--hostname-override', 'node-0', '--cluster-cidr', '10.64.0.0/10', '--iptables-sync-period', args['sync-period']];
-    const pidOf = async () => {
-      for (let i = 0; i < 100; i++) {
-        for (const pid of (await execa('ip', ['netns', 'pids', c.ns('node-1')], { reject: false })).stdout.split('\n').filter(Boolean)) {
-          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('src/cli/main.ts')) return Number(pid);
-        }
-        await sleep(100);
-      }
-      throw new Error('kproxy process not found');
-    };
-    /** Starts kproxy run; resolves when its first sync that wrote every service port is logged. */
-    const start = async () => {
-      const began = Date.now();
-      const logs = c.startAgent(flags);
-      const pid = await pidOf();
-      const end = began + 20 * 60_000;
-      while (Date.now() < end) {
-        const done = logLines(logs.stderr).find((l) => l.msg === 'proxy rules synced' && (l.servicePorts ?? 0) >= N);
-        if (done) return { logs, pid, seconds: (Date.parse(done.time) - began) / 1000 };
-        const failed = logLines(logs.stderr).find((l) => l.msg.startsWith('syncing proxy rules failed'));
-        if (failed) throw new Error(`kproxy failed: ${JSON.stringify(failed)}`);
-        await sleep(250);
-      }
-      throw new Error('no complete sync within 20 minutes');
-    };
+    const ours = proxy.startsWith('kproxy');
+    writeFileSync(kubeconfig, api.kubeconfig(ours ? api.kproxyToken : api.adminToken, `https://127.0.0.1:${port}`));
+    // +1: the API server's own default/kubernetes Service.
+    const start = () => (ours ? startKproxy(c, kubeconfig, n + 1) : startUpstream(c, kubeconfig, proxy === 'upstream-minimize'));
 
-    console.log(`[${t()}] ${mode}: cold start`);
-    const cold = await start();
-    const rssCold = usage(cold.pid).rssMiB;
-    console.log(`[${t()}] ${mode}: cold start ${cold.seconds.toFixed(1)} s, RSS ${rssCold.toFixed(0)} MiB`);
-
-    // Quiet: nothing changes; the periodic verify is the only work.
-    const q0 = usage(cold.pid);
-    const quietSeconds = Number(args['quiet-seconds']);
-    await sleep(quietSeconds * 1000);
-    const q1 = usage(cold.pid);
-    const quietShare = (q1.cpu - q0.cpu) / quietSeconds;
-    const verifies = logLines(cold.logs.stderr).filter((l) => l.msg === 'proxy rules synced' && l.full).length;
-    console.log(`[${t()}] ${mode}: quiet ${quietSeconds} s: ${(quietShare * 100).toFixed(2)} % of a core, ${verifies} verifying syncs`);
-
-    // Churn: one EndpointSlice change every --change-every seconds while the periodic work goes on.
-    const churnSeconds = Number(args['churn-seconds']);
-    const every = Number(args['change-every']);
-    const c0 = usage(cold.pid);
-    const before = logLines(cold.logs.stderr).length;
-    const churnEnd = Date.now() + churnSeconds * 1000;
-    let generation = 1;
-    while (Date.now() < churnEnd) {
-      const i = FIRST + ((generation * 7) % N);
-      const slice = forApi(benchSlice(i, E, generation % 60)) as { metadata: Record<string, unknown> };
-      slice.metadata.annotations = { [TRIGGER]: new Date().toISOString() };
-      await api.apply(slice);
-      generation++;
-      await sleep(every * 1000);
+    say(`${proxy} at ${n}: cold start`);
+    const began = Date.now();
+    const p = await start();
+    const cold = await p.synced(began, row.coldLimitSeconds * 1000);
+    row.coldCpuSeconds = usage(p.pid).cpu;
+    if (cold === undefined) {
+      say(`${proxy} at ${n}: no complete sync within ${row.coldLimitSeconds} s (${row.coldCpuSeconds.toFixed(0)} CPU s); stopped`);
+      await p.stop();
+      return row;
     }
-    await sleep(3_000);
-    const c1 = usage(cold.pid);
-    const landed = logLines(cold.logs.stderr)
-      .slice(before)
-      .flatMap((l) => (l.programmingSeconds === undefined ? [] : [l.programmingSeconds]));
-    const churnShare = (c1.cpu - c0.cpu) / (churnSeconds + 3);
-    console.log(
-      `[${t()}] ${mode}: ${generation - 1} changes, landed median ${quantile(landed, 0.5).toFixed(3)} s, max ${Math.max(...landed).toFixed(3)} s; ${(churnShare * 100).toFixed(1)} % of a core`,
-    );
-    const rssEnd = usage(cold.pid).rssMiB;
+    row.coldStartSeconds = cold;
+    await sleep(10_000);
+    row.rssAfterColdMiB = Math.round(usage(p.pid).rssMiB);
+    say(`${proxy} at ${n}: cold start ${cold.toFixed(1)} s, ${row.coldCpuSeconds.toFixed(1)} CPU s, RSS ${row.rssAfterColdMiB} MiB`);
 
-    // Restart on the loaded node.
-    await c.stopAgent('SIGKILL');
-    const restart = await start();
-    console.log(`[${t()}] ${mode}: restart on a loaded node ${restart.seconds.toFixed(1)} s (cold ${cold.seconds.toFixed(1)} s)`);
-    await c.stopAgent('SIGKILL');
-    return {
-      mode,
-      services: N,
-      endpoints: E,
-      coldStartSeconds: cold.seconds,
-      rssAfterColdMiB: Math.round(rssCold),
-      quietSeconds,
-      quietCoreShare: quietShare,
-      verifyingSyncsWhileQuiet: verifies,
-      churnSeconds,
-      changes: generation - 1,
-      changesLanded: landed.length,
-      landedMedianSeconds: quantile(landed, 0.5),
-      landedP95Seconds: quantile(landed, 0.95),
-      landedMaxSeconds: Math.max(...landed),
-      churnCoreShare: churnShare,
-      rssEndMiB: Math.round(rssEnd),
-      restartSeconds: restart.seconds,
-    };
+    const quietSeconds = Number(args['quiet-seconds']);
+    const q0 = usage(p.pid);
+    await sleep(quietSeconds * 1000);
+    row.quietSeconds = quietSeconds;
+    row.quietCoreShare = (usage(p.pid).cpu - q0.cpu) / quietSeconds;
+    say(`${proxy} at ${n}: quiet ${quietSeconds} s: ${(row.quietCoreShare * 100).toFixed(2)} % of a core`);
+
+    // One change at a time, each waited for.
+    const changes: number[] = [];
+    for (let k = 0; k < Number(args.changes); k++) {
+      const i = FIRST + ((generation * 7) % n);
+      const from = p.logLength?.() ?? 0;
+      const { at, chain } = await changeEndpoint(api, i, generation++ % 60);
+      let landed: number | undefined;
+      for (let poll = 0; poll < 3_000 && landed === undefined && Date.now() < at + 60_000; poll++) {
+        if (mode === 'nftables') landed = p.logged!(from)[0];
+        else if ((await execa('ip', ['netns', 'exec', c.ns('node-1'), 'iptables', '-w', '-t', 'nat', '-S', chain], { reject: false })).exitCode === 0) landed = (Date.now() - at) / 1000;
+        if (landed === undefined) await sleep(20);
+      }
+      if (landed === undefined) say(`${proxy} at ${n}: change ${k} did not land within 60 s`);
+      else changes.push(landed);
+      await sleep(1_500);
+    }
+    row.changeSeconds = changes;
+    row.changeMedianSeconds = quantile(changes, 0.5);
+    row.changeMaxSeconds = Math.max(...changes);
+    say(`${proxy} at ${n}: changes landed in ${changes.map((s) => s.toFixed(3)).join(', ')} s`);
+
+    // Churn: one change a second.
+    const churnSeconds = Number(args['churn-seconds']);
+    const c0 = usage(p.pid);
+    const churnEnd = Date.now() + churnSeconds * 1000;
+    let churned = 0;
+    while (Date.now() < churnEnd) {
+      const next = Date.now() + 1_000;
+      await changeEndpoint(api, FIRST + ((generation * 7) % n), generation++ % 60);
+      churned++;
+      await sleep(Math.max(0, next - Date.now()));
+    }
+    row.churnSeconds = churnSeconds;
+    row.churnChanges = churned;
+    row.churnCoreShare = (usage(p.pid).cpu - c0.cpu) / churnSeconds;
+    await sleep(5_000);
+    row.rssAfterChurnMiB = Math.round(usage(p.pid).rssMiB);
+    say(`${proxy} at ${n}: churn ${churned} changes: ${(row.churnCoreShare * 100).toFixed(1)} % of a core, RSS ${row.rssAfterChurnMiB} MiB`);
+
+    await p.stop();
+    if (ours) {
+      const again = Date.now();
+      const q = await start();
+      const restart = await q.synced(again, row.coldLimitSeconds * 1000, 0);
+      if (restart !== undefined) row.restartSeconds = restart;
+      say(`${proxy} at ${n}: restart on the loaded node ${restart?.toFixed(1) ?? 'did not finish'} s`);
+      await q.stop();
+    }
+    return row;
   } finally {
     await c.destroy();
   }
 }
 
+if (!ASSETS || !existsSync(join(ASSETS, 'kube-proxy'))) {
+  console.log('bench/run.ts needs KUBEBUILDER_ASSETS with kube-apiserver, etcd and kube-proxy v1.26 (README: "Against a real kube-apiserver"); nothing measured');
+  process.exit(0);
+}
 const api = await RealApiServer.start(['--service-node-port-range=10000-50000', '--max-requests-inflight=1000']);
-const results: Record<string, unknown>[] = [];
+const rows: RunRow[] = [];
+const save = () => {
+  mkdirSync(dirname(args.out), { recursive: true });
+  const cpus = (readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length;
+  writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), cpus, syncPeriod: args['sync-period'], rows }, null, 2)}\n`);
+};
 try {
   await api.applyManifest(join(import.meta.dirname, '../manifests/rbac.yaml'));
-  await load(api);
-  for (const mode of args.modes.split(',') as ('iptables' | 'nftables')[]) results.push(await runMode(api, mode));
+  for (let ns = 0; ns < 100; ns++) await api.ensureNamespace(`ns${ns}`);
+  await api.apply({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: 'node-0', labels: { 'topology.kubernetes.io/zone': 'zone-0' } },
+    status: { addresses: [{ type: 'InternalIP', address: '192.0.2.1' }] },
+  });
+  let loaded = 0;
+  for (const n of SIZES) {
+    await load(api, loaded, n);
+    loaded = n;
+    for (const proxy of args.proxies.split(',') as Proxy[]) {
+      rows.push(await runProxy(api, proxy, n));
+      save();
+    }
+  }
 } finally {
   await api.stop();
 }
-mkdirSync(dirname(args.out), { recursive: true });
-writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);
-console.log(JSON.stringify(results, null, 2));
+save();
+console.log(JSON.stringify(rows, null, 2));
