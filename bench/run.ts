@@ -129,6 +129,8 @@ export interface RunRow {
   coldStartSeconds?: number;
   coldLimitSeconds: number;
   coldCpuSeconds: number;
+  /** RSS when a cold start that did not finish was stopped. */
+  rssAtLimitMiB?: number;
   rssAfterColdMiB?: number;
   quietSeconds?: number;
   quietCoreShare?: number;
@@ -279,6 +281,7 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
     const cold = await p.synced(began, row.coldLimitSeconds * 1000);
     row.coldCpuSeconds = usage(p.pid).cpu;
     if (cold === undefined) {
+      row.rssAtLimitMiB = Math.round(usage(p.pid).rssMiB);
       say(`${proxy} at ${n}: no complete sync within ${row.coldLimitSeconds} s (${row.coldCpuSeconds.toFixed(0)} CPU s); stopped`);
       await p.stop();
       return row;

@@ -125,6 +125,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const log = pino({ base: null, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 2, sync: true }));
   try {
     await buildProgram(log).parseAsync([...argv], { from: 'user' });
+    // What the command cost, for bench/startup.ts and for anyone who asks with --log-level debug.
+    log.debug({ seconds: Math.round(process.uptime() * 1000) / 1000, maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024) }, 'command done');
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;

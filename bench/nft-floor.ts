@@ -1,0 +1,130 @@
+/**
+ * What nft itself costs, at N Services × E endpoints, with nothing of kproxy's in the timed part:
+ * the floors behind the nftables targets of bench/README.md ("nftables floors").
+ *
+ * - **cold**: the whole table (kproxy's full batch) loaded into an empty namespace by `nft -j -f`
+ *   (JSON, what kproxy sends) and by `nft -f` (the same batch in nft's text syntax): the
+ *   JSON-vs-text gap, and the input sizes;
+ * - **one change, on the loaded table**: the pieces an endpoint change is made of, each timed
+ *   alone as one `nft -j -f` transaction: `flush chain` of the Service's chain; that flush plus
+ *   one plain rule; that flush plus one `dnat` rule; kproxy's whole delta for a new endpoint
+ *   address (flush + the chain's rules + the hairpin set element), in JSON and in text; one
+ *   element deleted from a plain set.
+ *
+ * Each figure is the median of `--runs` round trips (each piece and its inverse, so every run is a
+ * real change and the table ends as it began). Usage: `node bench/nft-floor.ts [--services 10000] [--endpoints 10] [--runs 7]
+ * [--out bench/results/nft-floor.json]`. Needs root; the namespace is deleted when it ends.
+ * @module
+ */
+import { execa } from 'execa';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { deltaBatch, fullBatch } from '../src/backends/nftables/batch.ts';
+import type { NftCommand } from '../src/backends/nftables/json.ts';
+import { NftRenderCache, renderNftables } from '../src/backends/nftables/render.ts';
+import { formatBatch } from '../src/backends/nftables/text.ts';
+import { PlanCache, planProxy } from '../src/planner/plan.ts';
+import { BENCH_CONFIG, benchSlice, benchStore } from './cluster.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    services: { type: 'string', default: '10000' },
+    endpoints: { type: 'string', default: '10' },
+    runs: { type: 'string', default: '7' },
+    out: { type: 'string', default: 'bench/results/nft-floor.json' },
+  },
+});
+const N = Number(args.services);
+const E = Number(args.endpoints);
+const RUNS = Number(args.runs);
+const dir = mkdtempSync(join(tmpdir(), 'kproxy-nft-floor-'));
+const ns = `kpfloor-${process.pid}`;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Seconds one `nft` run takes inside the namespace. */
+async function timed(nftArgs: string[]): Promise<number> {
+  const t0 = performance.now();
+  await execa('ip', ['netns', 'exec', ns, 'nft', ...nftArgs], { timeout: 600_000 });
+  return (performance.now() - t0) / 1000;
+}
+
+function file(name: string, commands: readonly NftCommand[], form: 'json' | 'text'): string {
+  const path = join(dir, name);
+  writeFileSync(path, formatBatch(commands, form));
+  return path;
+}
+
+// The table, and one endpoint change of Service 100 (a new address for its first endpoint), both ways.
+const store = benchStore(N, E);
+const plans = new PlanCache();
+const renders = new NftRenderCache();
+const before = renderNftables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), renders);
+store.applyEndpointSlice(benchSlice(100, E, 1));
+const after = renderNftables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), renders);
+const forward = deltaBatch(before, after, []).commands;
+const backward = deltaBatch(after, before, []).commands;
+const full = fullBatch(before).commands;
+const chain = forward.find((c): c is { flush: { chain: { family: 'ip'; table: string; name: string } } } => 'flush' in c)!.flush.chain;
+const ruleOf = (match: (c: NftCommand) => boolean) => forward.find(match)!;
+const dnatRule = ruleOf((c) => 'add' in c && 'rule' in c.add && JSON.stringify(c).includes('"dnat"'));
+const plainRule: NftCommand = {
+  add: {
+    rule: { family: 'ip', table: chain.table, chain: chain.name, expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: '10.96.0.100' } }, { accept: null }] },
+  },
+} as unknown as NftCommand;
+const elementOps = forward.filter((c) => JSON.stringify(c).includes('"element"'));
+
+const results: Record<string, unknown> = { date: new Date().toISOString(), services: N, endpoints: E, runs: RUNS };
+try {
+  await execa('ip', ['netns', 'add', ns]);
+  const { stdout: version } = await execa('nft', ['--version']);
+  results.tool = version.trim();
+  const fullJson = file('full.json', full, 'json');
+  const fullText = file('full.nft', full, 'text');
+  results.fullJsonBytes = formatBatch(full, 'json').length;
+  results.fullTextBytes = formatBatch(full, 'text').length;
+  const cold = { json: [] as number[], text: [] as number[] };
+  for (let r = 0; r < Math.min(RUNS, 3); r++) {
+    for (const form of ['json', 'text'] as const) {
+      await execa('ip', ['netns', 'exec', ns, 'nft', 'flush', 'ruleset']);
+      cold[form].push(await timed(form === 'json' ? ['-j', '-f', fullJson] : ['-f', fullText]));
+    }
+  }
+  results.coldJsonSeconds = median(cold.json);
+  results.coldTextSeconds = median(cold.text);
+  console.log(`cold: nft -j -f ${median(cold.json).toFixed(2)} s, nft -f ${median(cold.text).toFixed(2)} s`);
+
+  // The table stays loaded (the text run was last); time the pieces of one change.
+  const pieces: [string, NftCommand[], NftCommand[]][] = [
+    ['flush chain', [forward[0]!], [forward[0]!]],
+    ['flush chain + one plain rule', [{ flush: { chain } } as NftCommand, plainRule], [{ flush: { chain } } as NftCommand, plainRule]],
+    ['flush chain + one dnat rule', [{ flush: { chain } } as NftCommand, dnatRule], [{ flush: { chain } } as NftCommand, dnatRule]],
+    ["kproxy's delta (JSON)", [...forward], [...backward]],
+    ['one set element deleted, then added back', elementOps, deltaBatch(after, before, []).commands.filter((c) => JSON.stringify(c).includes('"element"'))],
+  ];
+  const change: Record<string, number> = {};
+  for (const [name, there, back] of pieces) {
+    const a = file('there.json', there, 'json');
+    const b = file('back.json', back, 'json');
+    // There and back each run, so every piece starts from the table as loaded.
+    const times: number[] = [];
+    for (let r = 0; r < RUNS; r++) times.push(await timed(['-j', '-f', a]), await timed(['-j', '-f', b]));
+    change[name] = median(times);
+  }
+  // The same delta in nft's text syntax.
+  const ta = file('there.nft', forward, 'text');
+  const tb = file('back.nft', backward, 'text');
+  const text: number[] = [];
+  for (let r = 0; r < RUNS; r++) text.push(await timed(['-f', ta]), await timed(['-f', tb]));
+  change["kproxy's delta (text)"] = median(text);
+  results.changeSeconds = change;
+  for (const [k, v] of Object.entries(change)) console.log(`${k}: ${(v * 1000).toFixed(0)} ms`);
+} finally {
+  await execa('ip', ['netns', 'del', ns], { reject: false });
+  rmSync(dir, { recursive: true, force: true });
+}
+mkdirSync(dirname(args.out), { recursive: true });
+writeFileSync(args.out, `${JSON.stringify(results, null, 2)}\n`);

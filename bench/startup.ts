@@ -1,0 +1,47 @@
+/**
+ * How fast the file commands start and how much memory they take: `bin/kproxy dry-run` of the
+ * bundled example (10 Services), both modes, as an operator runs it. One untimed run first fills
+ * Node's compile cache (as the image ships it filled); then `--runs` runs, each reporting its own
+ * time since process start and peak RSS (the `command done` debug line), plus the wall time
+ * around the launcher. Medians.
+ *
+ * Usage: `node bench/startup.ts [--runs 7] [--out bench/results/startup.json]`. Needs nothing but the repo.
+ * @module
+ */
+import { execa } from 'execa';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '7' }, out: { type: 'string', default: 'bench/results/startup.json' } } });
+const ROOT = join(import.meta.dirname, '..');
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const rows = [];
+for (const mode of ['iptables', 'nftables']) {
+  const argv = ['dry-run', '--from', join(ROOT, 'examples'), '--proxy-mode', mode, '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16', '--log-level', 'debug'];
+  const once = async () => {
+    const t0 = performance.now();
+    const r = await execa(join(ROOT, 'bin/kproxy'), argv);
+    const wall = (performance.now() - t0) / 1000;
+    const done = r.stderr
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string; seconds?: number; maxRssMiB?: number })
+      .find((l) => l.msg === 'command done');
+    if (!done) throw new Error('no "command done" line');
+    return { wall, seconds: done.seconds!, maxRssMiB: done.maxRssMiB! };
+  };
+  await once();
+  const runs = [];
+  for (let i = 0; i < Number(args.runs); i++) runs.push(await once());
+  const row = {
+    command: `dry-run --proxy-mode ${mode}`,
+    wallSeconds: median(runs.map((r) => r.wall)),
+    processSeconds: median(runs.map((r) => r.seconds)),
+    maxRssMiB: median(runs.map((r) => r.maxRssMiB)),
+  };
+  rows.push(row);
+  console.log(`${row.command}: ${row.wallSeconds.toFixed(3)} s wall, ${row.processSeconds.toFixed(3)} s in the process, peak RSS ${row.maxRssMiB} MiB`);
+}
+mkdirSync(dirname(args.out), { recursive: true });
+writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), runs: Number(args.runs), rows }, null, 2)}\n`);

@@ -1,0 +1,43 @@
+/**
+ * The file commands never load the API client, prom-client or execa (issue 12): a child process
+ * runs `kproxy dry-run` with a module hook that records every package it resolves.
+ */
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = join(import.meta.dirname, '../..');
+const HOOK = `
+import { registerHooks } from 'node:module';
+const seen = new Set();
+registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); const m = /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(r.url); if (m) seen.add(m[1]); return r; } });
+process.on('exit', () => process.stderr.write('PACKAGES ' + JSON.stringify([...seen].sort()) + '\\n'));
+`;
+
+describe('commands that read files', () => {
+  it.each(['iptables', 'nftables'])('dry-run (%s) loads neither client-node nor prom-client nor execa', async (mode) => {
+    const r = await execa(
+      process.execPath,
+      [
+        '--disable-warning=ExperimentalWarning',
+        '--import',
+        `data:text/javascript,${encodeURIComponent(HOOK)}`,
+        join(ROOT, 'src/cli/main.ts'),
+        'dry-run',
+        '--from',
+        join(ROOT, 'examples'),
+        '--proxy-mode',
+        mode,
+        '--hostname-override',
+        'node-1',
+      ],
+      { reject: false },
+    );
+    expect(r.exitCode).toBe(0);
+    const packages = JSON.parse(/PACKAGES (.*)/.exec(r.stderr)![1]!) as string[];
+    expect(packages).toContain('commander');
+    expect(packages).not.toContain('@kubernetes/client-node');
+    expect(packages).not.toContain('prom-client');
+    expect(packages).not.toContain('execa');
+  });
+});
