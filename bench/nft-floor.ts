@@ -100,8 +100,8 @@ try {
   // The table stays loaded (the text run was last); time the pieces of one change.
   const pieces: [string, NftCommand[], NftCommand[]][] = [
     ['flush chain', [forward[0]!], [forward[0]!]],
-    ['flush chain + one plain rule', [{ flush: { chain } } as NftCommand, plainRule], [{ flush: { chain } } as NftCommand, plainRule]],
-    ['flush chain + one dnat rule', [{ flush: { chain } } as NftCommand, dnatRule], [{ flush: { chain } } as NftCommand, dnatRule]],
+    ['flush chain + one plain rule', [{ flush: { chain } }, plainRule], [{ flush: { chain } }, plainRule]],
+    ['flush chain + one dnat rule', [{ flush: { chain } }, dnatRule], [{ flush: { chain } }, dnatRule]],
     ["kproxy's delta (JSON)", [...forward], [...backward]],
     ['one set element deleted, then added back', elementOps, deltaBatch(after, before, []).commands.filter((c) => JSON.stringify(c).includes('"element"'))],
   ];
