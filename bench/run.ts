@@ -59,8 +59,13 @@ const E = Number(args.endpoints);
 const TRIGGER = 'endpoints.kubernetes.io/last-change-trigger-time';
 /** The bench mix's first Services would take 10.96.0.0 (the range's network address) and 10.96.0.1 (the API server's own). */
 const FIRST = 2;
-/** Upstream's metrics address inside its node namespace. */
-const UPSTREAM_METRICS = 'http://127.0.0.1:10249/metrics';
+/**
+ * Upstream's metrics and healthz addresses inside its node namespace: below the bench's NodePort
+ * range (10000-50000, set on the API server), or a NodePort on 127.0.0.1 would capture them
+ * (upstream's default `--iptables-localhost-nodeports`).
+ */
+const UPSTREAM_METRICS_ADDRESS = '127.0.0.1:9249';
+const UPSTREAM_HEALTHZ_ADDRESS = '127.0.0.1:9256';
 const t = () => new Date().toISOString().slice(11, 19);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => console.log(`[${t()}] ${s}`);
@@ -223,9 +228,9 @@ async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boole
       '--conntrack-tcp-timeout-close-wait',
       '0',
       '--metrics-bind-address',
-      '127.0.0.1:10249',
+      UPSTREAM_METRICS_ADDRESS,
       '--healthz-bind-address',
-      '127.0.0.1:10256',
+      UPSTREAM_HEALTHZ_ADDRESS,
       ...(minimize ? ['--feature-gates', 'MinimizeIPTablesRestore=true'] : []),
       '--v',
       '1',
@@ -237,7 +242,7 @@ async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boole
     pid,
     async synced(began, limitMs) {
       while (Date.now() < began + limitMs) {
-        const body = (await c.httpGet('node-1', UPSTREAM_METRICS).catch(() => ({ body: '' }))).body ?? '';
+        const body = (await c.httpGet('node-1', `http://${UPSTREAM_METRICS_ADDRESS}/metrics`).catch(() => ({ body: '' }))).body ?? '';
         const last = Number(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds (\S+)$/m.exec(body)?.[1] ?? 0);
         if (last * 1000 > began) return last - began / 1000;
         await sleep(250);
