@@ -234,7 +234,7 @@ function runTable(): string[] {
 
 /** bench/results/startup.json: the file commands' start (startup.ts). */
 function startupTable(): string[] {
-  let doc: { date: string; runs: number; rows: { command: string; wallSeconds: number; processSeconds: number; maxRssMiB: number }[] };
+  let doc: { date: string; runs: number; rows: { command: string; wallSeconds: number; processSeconds: number; maxRssMiB: number }[]; baselines: { what: string; maxRssMiB: number }[] };
   try {
     doc = JSON.parse(readFileSync(join(DIR, 'results/startup.json'), 'utf8')) as typeof doc;
   } catch {
@@ -247,6 +247,7 @@ function startupTable(): string[] {
     '|---|---|---|',
   ];
   for (const r of doc.rows) out.push(`| \`kproxy ${r.command}\` | ${r.wallSeconds.toFixed(2)} s | ${r.maxRssMiB} MiB |`);
+  for (const b of doc.baselines) out.push(`| ${b.what} | | ${b.maxRssMiB} MiB |`);
   return out;
 }
 

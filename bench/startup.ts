@@ -43,5 +43,21 @@ for (const mode of ['iptables', 'nftables']) {
   rows.push(row);
   console.log(`${row.command}: ${row.wallSeconds.toFixed(3)} s wall, ${row.processSeconds.toFixed(3)} s in the process, peak RSS ${row.maxRssMiB} MiB`);
 }
+// The floor under `kproxy run`: Node alone, and Node with the API client loaded (which `run` needs
+// and cannot load in parts: its KubeConfig imports the whole generated API), with bin/kproxy's flags.
+const baselines = [];
+for (const [what, code] of [
+  ['node (bin/kproxy flags), nothing loaded', ''],
+  ["node + import('@kubernetes/client-node')", "await import('@kubernetes/client-node');"],
+] as const) {
+  const peaks = [];
+  for (let i = 0; i < Number(args.runs); i++) {
+    const script = `${code} console.log(Math.round(process.resourceUsage().maxRSS / 1024))`;
+    const r = await execa(process.execPath, ['--expose-gc', '--max-semi-space-size=2', '--input-type=module', '-e', script], { cwd: ROOT, env: { NODE_COMPILE_CACHE: join(ROOT, '.compile-cache') } });
+    peaks.push(Number(r.stdout.trim()));
+  }
+  baselines.push({ what, maxRssMiB: median(peaks) });
+  console.log(`${what}: peak RSS ${median(peaks)} MiB`);
+}
 mkdirSync(dirname(args.out), { recursive: true });
-writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), runs: Number(args.runs), rows }, null, 2)}\n`);
+writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), runs: Number(args.runs), rows, baselines }, null, 2)}\n`);
