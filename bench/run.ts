@@ -161,10 +161,19 @@ interface Running {
   readonly stop: () => Promise<void>;
 }
 
+/** A process's command line; empty when it has exited (a process of the namespace may end between the listing and the read). */
+function cmdline(pid: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 async function pidIn(c: TestCluster, marker: string): Promise<number> {
   for (let i = 0; i < 200; i++) {
     for (const pid of (await execa('ip', ['netns', 'pids', c.ns('node-1')], { reject: false })).stdout.split('\n').filter(Boolean)) {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker)) return Number(pid);
+      if (cmdline(pid).includes(marker)) return Number(pid);
     }
     await sleep(50);
   }
