@@ -66,6 +66,8 @@ export class RealApiServer {
   readonly kproxyToken = randomBytes(16).toString('hex');
   readonly #args: string[];
   readonly #agent = new https.Agent({ keepAlive: true, maxSockets: 32 });
+  readonly #forwarders: net.Server[] = [];
+  readonly #forwarded = new Set<net.Socket>();
   #etcd: Running | undefined;
   #apiserver: Running | undefined;
   #ca: string | undefined;
@@ -290,7 +292,9 @@ export class RealApiServer {
 
   /** A TCP proxy to the API server, for `net.Server#listen(handle)` in another namespace (TestCluster.serveInNamespace). */
   forwarder(): net.Server {
-    return net.createServer((client) => {
+    const server = net.createServer((client) => {
+      this.#forwarded.add(client);
+      client.once('close', () => this.#forwarded.delete(client));
       const upstream = net.connect(this.port, '127.0.0.1');
       client.pipe(upstream).pipe(client);
       const close = () => {
@@ -299,7 +303,10 @@ export class RealApiServer {
       };
       client.on('error', close);
       upstream.on('error', close);
+      client.once('close', close);
     });
+    this.#forwarders.push(server);
+    return server;
   }
 
   /** Stops both processes and removes their data. Safe to call twice. */
@@ -314,6 +321,9 @@ export class RealApiServer {
     this.#apiserver = undefined;
     this.#etcd = undefined;
     this.#agent.destroy();
+    // Forwarders listen on handles from namespaces that may be gone; they would keep the process alive.
+    for (const f of this.#forwarders.splice(0)) f.close();
+    for (const c of this.#forwarded) c.destroy();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
