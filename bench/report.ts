@@ -75,6 +75,7 @@ const kb = (b: number) => (b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3
 const k = (n: number) => (n >= 1000 ? `${n / 1000}k` : String(n));
 const perK = (ms: number, n: number) => `${((ms / n) * 1000).toFixed(0)} µs`;
 const x2 = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
+const mib = (v: number | undefined) => (v === undefined ? '–' : `${v} MiB`);
 
 const hotTable = [
   `Pure hot path (bench/hotpath.ts, tinybench; ${hot.date.slice(0, 10)}, Node ${hot.node}, ${hot.cpus} CPUs, ${hot.endpointsPerService} endpoints per Service). Mean per operation; cold = empty caches; one change = one EndpointSlice applied, re-planned, re-rendered and diffed, a different Service each iteration.`,
@@ -175,6 +176,8 @@ function chart(rows: readonly Row[], mode: string): string {
 /** bench/results/run.json: `kproxy run` beside upstream kube-proxy against a real API server (run.ts). */
 interface RunDoc {
   date: string;
+  /** When the rows come from more than one invocation: which rows each ran, and why. */
+  invocations?: { date: string; rows: string[]; why?: string }[];
   cpus: number;
   syncPeriod: string;
   rows: RunRow[];
@@ -197,11 +200,14 @@ function runTable(): string[] {
   }
   const pct = (v: number | undefined) => (v === undefined ? '–' : `${(v * 100).toFixed(v < 0.01 ? 2 : 1)} %`);
   const sec = (v: number | undefined) => (v === undefined ? '–' : `${v.toFixed(v < 1 ? 3 : v < 10 ? 2 : 1)} s`);
-  const mib = (v: number | undefined) => (v === undefined ? '–' : `${v} MiB`);
   const ratio = (ours: number | undefined, theirs: number | undefined) => (ours === undefined || theirs === undefined || theirs === 0 ? '' : ` (${(ours / theirs).toFixed(2)}×)`);
   const sizes = [...new Set(doc.rows.map((r) => r.services))].sort((a, b) => a - b);
+  const split =
+    doc.invocations && doc.invocations.length > 1
+      ? ` The rows come from ${doc.invocations.length} invocations: ${doc.invocations.map((i) => `one (finished ${i.date.slice(11, 16)} UTC) ran ${i.rows.join(', ')}${i.why ? ` (${i.why})` : ''}`).join('; ')}.`
+      : '';
   const out = [
-    `One run of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service): each proxy alone in a fresh node namespace against the same real kube-apiserver v1.26. Ratios in parentheses are against upstream v1.26 without the feature gate.`,
+    `One run of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service): each proxy alone in a fresh node namespace against the same real kube-apiserver v1.26. Ratios in parentheses are against upstream v1.26 without the feature gate.${split}`,
   ];
   for (const n of sizes) {
     const rows = doc.rows.filter((r) => r.services === n);
@@ -229,6 +235,59 @@ function runTable(): string[] {
       line('restart on the loaded node', (r) => (r.proxy.startsWith('kproxy') ? sec(r.restartSeconds) : '–')),
     );
   }
+  return out;
+}
+
+/** Issue 12's targets, from run.json, the end-to-end floors (iptables.json, nftables.json), startup.json and nft-floor.json. */
+function targetTable(): string[] {
+  let run: RunDoc;
+  try {
+    run = JSON.parse(readFileSync(join(DIR, 'results/run.json'), 'utf8')) as RunDoc;
+  } catch {
+    return [];
+  }
+  const row = (proxy: RunRow['proxy'], n: number) => run.rows.find((r) => r.proxy === proxy && r.services === n);
+  const floorOf = (mode: string, n: number) => modes.find((m) => m.mode === mode)?.rows.find((r) => r.services === n)?.coldFloorMs;
+  const met = (ok: boolean | undefined, text: string) => (ok === undefined ? `${text} (not measured)` : `${text} ${ok ? 'met' : '**missed**'}`);
+  const out = ['| target (issue 12) | kproxy, iptables | kproxy, nftables |', '|---|---|---|'];
+  const both = (label: string, cell: (mode: 'iptables' | 'nftables', proxy: RunRow['proxy']) => string) =>
+    out.push(`| ${label} | ${cell('iptables', 'kproxy-iptables')} | ${cell('nftables', 'kproxy-nftables')} |`);
+  const up1k = row('upstream', 1000);
+  const up10k = row('upstream', 10000);
+  both('RSS after the cold sync ≤ 2× upstream at 1k', (_, p) => {
+    const r = row(p, 1000);
+    return r?.rssAfterColdMiB === undefined || up1k?.rssAfterColdMiB === undefined
+      ? '–'
+      : met(r.rssAfterColdMiB <= 2 * up1k.rssAfterColdMiB, `${r.rssAfterColdMiB} MiB against ${2 * up1k.rssAfterColdMiB}`);
+  });
+  both('RSS after the cold sync ≤ upstream at 10k', (_, p) => {
+    const r = row(p, 10000);
+    if (r?.rssAfterColdMiB === undefined) return '–';
+    if (up10k?.rssAfterColdMiB !== undefined) return met(r.rssAfterColdMiB <= up10k.rssAfterColdMiB, `${r.rssAfterColdMiB} MiB against ${up10k.rssAfterColdMiB}`);
+    return `${r.rssAfterColdMiB} MiB; upstream never finished (${mib(up10k?.rssAtLimitMiB)} when stopped; the issue measured 237 MiB): **missed** against either`;
+  });
+  both('per-Service RSS slope, 1k → 10k', (_, p) => {
+    const [a, b] = [row(p, 1000)?.rssAfterColdMiB, row(p, 10000)?.rssAfterColdMiB];
+    return a === undefined || b === undefined ? '–' : `${(((b - a) * 1024) / 9000).toFixed(1)} KiB per Service (issue: upstream ≈ 18)`;
+  });
+  both('process start → every rule ≤ floor + 1 s at 1k', (mode, p) => {
+    const [r, f] = [row(p, 1000)?.coldStartSeconds, floorOf(mode, 1000)];
+    return r === undefined || f === undefined ? '–' : met(r <= f / 1000 + 1, `${r.toFixed(2)} s against ${(f / 1000 + 1).toFixed(2)} s`);
+  });
+  both('process start → every rule ≤ 1.3× floor at 10k', (mode, p) => {
+    const [r, f] = [row(p, 10000)?.coldStartSeconds, floorOf(mode, 10000)];
+    return r === undefined || f === undefined ? '–' : met(r <= (1.3 * f) / 1000, `${(r / (f / 1000)).toFixed(2)}× (${r.toFixed(1)} s against ${(f / 1000).toFixed(1)} s)`);
+  });
+  both('one endpoint change at 10k (nftables ≤ 50 ms)', (mode, p) => {
+    const r = row(p, 10000);
+    if (r?.changeMedianSeconds === undefined) return '–';
+    const text = `median ${Math.round(r.changeMedianSeconds * 1000)} ms`;
+    return mode === 'nftables' ? met(r.changeMedianSeconds <= 0.05, text) : text;
+  });
+  out.push(
+    '',
+    `Floors: the tool alone writing the same rules into an empty namespace, from the end-to-end tables above (\`e2e.ts\`, ${[...new Set(modes.map((m) => m.date.slice(0, 10)))].join(' and ')}).`,
+  );
   return out;
 }
 
@@ -317,7 +376,7 @@ function between(text: string, name: string, body: string): string {
 }
 
 for (const m of modes) writeFileSync(join(DIR, `${m.mode}.svg`), chart(m.rows, m.mode));
-const run = runTable().join('\n');
+const run = [...runTable(), '', ...targetTable()].join('\n');
 const floor = nftFloorTable().join('\n');
 const memory = memoryTable().join('\n');
 const startup = startupTable().join('\n');

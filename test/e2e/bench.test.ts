@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT } from './harness/cluster.ts';
+import { ASSETS, ENVTEST_HINT } from '../support/envtest.ts';
 
 describe('bench smoke run', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kproxy-bench-smoke-'));
@@ -35,4 +36,48 @@ describe('bench smoke run', () => {
     expect(result.rows[0]).toMatchObject({ services: 100, changeIptablesBytes: expect.any(Number), rssMB: { iptables: expect.any(Number), nftables: expect.any(Number) } });
     expect(result.rows[0]!.changeNftablesBytes).toBeGreaterThan(0);
   });
+
+  it('attributes the heap to the stages of a cold sync at 50 Services', async () => {
+    const out = join(dir, 'memory.json');
+    await execa(node, ['--expose-gc', join(ROOT, 'bench/memory.ts'), '--services', '50', '--out', out], { cwd: ROOT, timeout: 120_000 });
+    const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: { mode: string; stages: unknown[]; heapMiB: number }[] };
+    expect(result.rows.map((r) => r.mode)).toEqual(['iptables', 'nftables']);
+    for (const r of result.rows) expect(r.stages).toHaveLength(7);
+  });
+
+  it("times the file commands' start", async () => {
+    const out = join(dir, 'startup.json');
+    await execa(node, [join(ROOT, 'bench/startup.ts'), '--runs', '1', '--out', out], { cwd: ROOT, timeout: 120_000 });
+    const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: { wallSeconds: number; maxRssMiB: number }[] };
+    expect(result.rows).toHaveLength(2);
+    for (const r of result.rows) expect(r.maxRssMiB).toBeGreaterThan(0);
+  });
+
+  it("measures nft's own floors at 50 Services and cleans up", async () => {
+    const out = join(dir, 'nft-floor.json');
+    const child = execa(node, [join(ROOT, 'bench/nft-floor.ts'), '--services', '50', '--runs', '1', '--out', out], { cwd: ROOT, timeout: 120_000 });
+    await child;
+    const result = JSON.parse(readFileSync(out, 'utf8')) as { coldJsonSeconds: number; changeSeconds: Record<string, number> };
+    expect(result.coldJsonSeconds).toBeGreaterThan(0);
+    expect(Object.keys(result.changeSeconds)).toHaveLength(6);
+    expect((await execa('ip', ['netns', 'list'])).stdout).not.toContain(`kpfloor-${child.pid}`);
+  });
+
+  if (!ASSETS) console.log(ENVTEST_HINT);
+  it.skipIf(!ASSETS)(
+    'runs kproxy and upstream kube-proxy side by side against a real API server at 20 Services',
+    async () => {
+      const out = join(dir, 'run.json');
+      const args = ['--services', '20', '--quiet-seconds', '1', '--changes', '2', '--churn-seconds', '2', '--cold-limit', '60', '--out', out];
+      await execa(node, [join(ROOT, 'bench/run.ts'), ...args], { cwd: ROOT, timeout: 300_000 });
+      const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: { proxy: string; coldStartSeconds?: number; changeSeconds?: number[]; rssAfterChurnMiB?: number }[] };
+      expect(result.rows.map((r) => r.proxy)).toEqual(['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize']);
+      for (const r of result.rows) {
+        expect(r.coldStartSeconds).toBeGreaterThan(0);
+        expect(r.changeSeconds).toHaveLength(2);
+        expect(r.rssAfterChurnMiB).toBeGreaterThan(0);
+      }
+    },
+    320_000,
+  );
 });
