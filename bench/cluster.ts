@@ -76,15 +76,20 @@ export function benchSlice(i: number, e: number, generation = 0): RawObject {
   };
 }
 
-/** A store holding N Services with E endpoints each, and this node. */
-export function benchStore(n: number, e: number): ProxyStateStore {
-  const store = new ProxyStateStore(BENCH_NODE);
-  store.applyNode({
+/** The benchmark's own Node object (zone-0, 192.0.2.1). */
+export function benchNode(): RawObject {
+  return {
     apiVersion: 'v1',
     kind: 'Node',
     metadata: { name: BENCH_NODE, labels: { 'topology.kubernetes.io/zone': 'zone-0' } },
     status: { addresses: [{ type: 'InternalIP', address: '192.0.2.1' }] },
-  });
+  };
+}
+
+/** A store holding N Services with E endpoints each, and this node. */
+export function benchStore(n: number, e: number): ProxyStateStore {
+  const store = new ProxyStateStore(BENCH_NODE);
+  store.applyNode(benchNode());
   for (let i = 0; i < n; i++) {
     store.applyService(benchService(i));
     store.applyEndpointSlice(benchSlice(i, e));

@@ -26,7 +26,7 @@ import { PlanCache, planProxy } from '../src/planner/plan.ts';
 import { keepIdentityOnly } from '../src/sources/kube.ts';
 import type { RawObject } from '../src/sources/objects.ts';
 import { ProxyStateStore } from '../src/state/store.ts';
-import { BENCH_CONFIG, BENCH_NODE, benchService, benchSlice } from './cluster.ts';
+import { BENCH_CONFIG, BENCH_NODE, benchNode, benchService, benchSlice } from './cluster.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -77,12 +77,7 @@ function measure(n: number, e: number, mode: 'iptables' | 'nftables'): { stages:
   for (let i = 0; i < n; i++) listed.push(meta(benchService(i + 2), 2 * i), meta(benchSlice(i + 2, e), 2 * i + 1));
   step('objects as listed (the informer cache before the cut)');
   const store = new ProxyStateStore(BENCH_NODE);
-  store.applyNode({
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: { name: BENCH_NODE, labels: { 'topology.kubernetes.io/zone': 'zone-0' } },
-    status: { addresses: [{ type: 'InternalIP', address: '192.0.2.1' }] },
-  });
+  store.applyNode(benchNode());
   for (const o of listed) {
     if (o.kind === 'Service') store.applyService(o);
     else store.applyEndpointSlice(o);

@@ -62,7 +62,8 @@ const store = benchStore(N, E);
 const plans = new PlanCache();
 const renders = new NftRenderCache();
 const before = renderNftables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), renders);
-store.applyEndpointSlice(benchSlice(100, E, 1));
+// Service 100 (or the last one, in a smaller cluster): a new address for its first endpoint.
+store.applyEndpointSlice(benchSlice(Math.min(100, N - 1), E, 1));
 const after = renderNftables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), renders);
 const forward = deltaBatch(before, after, []).commands;
 const backward = deltaBatch(after, before, []).commands;

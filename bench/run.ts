@@ -33,10 +33,10 @@ import { execa } from 'execa';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ASSETS, RealApiServer } from '../test/support/envtest.ts';
+import { ASSETS, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../test/support/envtest.ts';
 import { TestCluster } from '../test/e2e/harness/cluster.ts';
 import { endpointChainName } from '../src/backends/iptables/names.ts';
-import { benchService, benchSlice } from './cluster.ts';
+import { benchNode, benchService, benchSlice } from './cluster.ts';
 
 const PROXIES = ['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize'] as const;
 type Proxy = (typeof PROXIES)[number];
@@ -229,13 +229,7 @@ async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boole
       args['sync-period'],
       '--iptables-min-sync-period',
       '1s',
-      // A namespace cannot set the conntrack sysctls; keep the servers on loopback.
-      '--conntrack-max-per-core',
-      '0',
-      '--conntrack-tcp-timeout-established',
-      '0',
-      '--conntrack-tcp-timeout-close-wait',
-      '0',
+      ...UPSTREAM_IN_NAMESPACE,
       '--metrics-bind-address',
       UPSTREAM_METRICS_ADDRESS,
       '--healthz-bind-address',
@@ -383,12 +377,7 @@ const save = () => {
 try {
   await api.applyManifest(join(import.meta.dirname, '../manifests/rbac.yaml'));
   for (let ns = 0; ns < 100; ns++) await api.ensureNamespace(`ns${ns}`);
-  await api.apply({
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: { name: 'node-0', labels: { 'topology.kubernetes.io/zone': 'zone-0' } },
-    status: { addresses: [{ type: 'InternalIP', address: '192.0.2.1' }] },
-  });
+  await api.apply(benchNode());
   let loaded = 0;
   for (const n of SIZES) {
     await load(api, loaded, n);

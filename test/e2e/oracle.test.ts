@@ -26,7 +26,7 @@ import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASSETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { ASSETS, ENVTEST_HINT, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../support/envtest.ts';
 import { endpoint, endpointSlice, fixtureItems, node, service, type EndpointOptions } from '../support/objects.ts';
 import { NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
 
@@ -171,13 +171,8 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
       '0s',
       '--iptables-sync-period',
       '1h',
-      // Leave the conntrack sysctls alone (a namespace cannot set them) and keep its servers on loopback.
-      '--conntrack-max-per-core',
-      '0',
-      '--conntrack-tcp-timeout-established',
-      '0',
-      '--conntrack-tcp-timeout-close-wait',
-      '0',
+      ...UPSTREAM_IN_NAMESPACE,
+      // Its servers on loopback.
       '--metrics-bind-address',
       '127.0.0.1:10249',
       '--healthz-bind-address',

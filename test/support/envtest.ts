@@ -25,6 +25,12 @@ export const ASSETS = process.env.KUBEBUILDER_ASSETS;
 export const ENVTEST_HINT = 'real kube-apiserver suites skipped: set KUBEBUILDER_ASSETS to a folder with kube-apiserver, etcd and kube-proxy v1.26 (README: "Against a real kube-apiserver")';
 
 /** kproxy's identity: the ServiceAccount manifests/rbac.yaml binds. */
+/**
+ * kube-proxy flags for running upstream in a network namespace: leave the conntrack sysctls alone
+ * (a namespace cannot set them, and upstream exits when it fails to).
+ */
+export const UPSTREAM_IN_NAMESPACE: readonly string[] = ['--conntrack-max-per-core', '0', '--conntrack-tcp-timeout-established', '0', '--conntrack-tcp-timeout-close-wait', '0'];
+
 export const KPROXY_USER = 'system:serviceaccount:kube-system:kproxy';
 
 /** A free TCP port on 127.0.0.1 (closed again at once; the caller binds it soon after). */
