@@ -76,7 +76,8 @@ async function floor(ns: string, commands: readonly NftCommand[]): Promise<numbe
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number) => Math.round(x);
 
-interface Row {
+/** One size of the end-to-end run (bench/results/<mode>.json `rows`). */
+export interface Row {
   services: number;
   endpoints: number;
   planRenderMs: number;

@@ -5,23 +5,9 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Row } from './e2e.ts';
 import type { RunRow } from './run.ts';
 
-interface Row {
-  services: number;
-  endpoints: number;
-  planRenderMs: number;
-  coldMs: number;
-  coldFloorMs: number;
-  coldCommands: number;
-  coldBytes: number;
-  changeMs: number;
-  changePlanRenderMs: number;
-  changeWriteMs: number;
-  changeFloorMs: number;
-  changeCommands: number;
-  changeBytes: number;
-}
 interface Layout {
   services: number;
   kproxyLayoutMs: number;
