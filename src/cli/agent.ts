@@ -109,10 +109,9 @@ export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
     if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, FAMILY, log);
     const nodePortHealth = flags.dryRun ? undefined : new ServiceHealthServers('0.0.0.0', () => health.healthy(Date.now()), log);
     serviceHealth = nodePortHealth;
-    servers.push(
-      await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, b), log),
-      await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, b), log),
-    );
+    // One at a time, so a hard failure of the second still closes the first (finally, below).
+    servers.push(await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, b), log));
+    servers.push(await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, b), log));
 
     const runner = new ProxyRunner({
       store,
