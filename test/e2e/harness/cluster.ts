@@ -304,7 +304,15 @@ export class TestCluster {
     this.#agent = undefined;
     if (signal === 'SIGKILL') {
       const pids = (await execa('ip', ['netns', 'pids', this.ns('node-1')], { reject: false })).stdout.split('\n').filter(Boolean);
-      for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+      for (const pid of pids) {
+        // A short-lived process of the namespace (an nft or iptables run of kproxy's) may exit between
+        // the listing and the kill.
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+        }
+      }
     } else agent.kill('SIGTERM');
     const timer = setTimeout(() => agent.kill('SIGKILL'), 10_000);
     await agent;
