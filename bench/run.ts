@@ -105,8 +105,9 @@ interface LogLine {
   readonly servicePorts?: number;
   readonly programmingSeconds?: number;
 }
+/** The JSON lines of a log; none while the file does not exist yet (execa creates it as the process starts). */
 const logLines = (file: string): LogLine[] =>
-  readFileSync(file, 'utf8')
+  (existsSync(file) ? readFileSync(file, 'utf8') : '')
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as LogLine);
