@@ -94,7 +94,8 @@ function measure(n: number, e: number, mode: 'iptables' | 'nftables'): { stages:
   const rules = mode === 'iptables' ? iptablesBackend(4, () => ({ conntrackTCPBeLiberal: false })).render(plan) : nftablesBackend('json').render(plan);
   step('rendered rules and render cache');
   // The cold write's input lives only inside this call, as in the writer.
-  ((input: string) => step(`cold write input (transient: ${(input.length / 2 ** 20).toFixed(1)} MiB of ${mode === 'iptables' ? 'restore script' : 'JSON'})`))(
+  ((input: string) =>
+    step(`cold write: its input while alive, plus what the ruleset memoises for it (transient: ${(input.length / 2 ** 20).toFixed(1)} MiB of ${mode === 'iptables' ? 'restore script' : 'JSON'})`))(
     'fixed' in rules ? buildRestoreScript(rules) : formatBatch(fullBatch(rules).commands, 'json'),
   );
   const heapMiB = heap();
