@@ -43,12 +43,14 @@ for (const mode of ['iptables', 'nftables']) {
   rows.push(row);
   console.log(`${row.command}: ${row.wallSeconds.toFixed(3)} s wall, ${row.processSeconds.toFixed(3)} s in the process, peak RSS ${row.maxRssMiB} MiB`);
 }
-// The floor under `kproxy run`: Node alone, and Node with the API client loaded (which `run` needs
-// and cannot load in parts: its KubeConfig imports the whole generated API), with bin/kproxy's flags.
+// The floor under `kproxy run`: Node alone, Node with the whole API client loaded, and Node with
+// the parts `run` loads (src/sources/client-node.ts: no generated API classes or models), with
+// bin/kproxy's flags.
 const baselines = [];
 for (const [what, code] of [
   ['node (bin/kproxy flags), nothing loaded', ''],
   ["node + import('@kubernetes/client-node')", "await import('@kubernetes/client-node');"],
+  ['node + src/sources/client-node.ts (what `run` loads)', "await import('./src/sources/client-node.ts');"],
 ] as const) {
   const peaks = [];
   for (let i = 0; i < Number(args.runs); i++) {

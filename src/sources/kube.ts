@@ -18,7 +18,7 @@
  *   `synced` event after every complete list tells the runner its cache is whole.
  * @module
  */
-import { HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, ListWatch, RequestContext, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, ListWatch, RequestContext, Watch, type KubernetesListObject, type KubernetesObject } from './client-node.ts';
 import type { Logger } from 'pino';
 import type { ObjectKind, RawObject } from './objects.ts';
 import type { EventQueue } from './queue.ts';
