@@ -10,6 +10,7 @@
  */
 import { hash } from 'node:crypto';
 import type { Protocol } from '../../state/model.ts';
+import { flat } from '../backend.ts';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -38,7 +39,7 @@ export function fitComment(text: string, max: number): string {
 /** The 16-character suffix: upper-case standard base32 of the first 10 bytes of a SHA-256. */
 export function hashSuffix(input: string): string {
   const digest = hash('sha256', input, 'buffer');
-  let out = '';
+  const out: string[] = [];
   // 10 bytes = 80 bits = exactly 16 base32 characters, no padding; a bit buffer of < 13 bits.
   let buffer = 0;
   let bits = 0;
@@ -47,11 +48,11 @@ export function hashSuffix(input: string): string {
     bits += 8;
     while (bits >= 5) {
       bits -= 5;
-      out += BASE32[(buffer >> bits) & 31];
+      out.push(BASE32[(buffer >> bits) & 31]!);
     }
     buffer &= (1 << bits) - 1;
   }
-  return out;
+  return out.join(''); // flat, see flat() in backend.ts
 }
 
 /**
@@ -60,7 +61,7 @@ export function hashSuffix(input: string): string {
  */
 export function serviceChainNames(name: string, protocol: Protocol): ServiceChainNames {
   const suffix = hashSuffix(name + protocol.toLowerCase());
-  return { svc: `KUBE-SVC-${suffix}`, svl: `KUBE-SVL-${suffix}`, ext: `KUBE-EXT-${suffix}`, fw: `KUBE-FW-${suffix}` };
+  return { svc: flat('KUBE-SVC-', suffix), svl: flat('KUBE-SVL-', suffix), ext: flat('KUBE-EXT-', suffix), fw: flat('KUBE-FW-', suffix) };
 }
 
 /**
@@ -68,7 +69,7 @@ export function serviceChainNames(name: string, protocol: Protocol): ServiceChai
  * @param hostPort `ip:port`, or `[ip]:port` for IPv6
  */
 export function endpointChainName(name: string, protocol: Protocol, hostPort: string): string {
-  return `KUBE-SEP-${hashSuffix(name + protocol.toLowerCase() + hostPort)}`;
+  return flat('KUBE-SEP-', hashSuffix(name + protocol.toLowerCase() + hostPort));
 }
 
 const probabilityCache: string[] = [];

@@ -280,7 +280,8 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
     const affinity = sp.affinityTimeoutSeconds === undefined ? [] : [`-m recent --name ${sep} --set`];
     nat(sep, ...c, ...affinity, match, `-j DNAT --to-destination ${ep.hostPort}`);
   }
-  return { chains: Array.from(own, ([name, rules]) => ({ name, rules })), shared };
+  // Copies sized to their content: an array grown by push keeps spare room (17 slots for 2 rules).
+  return { chains: Array.from(own, ([name, rules]) => ({ name, rules: rules.slice() })), shared: shared.slice() };
 }
 
 function writeEndpointSelection(nat: Emit, chain: string, sp: ServicePortPlan, endpoints: ServicePortPlan['clusterEndpoints'], sepNames: ReadonlyMap<string, string>, large: boolean): void {

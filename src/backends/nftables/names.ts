@@ -10,6 +10,7 @@
  */
 import type { Protocol } from '../../state/model.ts';
 import { hashSuffix } from '../iptables/names.ts';
+import { flat } from '../backend.ts';
 
 /** The table kproxy owns in each family (upstream's name, so `cleanup` of either removes the other). */
 export const TABLE = 'kube-proxy';
@@ -63,13 +64,13 @@ export function serviceNames(name: string, protocol: Protocol): ServiceNames {
   const colon = name.indexOf(':');
   const base = `${colon < 0 ? name : name.slice(0, colon)}/${protocol.toLowerCase()}/${colon < 0 ? '' : name.slice(colon + 1)}`;
   const hashed = hashAndTruncate(base);
-  return { service: `service-${hashed}`, local: `local-${hashed}`, external: `external-${hashed}`, firewall: `firewall-${hashed}`, base };
+  return { service: flat('service-', hashed), local: flat('local-', hashed), external: flat('external-', hashed), firewall: flat('firewall-', hashed), base };
 }
 
 /** Names of one endpoint's chain and (ClientIP affinity) set. */
 export function endpointNames(serviceBase: string, ip: string, port: number): { readonly chain: string; readonly affinity: string } {
   const hashed = hashAndTruncate(`${serviceBase}__${ip.replaceAll(':', '.')}/${port}`);
-  return { chain: `endpoint-${hashed}`, affinity: `affinity-${hashed}` };
+  return { chain: flat('endpoint-', hashed), affinity: flat('affinity-', hashed) };
 }
 
 function hashAndTruncate(base: string): string {

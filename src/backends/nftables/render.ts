@@ -243,9 +243,13 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
 function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, family: NftFamily): NftServiceRules {
   const r = new Renderer(plan, family);
   r.servicePort(sp);
-  const elements: [string, NftElement][] = [];
-  for (const [set, list] of r.elements) for (const e of list) elements.push([set, e]);
-  return { chains: Array.from(r.chains, ([name, rules]) => ({ name, rules })), elements, sets: r.affinitySets };
+  let count = 0;
+  for (const list of r.elements.values()) count += list.length;
+  const elements = new Array<readonly [string, NftElement]>(count);
+  let i = 0;
+  for (const [set, list] of r.elements) for (const e of list) elements[i++] = [set, e];
+  // Copies sized to their content: an array grown by push keeps spare room.
+  return { chains: Array.from(r.chains, ([name, rules]) => ({ name, rules: rules.slice() })), elements, sets: r.affinitySets.slice() };
 }
 
 /** Accumulates chains, elements and affinity sets while walking the service ports. */
@@ -355,23 +359,33 @@ class Renderer {
    */
   #selection(chain: string, proto: 'tcp' | 'udp' | 'sctp', endpoints: readonly PlannedEndpoint[], affinitySets: ReadonlyMap<string, string>): void {
     const saddr = payload(this.#family, 'saddr');
-    const to = (ep: PlannedEndpoint): NftStatement[] => {
+    // [first,] l4proto, [affinity update,] dnat: built as literals, sized to their content.
+    const to = (ep: PlannedEndpoint, first?: NftStatement): NftStatement[] => {
       const set = affinitySets.get(ep.hostPort);
-      const update: NftStatement[] = set === undefined ? [] : [{ set: { op: 'update', elem: saddr, set: `@${set}` } }];
-      return [eq(meta('l4proto'), proto), ...update, { dnat: { addr: ep.ip, port: ep.port } }];
+      const dnat: NftStatement = { dnat: { addr: ep.ip, port: ep.port } };
+      if (set === undefined) return first ? [first, L4PROTO[proto], dnat] : [L4PROTO[proto], dnat];
+      const update: NftStatement = { set: { op: 'update', elem: saddr, set: `@${set}` } };
+      return first ? [first, L4PROTO[proto], update, dnat] : [L4PROTO[proto], update, dnat];
     };
     for (const ep of endpoints) {
       const set = affinitySets.get(ep.hostPort);
-      if (set !== undefined) this.chain(chain, { expr: [eq(saddr, `@${set}`), ...to(ep)] });
+      if (set !== undefined) this.chain(chain, { expr: to(ep, eq(saddr, `@${set}`)) });
     }
     const n = endpoints.length;
-    this.chain(chain, ...endpoints.map((ep, i) => ({ expr: i < n - 1 ? [eq({ numgen: { mode: 'random', mod: n - i } }, 0), ...to(ep)] : to(ep) })));
+    this.chain(chain, ...endpoints.map((ep, i) => ({ expr: i < n - 1 ? to(ep, pick(n - i)) : to(ep) })));
   }
 }
 
-/**
- * @throws Error for a comment nft could not take inside double quotes, or longer than its 128 characters
- */
+/** `meta l4proto <proto>`, one shared statement per protocol (see json.ts on sharing). */
+const L4PROTO = { tcp: eq(meta('l4proto'), 'tcp'), udp: eq(meta('l4proto'), 'udp'), sctp: eq(meta('l4proto'), 'sctp') } as const;
+
+const picks: NftStatement[] = [];
+/** `numgen random mod k == 0`, shared per k below 1024 (see json.ts on sharing). */
+function pick(k: number): NftStatement {
+  const make = () => eq({ numgen: { mode: 'random', mod: k } }, 0);
+  return k < 1024 ? (picks[k] ??= make()) : make();
+}
+
 /** nft's limit on a comment (NFT_USERDATA_MAXLEN allows more; nft's parser takes 128). */
 const MAX_COMMENT = 128;
 
