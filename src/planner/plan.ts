@@ -197,6 +197,13 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
   const texts = (ips: readonly IPAddress[]) => ips.map((ip) => ip.text);
   const endpoints = state.endpoints.filter((e) => e.ip.family === family);
   const sets = categorizeEndpoints(sp, endpoints, node.name, node.zone);
+  // One PlannedEndpoint per endpoint, shared by the sets that hold it (reachable holds them all).
+  const plannedOf = new Map<Endpoint, PlannedEndpoint>();
+  const toPlanned = (e: Endpoint): PlannedEndpoint => {
+    let p = plannedOf.get(e);
+    if (p === undefined) plannedOf.set(e, (p = planned(e, node.name)));
+    return p;
+  };
 
   const iLocal = internalPolicyLocal(sp);
   const eLocal = externalPolicyLocal(sp);
@@ -220,9 +227,9 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     externalPolicyLocal: eLocal,
     internalPolicyLocal: iLocal,
     // categorizeEndpoints leaves a set empty when the port does not use it.
-    clusterEndpoints: sets.cluster.map((e) => planned(e, node.name)),
-    localEndpoints: sets.local.map((e) => planned(e, node.name)),
-    reachableEndpoints: sets.reachable.map((e) => planned(e, node.name)),
+    clusterEndpoints: sets.cluster.map(toPlanned),
+    localEndpoints: sets.local.map(toPlanned),
+    reachableEndpoints: sets.reachable.map(toPlanned),
     internalNoEndpoints: !hasEndpoints ? 'REJECT' : hasInternal ? undefined : 'DROP',
     externalNoEndpoints: !hasEndpoints ? 'REJECT' : hasExternal ? undefined : 'DROP',
     usesExternalChain: hasEndpoints && externallyAccessible(sp),

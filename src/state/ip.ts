@@ -11,6 +11,7 @@
  * @module
  */
 import { isIPv6 } from 'node:net';
+import { flat } from './strings.ts';
 
 /** IP family: 4 for IPv4, 6 for IPv6. */
 export type IPFamily = 4 | 6;
@@ -107,7 +108,7 @@ export function cidrContains(cidr: CIDR, ip: IPAddress): boolean {
 
 /** `ip:port` for IPv4, `[ip]:port` for IPv6 (Go's net.JoinHostPort, used in upstream's hashes). */
 export function joinHostPort(ip: IPAddress, port: number): string {
-  return ip.family === 6 ? `[${ip.text}]:${port}` : `${ip.text}:${port}`;
+  return ip.family === 6 ? flat('[', ip.text, ']:', String(port)) : flat(ip.text, ':', String(port));
 }
 
 function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {

@@ -10,7 +10,7 @@
  */
 import { hash } from 'node:crypto';
 import type { Protocol } from '../../state/model.ts';
-import { flat } from '../backend.ts';
+import { flat } from '../../state/strings.ts';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -52,7 +52,7 @@ export function hashSuffix(input: string): string {
     }
     buffer &= (1 << bits) - 1;
   }
-  return out.join(''); // flat, see flat() in backend.ts
+  return out.join(''); // flat, see state/strings.ts
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 import type { Protocol } from '../../state/model.ts';
 import { hashSuffix } from '../iptables/names.ts';
-import { flat } from '../backend.ts';
+import { flat } from '../../state/strings.ts';
 
 /** The table kproxy owns in each family (upstream's name, so `cleanup` of either removes the other). */
 export const TABLE = 'kube-proxy';
