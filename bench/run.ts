@@ -104,6 +104,7 @@ interface LogLine {
   readonly full?: boolean;
   readonly servicePorts?: number;
   readonly programmingSeconds?: number;
+  readonly seconds?: number;
 }
 /** The JSON lines of a log; none while the file does not exist yet (execa creates it as the process starts). */
 const logLines = (file: string): LogLine[] =>
@@ -138,6 +139,10 @@ export interface RunRow {
   /** RSS when a cold start that did not finish was stopped. */
   rssAtLimitMiB?: number;
   rssAfterColdMiB?: number;
+  /** kproxy only, at the same moment, from its /metrics (prom-client's Node.js metrics): where the RSS goes. */
+  heapAfterCold?: HeapFigures;
+  /** kproxy only: where its cold start went, from its log (seconds after process start). */
+  coldPhases?: ColdPhases;
   quietSeconds?: number;
   quietCoreShare?: number;
   /** One endpoint change at a time → its rule in the kernel. */
@@ -151,6 +156,27 @@ export interface RunRow {
   restartSeconds?: number;
 }
 
+/** Marks of a kproxy cold start, seconds after process start: every initial list received, the first complete sync begun. */
+export interface ColdPhases {
+  listedSeconds: number;
+  syncBeganSeconds: number;
+}
+
+/** V8's heap (used, and reserved by the collector) and memory outside it that V8 tracks (Buffers, strings handed to C++), MiB. */
+export interface HeapFigures {
+  usedMiB: number;
+  totalMiB: number;
+  externalMiB: number;
+}
+
+/** kproxy's heap figures from its /metrics, at its default address inside the node namespace. */
+async function kproxyHeap(c: TestCluster): Promise<HeapFigures | undefined> {
+  const body = (await c.httpGet('node-1', 'http://127.0.0.1:10249/metrics').catch(() => ({ body: '' }))).body ?? '';
+  const mib = (metric: string) => Math.round(Number(new RegExp(`^${metric} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN) / 2 ** 20);
+  const figures = { usedMiB: mib('nodejs_heap_size_used_bytes'), totalMiB: mib('nodejs_heap_size_total_bytes'), externalMiB: mib('nodejs_external_memory_bytes') };
+  return Number.isNaN(figures.usedMiB) ? undefined : figures;
+}
+
 /** A proxy process under test in its own node namespace. */
 interface Running {
   readonly pid: number;
@@ -159,6 +185,8 @@ interface Running {
   /** Latencies of changes that kproxy logged (nftables mode), from log line `from` on. */
   readonly logged?: (from: number) => number[];
   readonly logLength?: () => number;
+  /** kproxy: the marks of its first complete sync, once `synced` has seen it. */
+  readonly coldPhases?: (began: number) => ColdPhases | undefined;
   readonly stop: () => Promise<void>;
 }
 
@@ -203,6 +231,14 @@ function startKproxy(c: TestCluster, kubeconfig: string, n: number): Promise<Run
         .slice(from)
         .flatMap((l) => (l.programmingSeconds === undefined ? [] : [l.programmingSeconds])),
     logLength: () => logLines(logs.stderr).length,
+    coldPhases(began) {
+      const lines = logLines(logs.stderr);
+      const done = lines.find((l) => l.msg === 'proxy rules synced' && (l.servicePorts ?? 0) >= n);
+      const listed = lines.filter((l) => l.msg === 'initial list received').at(-1);
+      if (!done || !listed || done.seconds === undefined) return undefined;
+      const at = (l: LogLine) => (Date.parse(l.time) - began) / 1000;
+      return { listedSeconds: at(listed), syncBeganSeconds: Math.round((at(done) - done.seconds) * 1000) / 1000 };
+    },
     stop: () => c.stopAgent('SIGKILL'),
   }));
 }
@@ -296,8 +332,20 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
       return row;
     }
     row.coldStartSeconds = cold;
+    const phases = p.coldPhases?.(began);
+    if (phases) {
+      row.coldPhases = phases;
+      say(`${proxy} at ${n}: lists received at ${phases.listedSeconds.toFixed(2)} s, the complete sync began at ${phases.syncBeganSeconds.toFixed(2)} s`);
+    }
     await sleep(10_000);
     row.rssAfterColdMiB = Math.round(usage(p.pid).rssMiB);
+    if (ours) {
+      const heap = await kproxyHeap(c);
+      if (heap) {
+        row.heapAfterCold = heap;
+        say(`${proxy} at ${n}: heap ${heap.usedMiB} MiB used of ${heap.totalMiB}, ${heap.externalMiB} MiB external`);
+      }
+    }
     say(`${proxy} at ${n}: cold start ${cold.toFixed(1)} s, ${row.coldCpuSeconds.toFixed(1)} CPU s, RSS ${row.rssAfterColdMiB} MiB`);
 
     const quietSeconds = Number(args['quiet-seconds']);
