@@ -41,6 +41,6 @@ export function iptablesBackend(family: IPFamily, options: () => IptablesOptions
 function ruleCount(rules: IptablesRuleset, table: 'filter' | 'nat'): number {
   let n = 0;
   for (const list of rules.fixed[table].values()) n += list.length;
-  if (table === 'nat') for (const part of rules.services.values()) for (const c of part.chains) n += c.rules.length;
+  if (table === 'nat') for (const part of rules.services.values()) n += part.ruleCount;
   return n;
 }

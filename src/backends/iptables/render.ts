@@ -10,7 +10,7 @@
  * @module
  */
 import { IdentityCache } from '../../planner/cache.ts';
-import type { ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
+import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import { renderParts, type RenderSkip } from '../backend.ts';
 import { endpointChainName, fitComment, probability, serviceChainNames } from './names.ts';
 
@@ -47,6 +47,8 @@ export interface IptablesServiceRules {
   readonly chains: readonly IptablesChain[];
   /** Its rules in the fixed chains, in order. */
   readonly shared: readonly SharedRule[];
+  /** How many rules `chains` hold (counting them by reading would make the lazy ones). */
+  readonly ruleCount: number;
 }
 
 /** The complete desired iptables state: every owned chain of each table, and the jumps into them. */
@@ -183,7 +185,8 @@ type Emit = (chain: string, ...rule: string[]) => void;
 
 function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean): IptablesServiceRules {
   const shared: SharedRule[] = [];
-  const own = new Map<string, string[]>();
+  // Chains in the order first written; the endpoint selection and per-endpoint ones are lazy (below).
+  const own = new Map<string, string[] | IptablesChain>();
   const filter: Emit = (chain, ...rule) => shared.push({ table: 'filter', chain, rule: rule.join(' ') });
   // nat(chain) alone declares an own chain; with arguments it also appends a rule.
   const nat: Emit = (chain, ...rule) => {
@@ -193,6 +196,7 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
     }
     let rules = own.get(chain);
     if (!rules) own.set(chain, (rules = []));
+    if (!Array.isArray(rules)) throw new Error(`BUG: rule added to ${chain} after its endpoint selection`);
     if (rule.length > 0) rules.push(rule.join(' '));
   };
   const names = serviceChainNames(sp.name, sp.protocol);
@@ -269,32 +273,116 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
 
   // Endpoint selection; each KUBE-SEP- name is hashed once per service port.
   const sepNames = new Map(sp.reachableEndpoints.map((ep) => [ep.hostPort, endpointChainName(sp.name, sp.protocol, ep.hostPort)]));
-  if (sp.clusterEndpoints.length > 0) writeEndpointSelection(nat, names.svc, sp, sp.clusterEndpoints, sepNames, large);
-  if (sp.localEndpoints.length > 0) writeEndpointSelection(nat, names.svl, sp, sp.localEndpoints, sepNames, large);
+  const select = (chain: string, endpoints: readonly PlannedEndpoint[]) => {
+    const head = own.get(chain);
+    own.set(
+      chain,
+      new SelectionChain(
+        chain,
+        Array.isArray(head) ? head.slice() : [],
+        sp,
+        endpoints,
+        endpoints.map((ep) => sepNames.get(ep.hostPort)!),
+        large,
+      ),
+    );
+  };
+  if (sp.clusterEndpoints.length > 0) select(names.svc, sp.clusterEndpoints);
+  if (sp.localEndpoints.length > 0) select(names.svl, sp.localEndpoints);
 
   // Per-endpoint chains: hairpin masquerade, affinity, DNAT.
+  const shape: EndpointShape = { comment: large ? [] : [comment(sp.name)], match, affinity: sp.affinityTimeoutSeconds !== undefined };
   for (const ep of sp.reachableEndpoints) {
     const sep = sepNames.get(ep.hostPort)!;
-    const c = large ? [] : [comment(sp.name)];
-    nat(sep, ...c, `-s ${ep.ip}`, `-j ${CHAIN.markMasq}`);
-    const affinity = sp.affinityTimeoutSeconds === undefined ? [] : [`-m recent --name ${sep} --set`];
-    nat(sep, ...c, ...affinity, match, `-j DNAT --to-destination ${ep.hostPort}`);
+    own.set(sep, new EndpointChain(sep, ep, shape));
   }
+  let ruleCount = 0;
   // Copies sized to their content: an array grown by push keeps spare room (17 slots for 2 rules).
-  return { chains: Array.from(own, ([name, rules]) => ({ name, rules: rules.slice() })), shared: shared.slice() };
+  const chains = Array.from(own, ([name, rules]): IptablesChain => {
+    if (!Array.isArray(rules)) {
+      ruleCount += rules instanceof EndpointChain ? 2 : (rules as SelectionChain).ruleCount;
+      return rules;
+    }
+    ruleCount += rules.length;
+    return { name, rules: rules.slice() };
+  });
+  return { chains, shared: shared.slice(), ruleCount };
 }
 
-function writeEndpointSelection(nat: Emit, chain: string, sp: ServicePortPlan, endpoints: ServicePortPlan['clusterEndpoints'], sepNames: ReadonlyMap<string, string>, large: boolean): void {
-  const seps = endpoints.map((ep) => sepNames.get(ep.hostPort)!);
-  const c = (i: number) => (large ? [] : [comment(`${sp.name} -> ${endpoints[i]!.hostPort}`)]);
-  if (sp.affinityTimeoutSeconds !== undefined) {
-    seps.forEach((sep, i) => nat(chain, ...c(i), `-m recent --name ${sep} --rcheck --seconds ${sp.affinityTimeoutSeconds} --reap`, `-j ${sep}`));
+/** What a service port's KUBE-SEP- chains share. */
+interface EndpointShape {
+  /** The comment argument, or nothing in a large cluster. */
+  readonly comment: readonly string[];
+  /** `-m <proto> -p <proto>`. */
+  readonly match: string;
+  /** ClientIP affinity: the DNAT rule also records the client (`-m recent --set`). */
+  readonly affinity: boolean;
+}
+
+/**
+ * A KUBE-SEP- chain: the hairpin masquerade and the DNAT of one endpoint. Its rules are made when
+ * read (the same text each time), from the endpoint and what its service port's endpoints share:
+ * a 10k-Service node holds ~10^5 of these chains, and their text (~20 MiB) is needed only when
+ * written whole or compared. Upstream's rules, `writeServiceToEndpointRules`.
+ */
+class EndpointChain implements IptablesChain {
+  readonly name: string;
+  readonly #endpoint: PlannedEndpoint;
+  readonly #shape: EndpointShape;
+  constructor(name: string, endpoint: PlannedEndpoint, shape: EndpointShape) {
+    this.name = name;
+    this.#endpoint = endpoint;
+    this.#shape = shape;
   }
-  const n = seps.length;
-  seps.forEach((sep, i) => {
-    const stat = i < n - 1 ? [`-m statistic --mode random --probability ${probability(n - i)}`] : [];
-    nat(chain, ...c(i), ...stat, `-j ${sep}`);
-  });
+  get rules(): readonly string[] {
+    const { comment: c, match, affinity } = this.#shape;
+    const ep = this.#endpoint;
+    return [[...c, `-s ${ep.ip}`, `-j ${CHAIN.markMasq}`].join(' '), [...c, ...(affinity ? [`-m recent --name ${this.name} --set`] : []), match, `-j DNAT --to-destination ${ep.hostPort}`].join(' ')];
+  }
+  toJSON(): IptablesChain {
+    return { name: this.name, rules: this.rules };
+  }
+}
+
+/**
+ * A KUBE-SVC- or KUBE-SVL- chain: its first rules (the ClusterIP masquerade) as written, then the
+ * endpoint selection, made when read like {@link EndpointChain}'s: ClientIP affinity checks, then
+ * each endpoint with probability 1/(n-i) of what is left (upstream `writeServiceToEndpointRules`).
+ */
+class SelectionChain implements IptablesChain {
+  readonly name: string;
+  readonly #head: readonly string[];
+  readonly #seps: readonly string[];
+  /** Per endpoint, made (and so checked) at render; none in a large cluster, as upstream. */
+  readonly #comments: readonly string[] | undefined;
+  readonly #affinitySeconds: number | undefined;
+  constructor(name: string, head: readonly string[], sp: ServicePortPlan, endpoints: readonly PlannedEndpoint[], seps: readonly string[], large: boolean) {
+    this.name = name;
+    this.#head = head;
+    this.#seps = seps;
+    this.#comments = large ? undefined : endpoints.map((ep) => comment(`${sp.name} -> ${ep.hostPort}`));
+    this.#affinitySeconds = sp.affinityTimeoutSeconds;
+  }
+  get ruleCount(): number {
+    return this.#head.length + this.#seps.length * (this.#affinitySeconds === undefined ? 1 : 2);
+  }
+  get rules(): readonly string[] {
+    const seps = this.#seps;
+    const out = [...this.#head];
+    const c = (i: number) => (this.#comments === undefined ? [] : [this.#comments[i]!]);
+    if (this.#affinitySeconds !== undefined) {
+      seps.forEach((sep, i) => out.push([...c(i), `-m recent --name ${sep} --rcheck --seconds ${this.#affinitySeconds} --reap`, `-j ${sep}`].join(' ')));
+    }
+    const n = seps.length;
+    seps.forEach((sep, i) => {
+      const stat = i < n - 1 ? [`-m statistic --mode random --probability ${probability(n - i)}`] : [];
+      out.push([...c(i), ...stat, `-j ${sep}`].join(' '));
+    });
+    return out;
+  }
+  toJSON(): IptablesChain {
+    return { name: this.name, rules: this.rules };
+  }
 }
 
 /**
