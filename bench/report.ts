@@ -212,6 +212,8 @@ function runTable(): string[] {
       line('process start → every rule in the kernel', cold),
       line('CPU seconds over the cold start', (r) => `${r.coldCpuSeconds.toFixed(1)}${ratio(r.coldCpuSeconds, base?.coldStartSeconds === undefined ? undefined : base.coldCpuSeconds)}`),
       line('RSS after the cold sync', (r) => mib(r.rssAfterColdMiB) + ratio(r.rssAfterColdMiB, base?.rssAfterColdMiB)),
+      line('of which V8 heap, used / reserved (kproxy /metrics)', (r) => (r.heapAfterCold ? `${r.heapAfterCold.usedMiB} / ${r.heapAfterCold.totalMiB} MiB` : '–')),
+      line('cold start: lists received / complete sync begun', (r) => (r.coldPhases ? `${sec(r.coldPhases.listedSeconds)} / ${sec(r.coldPhases.syncBeganSeconds)}` : '–')),
       line('CPU, nothing changing', (r) => (r.quietSeconds === undefined ? '–' : `${pct(r.quietCoreShare)} over ${r.quietSeconds} s`)),
       line('one endpoint change → its rule in the kernel: median / max', (r) =>
         r.changeSeconds === undefined ? '–' : `${sec(r.changeMedianSeconds)} / ${sec(r.changeMaxSeconds)} (${r.changeSeconds.length})${ratio(r.changeMedianSeconds, base?.changeMedianSeconds)}`,

@@ -9,7 +9,8 @@
  * @module
  */
 import { execa } from 'execa';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -60,6 +61,32 @@ for (const [what, code] of [
   }
   baselines.push({ what, maxRssMiB: median(peaks) });
   console.log(`${what}: peak RSS ${median(peaks)} MiB`);
+}
+// TypeScript as bin/kproxy runs it, against plain JavaScript: a one-line module as .mts and as
+// .mjs, the .mts with an empty compile cache (Node loads its type stripper) and with a filled one
+// (as the image ships it).
+const scratch = mkdtempSync(join(tmpdir(), 'kproxy-startup-'));
+try {
+  const line = 'console.log(Math.round(process.resourceUsage().maxRSS / 1024));';
+  writeFileSync(join(scratch, 'm.mts'), `const unit: string = 'MiB';\n${line}\n`);
+  writeFileSync(join(scratch, 'm.mjs'), `const unit = 'MiB';\n${line}\n`);
+  for (const [what, file, cache] of [
+    ['node + a one-line .mjs module', 'm.mjs', 'warm'],
+    ['node + the same as .mts, compile cache empty', 'm.mts', 'empty'],
+    ['node + the same as .mts, compile cache filled', 'm.mts', 'warm'],
+  ] as const) {
+    const peaks = [];
+    for (let i = 0; i < Number(args.runs); i++) {
+      const dir = join(scratch, cache === 'empty' ? `cache-${i}` : 'cache');
+      if (cache === 'warm' && i === 0) await execa(process.execPath, [join(scratch, file)], { env: { NODE_COMPILE_CACHE: dir } });
+      const r = await execa(process.execPath, ['--expose-gc', '--max-semi-space-size=2', '--disable-warning=ExperimentalWarning', join(scratch, file)], { env: { NODE_COMPILE_CACHE: dir } });
+      peaks.push(Number(r.stdout.trim()));
+    }
+    baselines.push({ what, maxRssMiB: median(peaks) });
+    console.log(`${what}: peak RSS ${median(peaks)} MiB`);
+  }
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
 }
 mkdirSync(dirname(args.out), { recursive: true });
 writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), runs: Number(args.runs), rows, baselines }, null, 2)}\n`);

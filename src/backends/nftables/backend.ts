@@ -24,7 +24,8 @@ export function nftablesBackend(output: NftOutput = 'text', tools: NftTools = sy
     async write(rules, { full }): Promise<WriteReport> {
       const r = await writer.write(rules, { verify: full });
       let totalRules = 0;
-      for (const c of rules.chains) totalRules += c.rules.length;
+      for (const c of rules.fixedChains) totalRules += c.rules.length;
+      for (const part of rules.services.values()) totalRules += part.ruleCount;
       let totalElements = 0;
       for (const list of rules.elements.values()) totalElements += list.length;
       return {

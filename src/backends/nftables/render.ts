@@ -97,6 +97,8 @@ export interface NftServiceRules {
   readonly elements: readonly (readonly [string, NftElement])[];
   /** Its ClientIP-affinity sets. */
   readonly sets: readonly NftSetSpec[];
+  /** How many rules `chains` hold (counting them by reading would make the lazy ones). */
+  readonly ruleCount: number;
 }
 
 /**
@@ -143,10 +145,6 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   cache?.begin(`${family} ${plan.masqueradeAll} ${plan.localCIDR ?? ''}`);
   const { parts: services, skipped } = renderParts(plan, (sp) => renderServicePort(sp, plan, family), cache);
   for (const part of services.values()) {
-    for (const c of part.chains) {
-      r.chains.set(c.name, c.rules as NftRule[]);
-      r.serviceChains.add(c.name);
-    }
     // Checked when the part was rendered; only collected here.
     for (const [set, e] of part.elements) r.collect(set, e);
     for (const set of part.sets) r.affinitySets.push(set);
@@ -219,17 +217,19 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   }
 
   const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  // r.chains holds the fixed chains only: the service ports' are in their parts.
   const fixedChains: NftChain[] = [...BASE_CHAINS];
-  for (const [name, rules] of r.chains) if (!r.serviceChains.has(name)) fixedChains.push({ name, rules });
+  for (const [name, rules] of r.chains) fixedChains.push({ name, rules: rules as NftRule[] });
   let allChains: NftChain[] | undefined;
   return {
     family,
     table: TABLE,
     sets: sets.sort(byName),
     get chains() {
-      return (allChains ??= Array.from(r.chains, ([name, rules]): NftChain => ({ name, rules }))
-        .concat(BASE_CHAINS)
-        .sort(byName));
+      if (allChains) return allChains;
+      const all = [...fixedChains];
+      for (const part of services.values()) for (const c of part.chains) all.push(c);
+      return (allChains = all.sort(byName));
     },
     fixedSets,
     fixedChains,
@@ -249,14 +249,22 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, family: NftFami
   let i = 0;
   for (const [set, list] of r.elements) for (const e of list) elements[i++] = [set, e];
   // Copies sized to their content: an array grown by push keeps spare room.
-  return { chains: Array.from(r.chains, ([name, rules]) => ({ name, rules: rules.slice() })), elements, sets: r.affinitySets.slice() };
+  let ruleCount = 0;
+  const chains = Array.from(r.chains, ([name, rules]): NftChain => {
+    if (!Array.isArray(rules)) {
+      ruleCount += rules.ruleCount;
+      return rules;
+    }
+    ruleCount += rules.length;
+    return { name, rules: rules.slice() };
+  });
+  return { chains, elements, sets: r.affinitySets.slice(), ruleCount };
 }
 
 /** Accumulates chains, elements and affinity sets while walking the service ports. */
 class Renderer {
-  readonly chains = new Map<string, NftRule[]>();
-  /** Names in `chains` that belong to a service port. */
-  readonly serviceChains = new Set<string>();
+  /** Chains in the order first written; a service port's endpoint selection is lazy ({@link SelectionChain}). */
+  readonly chains = new Map<string, NftRule[] | SelectionChain>();
   readonly elements = new Map<string, NftElement[]>();
   readonly affinitySets: NftSetSpec[] = [];
   readonly #plan: ProxyPlan;
@@ -271,6 +279,7 @@ class Renderer {
   chain(name: string, ...rules: NftRule[]): void {
     let list = this.chains.get(name);
     if (!list) this.chains.set(name, (list = []));
+    if (!Array.isArray(list)) throw new Error(`BUG: rule added to ${name} after its endpoint selection`);
     for (const rule of rules) list.push(rule.comment === undefined ? rule : { ...rule, comment: checkedComment(rule.comment) });
   }
 
@@ -358,21 +367,62 @@ class Renderer {
    * Every rule that picks an endpoint refreshes its affinity entry and DNATs to it.
    */
   #selection(chain: string, proto: 'tcp' | 'udp' | 'sctp', endpoints: readonly PlannedEndpoint[], affinitySets: ReadonlyMap<string, string>): void {
-    const saddr = payload(this.#family, 'saddr');
+    const head = this.chains.get(chain);
+    const sets = affinitySets.size === 0 ? undefined : endpoints.map((ep) => affinitySets.get(ep.hostPort));
+    this.chains.set(chain, new SelectionChain(chain, Array.isArray(head) ? head.slice() : [], endpoints, proto, sets, payload(this.#family, 'saddr')));
+  }
+}
+
+/**
+ * A service or local chain: its first rules (the ClusterIP masquerade) as written, then the endpoint
+ * selection, made when read (the same rules each time) from the plan's endpoints: a 10k-Service node
+ * holds ~10^5 of these rules, needed only when written whole or compared.
+ *
+ * ClientIP affinity first (a client seen within the timeout goes back to its endpoint), then the
+ * random cascade: endpoint i is taken with probability 1/(n-i) of what is left, so each with 1/n.
+ * Every rule that picks an endpoint refreshes its affinity entry and DNATs to it.
+ */
+class SelectionChain implements NftChain {
+  readonly name: string;
+  readonly #head: readonly NftRule[];
+  readonly #endpoints: readonly PlannedEndpoint[];
+  readonly #proto: 'tcp' | 'udp' | 'sctp';
+  /** Each endpoint's affinity set, when the Service has ClientIP affinity. */
+  readonly #sets: readonly (string | undefined)[] | undefined;
+  readonly #saddr: NftSelector;
+  constructor(name: string, head: readonly NftRule[], endpoints: readonly PlannedEndpoint[], proto: 'tcp' | 'udp' | 'sctp', sets: readonly (string | undefined)[] | undefined, saddr: NftSelector) {
+    this.name = name;
+    this.#head = head;
+    this.#endpoints = endpoints;
+    this.#proto = proto;
+    this.#sets = sets;
+    this.#saddr = saddr;
+  }
+  get ruleCount(): number {
+    return this.#head.length + this.#endpoints.length + (this.#sets?.filter((s) => s !== undefined).length ?? 0);
+  }
+  get rules(): readonly NftRule[] {
+    const out = [...this.#head];
+    const endpoints = this.#endpoints;
+    const sets = this.#sets;
+    const saddr = this.#saddr;
     // [first,] l4proto, [affinity update,] dnat: built as literals, sized to their content.
-    const to = (ep: PlannedEndpoint, first?: NftStatement): NftStatement[] => {
-      const set = affinitySets.get(ep.hostPort);
+    const to = (i: number, first?: NftStatement): NftStatement[] => {
+      const ep = endpoints[i]!;
+      const set = sets?.[i];
+      const l4 = L4PROTO[this.#proto];
       const dnat: NftStatement = { dnat: { addr: ep.ip, port: ep.port } };
-      if (set === undefined) return first ? [first, L4PROTO[proto], dnat] : [L4PROTO[proto], dnat];
+      if (set === undefined) return first ? [first, l4, dnat] : [l4, dnat];
       const update: NftStatement = { set: { op: 'update', elem: saddr, set: `@${set}` } };
-      return first ? [first, L4PROTO[proto], update, dnat] : [L4PROTO[proto], update, dnat];
+      return first ? [first, l4, update, dnat] : [l4, update, dnat];
     };
-    for (const ep of endpoints) {
-      const set = affinitySets.get(ep.hostPort);
-      if (set !== undefined) this.chain(chain, { expr: to(ep, eq(saddr, `@${set}`)) });
-    }
+    if (sets) sets.forEach((set, i) => set !== undefined && out.push({ expr: to(i, eq(saddr, `@${set}`)) }));
     const n = endpoints.length;
-    this.chain(chain, ...endpoints.map((ep, i) => ({ expr: i < n - 1 ? to(ep, pick(n - i)) : to(ep) })));
+    for (let i = 0; i < n; i++) out.push({ expr: i < n - 1 ? to(i, pick(n - i)) : to(i) });
+    return out;
+  }
+  toJSON(): NftChain {
+    return { name: this.name, rules: this.rules };
   }
 }
 
