@@ -316,7 +316,9 @@ export class SupervisedInformer {
 export function keepIdentityOnly(object: KubernetesObject): void {
   const o = object as Record<string, unknown>;
   const meta = (o.metadata ?? {}) as Record<string, unknown>;
-  for (const key of Object.keys(o)) if (key !== 'apiVersion' && key !== 'kind') delete o[key];
+  // Overwritten, not deleted: `delete` turns an object into a dictionary (~400 bytes each, 7.9 MiB
+  // at 10k Services in a heap snapshot of `kproxy run`); undefined keeps its fast shape.
+  for (const key of Object.keys(o)) if (key !== 'apiVersion' && key !== 'kind') o[key] = undefined;
   o.metadata = { name: meta.name, namespace: meta.namespace, uid: meta.uid, resourceVersion: meta.resourceVersion };
 }
 

@@ -13,8 +13,8 @@
  * @module
  */
 import { describeObject, type RawObject } from '../sources/objects.ts';
-import type { IPFamily } from './ip.ts';
-import type { EndpointSlice, InputIssue, NormaliseResult, SliceEndpoint, SlicePort } from './model.ts';
+import { joinHostPort, type IPFamily } from './ip.ts';
+import type { Endpoint, EndpointSlice, InputIssue, NormaliseResult, SliceEndpoint, SlicePort } from './model.ts';
 import { SERVICE_PROXY_NAME_LABEL } from './service.ts';
 import * as v from './validate.ts';
 
@@ -50,9 +50,12 @@ export function normaliseEndpointSlice(raw: RawObject): NormaliseResult<Endpoint
 
     const issues: InputIssue[] = [];
     const endpoints: SliceEndpoint[] = [];
+    // A slice of one port (the usual case) stores each endpoint in its merged form, which the
+    // store's service-port states then share instead of copying (see SliceEndpoint).
+    const only = ports.length === 1 ? ports[0]! : undefined;
     v.list(raw.endpoints, 'endpoints').forEach((item, i) => {
       try {
-        endpoints.push(readEndpoint(item, `endpoints[${i}]`, family));
+        endpoints.push(readEndpoint(item, `endpoints[${i}]`, family, only?.port));
       } catch (err) {
         issues.push(v.issueFrom(err, 'EndpointSlice', key!, 'endpoint'));
       }
@@ -65,7 +68,8 @@ export function normaliseEndpointSlice(raw: RawObject): NormaliseResult<Endpoint
 
 const NO_HINTS: readonly string[] = Object.freeze([]);
 
-function readEndpoint(item: unknown, field: string, family: IPFamily): SliceEndpoint {
+/** @param port the slice's only port: the endpoint is then also its merged {@link Endpoint} */
+function readEndpoint(item: unknown, field: string, family: IPFamily, port: number | undefined): SliceEndpoint {
   const ep = v.record(item, field);
   const addresses = v.list(ep.addresses, `${field}.addresses`);
   if (addresses.length === 0) throw new v.FieldError(`${field}.addresses`, 'must hold at least one address');
@@ -78,8 +82,7 @@ function readEndpoint(item: unknown, field: string, family: IPFamily): SliceEndp
     // Most endpoints carry no hints: they share one empty list instead of 100k of their own.
     return items.length === 0 ? NO_HINTS : items.map((h, i) => check(v.record(h, `${f}[${i}]`).name, `${f}[${i}].name`));
   };
-  return {
-    ip,
+  const conditions = {
     ready: v.condition(cond.ready, `${field}.conditions.ready`, true),
     serving: v.condition(cond.serving, `${field}.conditions.serving`, true),
     terminating: v.condition(cond.terminating, `${field}.conditions.terminating`, false),
@@ -88,4 +91,19 @@ function readEndpoint(item: unknown, field: string, family: IPFamily): SliceEndp
     zoneHints: hintNames(hints.forZones, `${field}.hints.forZones`, v.labelValue),
     nodeHints: hintNames(hints.forNodes, `${field}.hints.forNodes`, v.dnsSubdomain),
   };
+  if (port === undefined) return { ip, ...conditions };
+  // One shape for every such endpoint, so V8 gives them one hidden class.
+  const merged: SliceEndpoint & Endpoint = {
+    ip,
+    port,
+    hostPort: joinHostPort(ip, port),
+    ready: conditions.ready,
+    serving: conditions.serving,
+    terminating: conditions.terminating,
+    nodeName: conditions.nodeName,
+    zone: conditions.zone,
+    zoneHints: conditions.zoneHints,
+    nodeHints: conditions.nodeHints,
+  };
+  return merged;
 }

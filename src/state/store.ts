@@ -14,7 +14,7 @@
 import type { RawObject } from '../sources/objects.ts';
 import { normaliseEndpointSlice } from './endpointslice.ts';
 import { joinHostPort } from './ip.ts';
-import type { Endpoint, EndpointSlice, InputIssue, NodeInfo, NormaliseResult, Service, ServicePortState } from './model.ts';
+import type { Endpoint, EndpointSlice, InputIssue, NodeInfo, NormaliseResult, Service, ServicePortState, SliceEndpoint } from './model.ts';
 import { normaliseNode } from './node.ts';
 import { normaliseService } from './service.ts';
 
@@ -170,15 +170,25 @@ export class ProxyStateStore {
   }
 }
 
+function isMerged(e: SliceEndpoint): e is SliceEndpoint & Endpoint {
+  return 'hostPort' in e;
+}
+
 function mergeEndpoints(slices: readonly EndpointSlice[], portName: string, protocol: string, nodeName: string): Endpoint[] {
   const byHostPort = new Map<string, Endpoint>();
   for (const slice of slices) {
     for (const sp of slice.ports) {
       if (sp.name !== portName || sp.protocol !== protocol) continue;
       for (const e of slice.endpoints) {
-        const hostPort = joinHostPort(e.ip, sp.port);
+        // A single-port slice's endpoint is already in merged form (endpointslice.ts): shared, not copied.
+        const merged = isMerged(e) && e.port === sp.port ? e : undefined;
+        const hostPort = merged ? merged.hostPort : joinHostPort(e.ip, sp.port);
         const existing = byHostPort.get(hostPort);
         if (existing && !(e.nodeName === nodeName && existing.nodeName !== nodeName)) continue;
+        if (merged) {
+          byHostPort.set(hostPort, merged);
+          continue;
+        }
         byHostPort.set(hostPort, {
           ip: e.ip,
           port: sp.port,

@@ -117,3 +117,51 @@ describe('ProxyStateStore', () => {
     expect(store.node.zone).toBe('zone-a');
   });
 });
+
+describe('endpoints in one form', () => {
+  it('shares a single-port slice endpoint with the service-port state; copies per port from a multi-port slice', () => {
+    const { store } = load([
+      service('a/one', { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+      endpointSlice('a/one', [{ name: 'http', port: 8080 }], [endpoint('10.244.1.1'), endpoint('10.244.1.2')]),
+      service('a/two', {
+        clusterIP: '10.96.0.11',
+        ports: [
+          { name: 'http', port: 80 },
+          { name: 'metrics', port: 9090 },
+        ],
+      }),
+      endpointSlice(
+        'a/two',
+        [
+          { name: 'http', port: 8080 },
+          { name: 'metrics', port: 9100 },
+        ],
+        [endpoint('10.244.2.1')],
+      ),
+    ]);
+    const states = new Map(store.servicePortStates().map((s) => [`${s.servicePort.serviceKey}:${s.servicePort.portName}`, s.endpoints]));
+    expect(states.get('a/one:http')!.map((e) => [e.hostPort, e.port])).toEqual([
+      ['10.244.1.1:8080', 8080],
+      ['10.244.1.2:8080', 8080],
+    ]);
+    expect(states.get('a/two:http')!.map((e) => e.hostPort)).toEqual(['10.244.2.1:8080']);
+    expect(states.get('a/two:metrics')!.map((e) => e.hostPort)).toEqual(['10.244.2.1:9100']);
+    // States recomputed from the same slices (the Services applied again): a single-port slice's
+    // endpoints are the stored objects themselves, a multi-port slice's are made anew per port.
+    store.applyService(service('a/one', { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }));
+    store.applyService(
+      service('a/two', {
+        clusterIP: '10.96.0.11',
+        ports: [
+          { name: 'http', port: 80 },
+          { name: 'metrics', port: 9090 },
+        ],
+      }),
+    );
+    const again = new Map(store.servicePortStates().map((s) => [`${s.servicePort.serviceKey}:${s.servicePort.portName}`, s.endpoints]));
+    expect(again.get('a/one:http')).not.toBe(states.get('a/one:http'));
+    expect(again.get('a/one:http')![0]).toBe(states.get('a/one:http')![0]);
+    expect(again.get('a/two:http')![0]).not.toBe(states.get('a/two:http')![0]);
+    expect(again.get('a/two:http')![0]).toEqual(states.get('a/two:http')![0]);
+  });
+});
