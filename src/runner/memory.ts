@@ -1,5 +1,5 @@
 /**
- * Gives memory back after a sync that allocated a lot. A cold sync at 10k Services parses 20k
+ * Gives memory back after a sync (or a background verify) that allocated a lot. A cold sync at 10k Services parses 20k
  * objects and builds a 34 MB restore script; V8 then sits idle with several hundred MB of
  * garbage on a heap it has grown to fit, and with nothing left to allocate it never collects:
  * the node keeps paying for the peak. One full collection after such a sync returns it (measured
@@ -10,10 +10,14 @@
  */
 import { getHeapStatistics } from 'node:v8';
 
-/** Heap growth since the last collection, bytes, that makes the next {@link HeapCompactor.afterSync} collect. */
-export const COMPACT_GROWTH_BYTES = 64 * 2 ** 20;
+/**
+ * Heap growth since the last collection, bytes, that makes the next {@link HeapCompactor.afterSync}
+ * collect. 32 MiB: at 10k Services the first verify after the cold sync reads ~130k chain names and
+ * leaves ~30 MiB of garbage, which V8 otherwise keeps, with the heap it grew for it, while idle.
+ */
+export const COMPACT_GROWTH_BYTES = 32 * 2 ** 20;
 
-/** Decides after each sync whether a full collection pays, and runs it. */
+/** Decides after each sync, and after each background verify, whether a full collection pays, and runs it. */
 export class HeapCompactor {
   readonly #gc: ((options?: object) => void) | undefined;
   readonly #growth: number;

@@ -307,6 +307,8 @@ export class ProxyRunner<R extends Rendered> {
     const done = verifying.then((found) => {
       if (this.#verifying === done) this.#verifying = undefined;
       if (found) this.#pending = true;
+      // A verify reads the kernel's rules (at 10k, ~130k chain names): its garbage counts too.
+      this.#heap.afterSync();
     });
     this.#verifying = done;
   }
