@@ -190,10 +190,10 @@ function runTable(): string[] {
   const sizes = [...new Set(doc.rows.map((r) => r.services))].sort((a, b) => a - b);
   const split =
     doc.invocations && doc.invocations.length > 1
-      ? ` The rows come from ${doc.invocations.length} invocations: ${doc.invocations.map((i) => `one (finished ${i.date.slice(11, 16)} UTC) ran ${i.rows.join(', ')}${i.why ? ` (${i.why})` : ''}`).join('; ')}.`
+      ? ` The rows come from ${doc.invocations.length} invocations: ${doc.invocations.map((i) => `one (finished ${i.date.slice(0, 10)} ${i.date.slice(11, 16)} UTC) ran ${i.rows.join(', ')}${i.why ? ` (${i.why})` : ''}`).join('; ')}.`
       : '';
   const out = [
-    `One run of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service): each proxy alone in a fresh node namespace against the same real kube-apiserver v1.26. Ratios in parentheses are against upstream v1.26 without the feature gate.${split}`,
+    `${split ? 'Runs' : 'One run'} of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service): each proxy alone in a fresh node namespace against the same real kube-apiserver v1.26. Ratios in parentheses are against upstream v1.26 without the feature gate.${split}`,
   ];
   for (const n of sizes) {
     const rows = doc.rows.filter((r) => r.services === n);

@@ -24,7 +24,10 @@
  *
  * Usage: `KUBEBUILDER_ASSETS=… node bench/run.ts [--services 1000,10000] [--endpoints 10]
  * [--proxies kproxy-iptables,kproxy-nftables,upstream,upstream-minimize] [--cold-limit 600]
- * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--out bench/results/run.json]`.
+ * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--out bench/results/run.json]
+ * [--keep earlier.json --why "…"]`. With `--keep`, the rows of an earlier results file that this
+ * invocation does not run (by proxy and size) are carried into `--out`, and `invocations` says
+ * which rows came from which invocation, and why (`--why`).
  * Services are loaded incrementally: the 1k run's cluster grows into the 10k one. Needs root.
  * Every namespace and process it makes is removed when it ends, pass or fail.
  * @module
@@ -52,6 +55,8 @@ const { values: args } = parseArgs({
     'churn-seconds': { type: 'string', default: '300' },
     'sync-period': { type: 'string', default: '30s' },
     out: { type: 'string', default: 'bench/results/run.json' },
+    keep: { type: 'string' },
+    why: { type: 'string' },
   },
 });
 const SIZES = args.services.split(',').map(Number);
@@ -418,10 +423,32 @@ if (!ASSETS || !existsSync(join(ASSETS, 'kube-proxy'))) {
 }
 const api = await RealApiServer.start(['--service-node-port-range=10000-50000', '--max-requests-inflight=1000']);
 const rows: RunRow[] = [];
+interface Invocation {
+  date: string;
+  rows: string[];
+  why?: string;
+}
+/** The earlier file's rows and invocations, when `--keep` names one. */
+const kept = args.keep ? (JSON.parse(readFileSync(args.keep, 'utf8')) as { date: string; rows: RunRow[]; invocations?: Invocation[] }) : undefined;
 const save = () => {
   mkdirSync(dirname(args.out), { recursive: true });
   const cpus = (readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length;
-  writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), cpus, syncPeriod: args['sync-period'], rows }, null, 2)}\n`);
+  const date = new Date().toISOString();
+  const id = (r: RunRow) => `${r.proxy} ${r.services}`;
+  const ran = new Set(rows.map(id));
+  const carried = (kept?.rows ?? []).filter((r) => !ran.has(id(r)));
+  const invocations: Invocation[] = [];
+  if (carried.length > 0) {
+    const keptIds = new Set(carried.map(id));
+    for (const inv of kept!.invocations ?? [{ date: kept!.date, rows: kept!.rows.map(id) }]) {
+      const still = inv.rows.filter((r) => keptIds.has(r));
+      if (still.length > 0) invocations.push({ ...inv, rows: still });
+    }
+    invocations.push({ date, rows: rows.map(id), ...(args.why ? { why: args.why } : {}) });
+  }
+  const order = (r: RunRow) => r.services * 10 + PROXIES.indexOf(r.proxy);
+  const all = [...carried, ...rows].sort((a, b) => order(a) - order(b));
+  writeFileSync(args.out, `${JSON.stringify({ date, ...(invocations.length > 0 ? { invocations } : {}), cpus, syncPeriod: args['sync-period'], rows: all }, null, 2)}\n`);
 };
 try {
   await api.applyManifest(join(import.meta.dirname, '../manifests/rbac.yaml'));

@@ -18,3 +18,23 @@ describe('HeapCompactor', () => {
     expect(heap.afterSync()).toBe(false);
   });
 });
+
+describe('HeapCompactor on reserved heap', () => {
+  it('collects when V8 grew its reserved heap by the threshold, even with the live heap back down', () => {
+    const calls: unknown[] = [];
+    let figures = { used_heap_size: 100, total_heap_size: 120 };
+    const heap = new HeapCompactor(
+      (o) => calls.push(o),
+      50,
+      () => figures,
+    );
+    figures = { used_heap_size: 110, total_heap_size: 160 };
+    expect(heap.afterSync()).toBe(false);
+    figures = { used_heap_size: 105, total_heap_size: 175 };
+    expect(heap.afterSync()).toBe(true);
+    expect(calls).toHaveLength(1);
+    // Measured again from the sizes after the collection.
+    figures = { used_heap_size: 104, total_heap_size: 130 };
+    expect(heap.afterSync()).toBe(false);
+  });
+});

@@ -12,6 +12,7 @@
 import { IdentityCache } from '../../planner/cache.ts';
 import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import { renderParts, type RenderSkip } from '../backend.ts';
+import { flat } from '../../state/strings.ts';
 import { endpointChainName, fitComment, probability, serviceChainNames } from './names.ts';
 
 /** The tables kproxy writes. */
@@ -291,7 +292,7 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
   if (sp.localEndpoints.length > 0) select(names.svl, sp.localEndpoints);
 
   // Per-endpoint chains: hairpin masquerade, affinity, DNAT.
-  const shape: EndpointShape = { comment: large ? [] : [comment(sp.name)], match, affinity: sp.affinityTimeoutSeconds !== undefined };
+  const shape: EndpointShape = { comment: large ? '' : flat(comment(sp.name), ' '), match: flat(match, ' '), affinity: sp.affinityTimeoutSeconds !== undefined };
   for (const ep of sp.reachableEndpoints) {
     const sep = sepNames.get(ep.hostPort)!;
     own.set(sep, new EndpointChain(sep, ep, shape));
@@ -311,9 +312,9 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
 
 /** What a service port's KUBE-SEP- chains share. */
 interface EndpointShape {
-  /** The comment argument, or nothing in a large cluster. */
-  readonly comment: readonly string[];
-  /** `-m <proto> -p <proto>`. */
+  /** The comment argument and a space, or '' in a large cluster. */
+  readonly comment: string;
+  /** `-m <proto> -p <proto> ` (with the trailing space). */
   readonly match: string;
   /** ClientIP affinity: the DNAT rule also records the client (`-m recent --set`). */
   readonly affinity: boolean;
@@ -335,9 +336,11 @@ class EndpointChain implements IptablesChain {
     this.#shape = shape;
   }
   get rules(): readonly string[] {
+    // Plain concatenation: these strings live only until they are written or compared.
     const { comment: c, match, affinity } = this.#shape;
     const ep = this.#endpoint;
-    return [[...c, `-s ${ep.ip}`, `-j ${CHAIN.markMasq}`].join(' '), [...c, ...(affinity ? [`-m recent --name ${this.name} --set`] : []), match, `-j DNAT --to-destination ${ep.hostPort}`].join(' ')];
+    const recent = affinity ? '-m recent --name ' + this.name + ' --set ' : '';
+    return [c + '-s ' + ep.ip + ' -j ' + CHAIN.markMasq, c + recent + match + '-j DNAT --to-destination ' + ep.hostPort];
   }
   toJSON(): IptablesChain {
     return { name: this.name, rules: this.rules };
@@ -367,17 +370,17 @@ class SelectionChain implements IptablesChain {
     return this.#head.length + this.#seps.length * (this.#affinitySeconds === undefined ? 1 : 2);
   }
   get rules(): readonly string[] {
+    // Plain concatenation: these strings live only until they are written or compared.
     const seps = this.#seps;
-    const out = [...this.#head];
-    const c = (i: number) => (this.#comments === undefined ? [] : [this.#comments[i]!]);
+    const comments = this.#comments;
+    const out = this.#head.slice();
+    const c = (i: number) => (comments === undefined ? '' : comments[i] + ' ');
     if (this.#affinitySeconds !== undefined) {
-      seps.forEach((sep, i) => out.push([...c(i), `-m recent --name ${sep} --rcheck --seconds ${this.#affinitySeconds} --reap`, `-j ${sep}`].join(' ')));
+      const check = ' --rcheck --seconds ' + this.#affinitySeconds + ' --reap -j ';
+      for (let i = 0; i < seps.length; i++) out.push(c(i) + '-m recent --name ' + seps[i] + check + seps[i]);
     }
     const n = seps.length;
-    seps.forEach((sep, i) => {
-      const stat = i < n - 1 ? [`-m statistic --mode random --probability ${probability(n - i)}`] : [];
-      out.push([...c(i), ...stat, `-j ${sep}`].join(' '));
-    });
+    for (let i = 0; i < n; i++) out.push(c(i) + (i < n - 1 ? '-m statistic --mode random --probability ' + probability(n - i) + ' -j ' : '-j ') + seps[i]);
     return out;
   }
   toJSON(): IptablesChain {
