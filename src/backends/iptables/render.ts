@@ -18,7 +18,11 @@ import { endpointChainName, fitComment, probability, serviceChainNames } from '.
 /** The tables kproxy writes. */
 export type TableName = 'filter' | 'nat';
 
-/** One chain kproxy owns, with its rules as restore arguments after `-A <chain> `. */
+/**
+ * One chain kproxy owns, with its rules as restore arguments after `-A <chain> `. A service port's
+ * KUBE-SEP- chains and endpoint selection make `rules` on each read (the same text every time), so
+ * read it once per use.
+ */
 export interface IptablesChain {
   readonly name: string;
   readonly rules: readonly string[];

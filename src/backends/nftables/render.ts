@@ -57,7 +57,10 @@ import { renderParts, type RenderSkip } from '../backend.ts';
 import { fitComment } from '../iptables/names.ts';
 import { endpointNames, NFT, serviceNames, TABLE } from './names.ts';
 
-/** One chain of the table; base chains carry their hook. */
+/**
+ * One chain of the table; base chains carry their hook. A service port's endpoint selection makes
+ * `rules` on each read (the same rules every time), so read it once per use.
+ */
 export interface NftChain {
   readonly name: string;
   readonly hook?: NftHook;
@@ -361,11 +364,7 @@ class Renderer {
     if (sp.localEndpoints.length > 0) this.#selection(names.local, proto, sp.localEndpoints, affinitySet);
   }
 
-  /**
-   * ClientIP affinity first (a client seen within the timeout goes back to its endpoint), then the
-   * random cascade: endpoint i is taken with probability 1/(n-i) of what is left, so each with 1/n.
-   * Every rule that picks an endpoint refreshes its affinity entry and DNATs to it.
-   */
+  /** Ends `chain` with the endpoint selection over `endpoints` ({@link SelectionChain}), after the rules it already has. */
   #selection(chain: string, proto: 'tcp' | 'udp' | 'sctp', endpoints: readonly PlannedEndpoint[], affinitySets: ReadonlyMap<string, string>): void {
     const head = this.chains.get(chain);
     const sets = affinitySets.size === 0 ? undefined : endpoints.map((ep) => affinitySets.get(ep.hostPort));
