@@ -226,6 +226,9 @@ function runTable(): string[] {
   return out;
 }
 
+/** Upstream v1.26's RSS at 10k Services on a quiet cluster, as issue 12 measured it (upstream does not finish a first sync here). */
+const ISSUE_UPSTREAM_RSS_10K_MIB = 237;
+
 /** Issue 12's targets, from run.json, the end-to-end floors (iptables.json, nftables.json), startup.json and nft-floor.json. */
 function targetTable(): string[] {
   let run: RunDoc;
@@ -252,7 +255,11 @@ function targetTable(): string[] {
     const r = row(p, 10000);
     if (r?.rssAfterColdMiB === undefined) return '–';
     if (up10k?.rssAfterColdMiB !== undefined) return met(r.rssAfterColdMiB <= up10k.rssAfterColdMiB, `${r.rssAfterColdMiB} MiB against ${up10k.rssAfterColdMiB}`);
-    return `${r.rssAfterColdMiB} MiB; upstream never finished (${mib(up10k?.rssAtLimitMiB)} when stopped; the issue measured 237 MiB): **missed** against either`;
+    // Upstream never finished here: the issue's own measurement of upstream at 10k, quiet, is the bar.
+    return met(
+      r.rssAfterColdMiB <= ISSUE_UPSTREAM_RSS_10K_MIB,
+      `${r.rssAfterColdMiB} MiB against ${ISSUE_UPSTREAM_RSS_10K_MIB} (the issue's figure for upstream; here it never finished, ${mib(up10k?.rssAtLimitMiB)} when stopped)`,
+    );
   });
   both('per-Service RSS slope, 1k → 10k', (_, p) => {
     const [a, b] = [row(p, 1000)?.rssAfterColdMiB, row(p, 10000)?.rssAfterColdMiB];
