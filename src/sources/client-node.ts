@@ -69,6 +69,9 @@ const [config, cache, watch, http] = await Promise.all([
 
 type Library = typeof import('@kubernetes/client-node');
 
+// The library's own classes and constants, typed as its package index exports them (the same code,
+// from the same files).
+
 export const KubeConfig: Library['KubeConfig'] = config.KubeConfig;
 export type KubeConfig = import('@kubernetes/client-node').KubeConfig;
 export const ListWatch: Library['ListWatch'] = cache.ListWatch;
