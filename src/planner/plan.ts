@@ -197,12 +197,15 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
   const texts = (ips: readonly IPAddress[]) => ips.map((ip) => ip.text);
   const endpoints = state.endpoints.filter((e) => e.ip.family === family);
   const sets = categorizeEndpoints(sp, endpoints, node.name, node.zone);
-  // One PlannedEndpoint per endpoint, shared by the sets that hold it (reachable holds them all).
-  const plannedOf = new Map<Endpoint, PlannedEndpoint>();
-  const toPlanned = (e: Endpoint): PlannedEndpoint => {
-    let p = plannedOf.get(e);
-    if (p === undefined) plannedOf.set(e, (p = planned(e, node.name)));
-    return p;
+  // One PlannedEndpoint per endpoint, shared by the sets that hold it (reachable holds them all,
+  // and is often the cluster set itself): an index only when a set is another array.
+  const reachable = sets.reachable.map((e) => planned(e, node.name));
+  let index: Map<Endpoint, PlannedEndpoint> | undefined;
+  const toPlanned = (list: readonly Endpoint[]): PlannedEndpoint[] => {
+    if (list === sets.reachable) return reachable;
+    if (list.length === 0) return [];
+    index ??= new Map(sets.reachable.map((e, i) => [e, reachable[i]!]));
+    return list.map((e) => index!.get(e) ?? planned(e, node.name));
   };
 
   const iLocal = internalPolicyLocal(sp);
@@ -227,9 +230,9 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     externalPolicyLocal: eLocal,
     internalPolicyLocal: iLocal,
     // categorizeEndpoints leaves a set empty when the port does not use it.
-    clusterEndpoints: sets.cluster.map(toPlanned),
-    localEndpoints: sets.local.map(toPlanned),
-    reachableEndpoints: sets.reachable.map(toPlanned),
+    clusterEndpoints: toPlanned(sets.cluster),
+    localEndpoints: toPlanned(sets.local),
+    reachableEndpoints: reachable,
     internalNoEndpoints: !hasEndpoints ? 'REJECT' : hasInternal ? undefined : 'DROP',
     externalNoEndpoints: !hasEndpoints ? 'REJECT' : hasExternal ? undefined : 'DROP',
     usesExternalChain: hasEndpoints && externallyAccessible(sp),
