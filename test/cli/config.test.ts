@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, interpretConfig, loadConfigFile, parseDuration } from '../../src/cli/config.ts';
 
 /** The config.conf kubeadm writes into the kube-proxy ConfigMap (v1.30), with our values set. */
@@ -72,8 +72,15 @@ winkernel:
   sourceVip: ""
 `;
 
+const dirs: string[] = [];
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
 function file(text: string): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'kproxy-config-')), 'config.conf');
+  const dir = mkdtempSync(join(tmpdir(), 'kproxy-config-'));
+  dirs.push(dir);
+  const path = join(dir, 'config.conf');
   writeFileSync(path, text);
   return path;
 }

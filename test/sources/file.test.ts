@@ -1,13 +1,19 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { readObjectFiles, SourceError } from '../../src/sources/file.ts';
 
 const SHARED = join(import.meta.dirname, '../../examples');
 
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
 function dir(files: Record<string, string>): string {
   const d = mkdtempSync(join(tmpdir(), 'kproxy-src-'));
+  made.push(d);
   for (const [name, text] of Object.entries(files)) writeFileSync(join(d, name), text);
   return d;
 }
