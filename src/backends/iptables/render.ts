@@ -13,7 +13,8 @@ import { IdentityCache } from '../../planner/cache.ts';
 import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import { renderParts, type RenderSkip } from '../backend.ts';
 import { flat } from '../../state/strings.ts';
-import { endpointChainName, fitComment, probability, serviceChainNames } from './names.ts';
+import { EndpointChain, SelectionChain, type EndpointShape } from './chains.ts';
+import { endpointChainName, fitComment, serviceChainNames } from './names.ts';
 
 /** The tables kproxy writes. */
 export type TableName = 'filter' | 'nat';
@@ -285,10 +286,10 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
       new SelectionChain(
         chain,
         Array.isArray(head) ? head.slice() : [],
-        sp,
-        endpoints,
         endpoints.map((ep) => sepNames.get(ep.hostPort)!),
-        large,
+        // Made, and so checked, at render; none in a large cluster, as upstream.
+        large ? undefined : endpoints.map((ep) => comment(`${sp.name} -> ${ep.hostPort}`)),
+        sp.affinityTimeoutSeconds,
       ),
     );
   };
@@ -296,7 +297,12 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
   if (sp.localEndpoints.length > 0) select(names.svl, sp.localEndpoints);
 
   // Per-endpoint chains: hairpin masquerade, affinity, DNAT.
-  const shape: EndpointShape = { comment: large ? '' : flat(comment(sp.name), ' '), match: flat(match, ' '), affinity: sp.affinityTimeoutSeconds !== undefined };
+  const shape: EndpointShape = {
+    comment: large ? '' : flat(comment(sp.name), ' '),
+    match: flat(match, ' '),
+    affinity: sp.affinityTimeoutSeconds !== undefined,
+    markMasq: CHAIN.markMasq,
+  };
   for (const ep of sp.reachableEndpoints) {
     const sep = sepNames.get(ep.hostPort)!;
     own.set(sep, new EndpointChain(sep, ep, shape));
@@ -312,84 +318,6 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
     return { name, rules: rules.slice() };
   });
   return { chains, shared: shared.slice(), ruleCount };
-}
-
-/** What a service port's KUBE-SEP- chains share. */
-interface EndpointShape {
-  /** The comment argument and a space, or '' in a large cluster. */
-  readonly comment: string;
-  /** `-m <proto> -p <proto> ` (with the trailing space). */
-  readonly match: string;
-  /** ClientIP affinity: the DNAT rule also records the client (`-m recent --set`). */
-  readonly affinity: boolean;
-}
-
-/**
- * A KUBE-SEP- chain: the hairpin masquerade and the DNAT of one endpoint. Its rules are made when
- * read (the same text each time), from the endpoint and what its service port's endpoints share:
- * a 10k-Service node holds ~10^5 of these chains, and their text (~20 MiB) is needed only when
- * written whole or compared. Upstream's rules, `writeServiceToEndpointRules`.
- */
-class EndpointChain implements IptablesChain {
-  readonly name: string;
-  readonly #endpoint: PlannedEndpoint;
-  readonly #shape: EndpointShape;
-  constructor(name: string, endpoint: PlannedEndpoint, shape: EndpointShape) {
-    this.name = name;
-    this.#endpoint = endpoint;
-    this.#shape = shape;
-  }
-  get rules(): readonly string[] {
-    // Plain concatenation: these strings live only until they are written or compared.
-    const { comment: c, match, affinity } = this.#shape;
-    const ep = this.#endpoint;
-    const recent = affinity ? '-m recent --name ' + this.name + ' --set ' : '';
-    return [c + '-s ' + ep.ip + ' -j ' + CHAIN.markMasq, c + recent + match + '-j DNAT --to-destination ' + ep.hostPort];
-  }
-  toJSON(): IptablesChain {
-    return { name: this.name, rules: this.rules };
-  }
-}
-
-/**
- * A KUBE-SVC- or KUBE-SVL- chain: its first rules (the ClusterIP masquerade) as written, then the
- * endpoint selection, made when read like {@link EndpointChain}'s: ClientIP affinity checks, then
- * each endpoint with probability 1/(n-i) of what is left (upstream `writeServiceToEndpointRules`).
- */
-class SelectionChain implements IptablesChain {
-  readonly name: string;
-  readonly #head: readonly string[];
-  readonly #seps: readonly string[];
-  /** Per endpoint, made (and so checked) at render; none in a large cluster, as upstream. */
-  readonly #comments: readonly string[] | undefined;
-  readonly #affinitySeconds: number | undefined;
-  constructor(name: string, head: readonly string[], sp: ServicePortPlan, endpoints: readonly PlannedEndpoint[], seps: readonly string[], large: boolean) {
-    this.name = name;
-    this.#head = head;
-    this.#seps = seps;
-    this.#comments = large ? undefined : endpoints.map((ep) => comment(`${sp.name} -> ${ep.hostPort}`));
-    this.#affinitySeconds = sp.affinityTimeoutSeconds;
-  }
-  get ruleCount(): number {
-    return this.#head.length + this.#seps.length * (this.#affinitySeconds === undefined ? 1 : 2);
-  }
-  get rules(): readonly string[] {
-    // Plain concatenation: these strings live only until they are written or compared.
-    const seps = this.#seps;
-    const comments = this.#comments;
-    const out = this.#head.slice();
-    const c = (i: number) => (comments === undefined ? '' : comments[i] + ' ');
-    if (this.#affinitySeconds !== undefined) {
-      const check = ' --rcheck --seconds ' + this.#affinitySeconds + ' --reap -j ';
-      for (let i = 0; i < seps.length; i++) out.push(c(i) + '-m recent --name ' + seps[i] + check + seps[i]);
-    }
-    const n = seps.length;
-    for (let i = 0; i < n; i++) out.push(c(i) + (i < n - 1 ? '-m statistic --mode random --probability ' + probability(n - i) + ' -j ' : '-j ') + seps[i]);
-    return out;
-  }
-  toJSON(): IptablesChain {
-    return { name: this.name, rules: this.rules };
-  }
 }
 
 /**
