@@ -91,7 +91,7 @@ function measure(n: number, e: number, mode: 'iptables' | 'nftables'): { stages:
   const plans = new PlanCache();
   const plan = planProxy(states, store.node, BENCH_CONFIG, plans);
   step('plan and plan cache');
-  const rules = mode === 'iptables' ? iptablesBackend(4, () => ({ conntrackTCPBeLiberal: false })).render(plan) : nftablesBackend('json').render(plan);
+  const rules = mode === 'iptables' ? iptablesBackend(4, () => ({ conntrackTCPBeLiberal: false })).render(plan) : nftablesBackend(4, 'json').render(plan);
   step('rendered rules and render cache');
   // The cold write's input lives only inside this call, as in the writer.
   ((input: string) =>

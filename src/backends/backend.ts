@@ -1,10 +1,12 @@
 /**
- * What the runner needs of a proxy backend: one interface, one implementation per proxy mode
- * (iptables, nftables), so the sync loop, dry-run and tests are shared.
+ * What the reconciler needs of a proxy backend: one interface, one implementation per proxy mode
+ * (iptables, nftables) and IP family, so the sync loop, `sync`, dry-run and tests are shared.
  * @module
  */
 import type { IdentityCache } from '../planner/cache.ts';
 import type { ProxyPlan, ServicePortPlan } from '../planner/plan.ts';
+import type { ProxyMetrics } from '../server/metrics.ts';
+import type { IPFamily } from '../state/ip.ts';
 
 /** Proxy modes kproxy implements (`--proxy-mode`). */
 export type ProxyMode = 'iptables' | 'nftables';
@@ -84,25 +86,49 @@ export function renderParts<P extends object>(
   return { parts, skipped };
 }
 
+/** What a write from a committed state to a desired ruleset sends, and the state after it (pure). */
+export interface BackendChange<S> {
+  /** The backend's own input format (an `iptables-restore` script, an nft batch), or undefined when nothing changes. */
+  readonly text: string | undefined;
+  /** The committed state once `text` is applied: the next diff's starting point. */
+  readonly committed: S;
+}
+
 /**
- * A proxy backend. `R` is its rendered form of a plan.
+ * A proxy backend for one proxy mode and one IP family. `R` is its rendered form of a plan, `S`
+ * what a diff starts from (the last ruleset, and for nftables the chains whose deletion waits).
+ * The reconciler (runner/reconciler.ts) owns everything between the plan and the kernel: which
+ * sync is full, retries, error handling and logging. A backend supplies:
  *
- * - `render` is pure and fast: plan in, rules out.
- * - `write` makes the kernel match `rules`; it is atomic (all or nothing) and writes only what
- *   changed since its last successful write (everything after a failure). `full` asks it to verify
- *   the kernel against what it wrote, in the background (once a sync period); what a verify finds
- *   is repaired by the following write.
- * - `describeChange` prints what a write from `previous` to `next` would change (dry-run).
+ * - `render`: pure and fast, plan in, rules out (reusing its render cache);
+ * - `diff`: pure, what a write from `committed` to `next` sends, as the tool's input (dry-run
+ *   prints it; undefined `committed` gives everything);
+ * - `apply`: makes the kernel hold `next`, atomically (all or nothing), writing only what changed
+ *   since its last successful apply (everything after a failure). `full` asks it to verify the
+ *   kernel against what it wrote, in the background (once a sync period); what a verify finds is
+ *   repaired by the following apply;
+ * - its own metrics: upstream counts failures and rules under per-mode names.
  */
-export interface ProxyBackend<R extends Rendered> {
+export interface ProxyBackend<R extends Rendered = Rendered, S = unknown> {
   readonly mode: ProxyMode;
+  readonly family: IPFamily;
   render(plan: ProxyPlan): R;
+  diff(committed: S | undefined, next: R): BackendChange<S>;
   /** @throws an Error naming what failed; the kernel keeps its previous rules */
-  write(rules: R, options: { readonly full: boolean; readonly previous: R | undefined }): Promise<WriteReport>;
-  /** @returns the change as the backend's own input format, or undefined when nothing changed */
-  describeChange(previous: R | undefined, next: R): string | undefined;
-  /** Removes everything the backend owns. @returns the number of chains (or tables) removed */
+  apply(next: R, options: { readonly full: boolean }): Promise<WriteReport>;
+  /** Removes everything the backend owns in its family. @returns the number of chains (or tables) removed */
   cleanup(): Promise<number>;
+  /**
+   * Counts a failed apply: `kubeproxy_sync_proxy_rules_iptables_restore_failures_total` (and the
+   * partial one when not full, KEP-3453) or `…_nftables_sync_failures_total`.
+   */
+  countFailure(metrics: ProxyMetrics, full: boolean): void;
+  /**
+   * Sets the rule gauges of this mode (`…_iptables_last/total{table}`, `kproxy_…_nftables_last/total{object}`)
+   * to `written` and `total`, which the caller sums over the families (upstream's per-family
+   * proxiers overwrite each other's value; a sum is what the node holds).
+   */
+  setRuleGauges(metrics: ProxyMetrics, written: Readonly<Record<string, number>>, total: Readonly<Record<string, number>>): void;
 }
 
 /**

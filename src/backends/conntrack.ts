@@ -5,13 +5,14 @@
  */
 import { execa } from 'execa';
 import type { ConntrackFilter } from '../planner/conntrack.ts';
+import type { IPFamily } from '../state/ip.ts';
 
 /** Time limit of one conntrack run. */
 const CONNTRACK_TIMEOUT_MS = 10_000;
 
-/** The `conntrack` arguments of one filter (UDP, IPv4). */
-export function conntrackArgs(f: ConntrackFilter): string[] {
-  const args = ['-D', '-f', 'ipv4', '-p', 'udp'];
+/** The `conntrack` arguments of one filter (UDP) in one family (`-f ipv4` or `-f ipv6`). */
+export function conntrackArgs(f: ConntrackFilter, family: IPFamily): string[] {
+  const args = ['-D', '-f', family === 6 ? 'ipv6' : 'ipv4', '-p', 'udp'];
   if (f.origDst !== undefined) args.push('--orig-dst', f.origDst);
   if (f.origPortDst !== undefined) args.push('--orig-port-dst', String(f.origPortDst));
   if (f.replySrc !== undefined) args.push('--reply-src', f.replySrc);
@@ -23,12 +24,12 @@ export function conntrackArgs(f: ConntrackFilter): string[] {
  * delays a flow until it times out, so the sync itself stands.
  * @returns the error messages, empty when all runs succeeded
  */
-export async function deleteConntrackEntries(filters: readonly ConntrackFilter[]): Promise<string[]> {
+export async function deleteConntrackEntries(filters: readonly ConntrackFilter[], family: IPFamily): Promise<string[]> {
   const errors: string[] = [];
   for (const f of filters) {
-    const r = await execa('conntrack', conntrackArgs(f), { reject: false, timeout: CONNTRACK_TIMEOUT_MS });
+    const r = await execa('conntrack', conntrackArgs(f, family), { reject: false, timeout: CONNTRACK_TIMEOUT_MS });
     if (r.exitCode === 0 || /0 flow entries have been deleted/.test(String(r.stderr))) continue;
-    errors.push(r.code === 'ENOENT' ? 'conntrack not found (install conntrack)' : `conntrack ${conntrackArgs(f).join(' ')}: ${String(r.stderr).trim() || r.shortMessage}`);
+    errors.push(r.code === 'ENOENT' ? 'conntrack not found (install conntrack)' : `conntrack ${conntrackArgs(f, family).join(' ')}: ${String(r.stderr).trim() || r.shortMessage}`);
   }
   return errors;
 }

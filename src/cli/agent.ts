@@ -10,17 +10,18 @@ import type { Logger } from 'pino';
 import { deleteConntrackEntries } from '../backends/conntrack.ts';
 import type { ProxyMode } from '../backends/backend.ts';
 import { ProxyRunner } from '../runner/runner.ts';
+import type { IPFamily } from '../state/ip.ts';
 import { ProxyHealth, ServiceHealthServers, startHealthServer } from '../server/health.ts';
 import { parseBindAddress, ProxyMetrics, startMetricsServer } from '../server/metrics.ts';
 import { KubeSource, loadKubeConfig, type SupervisorOptions } from '../sources/kube.ts';
 import { EventQueue } from '../sources/queue.ts';
 import { ProxyStateStore } from '../state/store.ts';
 import { ConfigError } from './config.ts';
-import { cidrList, clusterCIDRFor, nodeName } from './options.ts';
-import { localAddresses, tcpBeLiberal } from './host.ts';
-import { cleanupAll, cleanupOtherModes, createBackend } from './backends.ts';
-
-const FAMILY = 4;
+import { cidrList, nodeName } from './options.ts';
+import { tcpBeLiberal } from './host.ts';
+import { createReconcilers } from './backends.ts';
+import { cleanupAll, cleanupOtherModes, nodeFamilies } from './cleanup.ts';
+import { checkSettings, warnUnmasqueraded, type NodeSettings } from './node.ts';
 
 /** `run`'s options as commander hands them over (defaults applied). */
 export interface RunFlags {
@@ -52,6 +53,14 @@ function parseCidrs(text: string, flag: string) {
   }
 }
 
+/**
+ * The address to listen on: `0.0.0.0` (every IPv4 address) becomes `::` on a dual-stack node, one
+ * socket for both families, as upstream's dual-stack healthz does; any other address stays.
+ */
+export function listenHost(host: string, families: readonly IPFamily[]): string {
+  return host === '0.0.0.0' && families.includes(6) ? '::' : host;
+}
+
 async function startServer(what: string, address: string, hardFail: boolean, start: (bind: { host: string; port: number }) => Promise<http.Server>, log: Logger): Promise<http.Server | undefined> {
   if (!address) return undefined;
   try {
@@ -71,20 +80,24 @@ async function startServer(what: string, address: string, hardFail: boolean, sta
  */
 export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   if (flags.cleanup) {
-    log.info(await cleanupAll(FAMILY), 'cleanup done');
+    log.info(await cleanupAll(), 'cleanup done');
     return;
   }
   if (flags.iptablesSyncPeriod <= 0) throw new ConfigError('--iptables-sync-period must be greater than 0');
   const node = nodeName(flags);
-  const clusterCIDR = clusterCIDRFor(parseCidrs(flags.clusterCidr, '--cluster-cidr'), FAMILY);
-  const nodePortAddresses = parseCidrs(flags.nodeportAddresses, '--nodeport-addresses').filter((c) => c.family === FAMILY);
+  const settings: NodeSettings = {
+    clusterCIDRs: parseCidrs(flags.clusterCidr, '--cluster-cidr'),
+    masqueradeAll: flags.masqueradeAll,
+    masqueradeBit: flags.iptablesMasqueradeBit,
+    nodePortAddresses: parseCidrs(flags.nodeportAddresses, '--nodeport-addresses'),
+  };
+  checkSettings(settings);
   let kc: ReturnType<typeof loadKubeConfig>;
   try {
     kc = loadKubeConfig(flags.kubeconfig, flags.master);
   } catch (err) {
     throw new ConfigError(`cannot load the kubeconfig${flags.kubeconfig ? ` ${flags.kubeconfig}` : ''}: ${(err as Error).message}`);
   }
-  if (!clusterCIDR && !flags.masqueradeAll) log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
 
   const queue = new EventQueue();
   const store = new ProxyStateStore(node);
@@ -104,34 +117,38 @@ export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   let sysctlTimer: NodeJS.Timeout | undefined;
   const onRejection = (err: unknown) => log.error({ err }, 'unhandled rejection');
   try {
+    const families = await nodeFamilies(flags.proxyMode, log);
+    warnUnmasqueraded(log, settings, families);
     let liberal = await tcpBeLiberal();
-    const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: flags.output });
-    if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, FAMILY, log);
-    const nodePortHealth = flags.dryRun ? undefined : new ServiceHealthServers('0.0.0.0', () => health.healthy(Date.now()), log);
+    const timing = { minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod };
+    const print = (change: string, family: IPFamily) => void process.stdout.write(`# sync at ${new Date().toISOString()}, IPv${family}\n${change}`);
+    const reconcilers = createReconcilers(flags.proxyMode, families, {
+      settings,
+      tcpBeLiberal: () => liberal,
+      output: flags.output,
+      applier: flags.dryRun ? { kind: 'print', print } : { kind: 'write' },
+      timing,
+      log,
+      metrics,
+      conntrack: deleteConntrackEntries,
+    });
+    if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, families, log);
+    const nodePortHealth = flags.dryRun ? undefined : new ServiceHealthServers(listenHost('0.0.0.0', families), () => health.healthy(Date.now()), log);
     serviceHealth = nodePortHealth;
+    const bind = (b: { host: string; port: number }) => ({ host: listenHost(b.host, families), port: b.port });
     // One at a time, so a hard failure of the second still closes the first (finally, below).
-    servers.push(await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, b), log));
-    servers.push(await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, b), log));
+    servers.push(await startServer('healthz', flags.healthzBindAddress, flags.bindAddressHardFail, (b) => startHealthServer(health, metrics, bind(b)), log));
+    servers.push(await startServer('metrics', flags.metricsBindAddress, flags.bindAddressHardFail, (b) => startMetricsServer(metrics, bind(b)), log));
 
     const runner = new ProxyRunner({
       store,
       queue,
-      backend,
-      config: () => ({
-        family: FAMILY,
-        clusterCIDR,
-        masqueradeAll: flags.masqueradeAll,
-        masqueradeBit: flags.iptablesMasqueradeBit,
-        nodePortAddresses,
-        localAddresses: localAddresses(),
-      }),
-      timing: { minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
+      reconcilers,
+      timing,
       health,
       metrics,
       log,
-      conntrack: deleteConntrackEntries,
       ...(nodePortHealth ? { healthChecks: (targets) => nodePortHealth.update(targets) } : {}),
-      ...(flags.dryRun ? { dryRun: (change: string) => void process.stdout.write(`# sync at ${new Date().toISOString()}\n${change}`) } : {}),
     });
 
     const stop = new AbortController();

@@ -1,53 +1,51 @@
 /**
- * Picks the proxy backend for `--proxy-mode`, and removes what the other mode left behind: like
- * upstream kube-proxy (cmd/kube-proxy/app/server_linux.go `cleanupLeftovers`), a node switched
- * from iptables to nftables mode, or back, must not keep DNAT rules of both.
+ * Assembles the proxy for a command: one reconciler per IP family over the backend of
+ * `--proxy-mode`. Loads no tool runner: the backends load their writers on their first write.
  * @module
  */
 import type { Logger } from 'pino';
 import type { ProxyBackend, ProxyMode, Rendered } from '../backends/backend.ts';
 import { iptablesBackend } from '../backends/iptables/backend.ts';
-import { cleanupIptables, IptablesError, systemIptables } from '../backends/iptables/writer.ts';
 import { nftablesBackend } from '../backends/nftables/backend.ts';
 import type { NftOutput } from '../backends/nftables/text.ts';
-import { cleanupNftables, NftError, systemNft } from '../backends/nftables/writer.ts';
+import type { ConntrackFilter } from '../planner/conntrack.ts';
+import { Reconciler, type Applier, type RunnerTiming } from '../runner/reconciler.ts';
+import type { ProxyMetrics } from '../server/metrics.ts';
 import type { IPFamily } from '../state/ip.ts';
+import { proxyConfig, type NodeSettings } from './node.ts';
 
-/** What a backend needs from the host and the command line. */
-export interface BackendOptions {
+/** What the reconcilers of a command need besides the mode and families. */
+export interface ProxyOptions {
+  readonly settings: NodeSettings;
   /** Current value of `net.netfilter.nf_conntrack_tcp_be_liberal` (iptables mode). */
   readonly tcpBeLiberal: () => boolean;
-  /** How nftables mode prints dry-run batches. */
+  /** How nftables mode prints batches (dry-run). */
   readonly output: NftOutput;
+  readonly applier: Applier;
+  readonly timing: RunnerTiming;
+  readonly log: Logger;
+  readonly metrics?: ProxyMetrics;
+  readonly conntrack?: (filters: readonly ConntrackFilter[], family: IPFamily) => Promise<string[]>;
+  /** False for the one-shot commands. */
+  readonly retries?: boolean;
 }
 
-/** The backend of `mode` for one family, writing with the real tools. */
-export function createBackend(mode: ProxyMode, family: IPFamily, options: BackendOptions): ProxyBackend<Rendered> {
-  return mode === 'nftables' ? nftablesBackend(options.output) : iptablesBackend(family, () => ({ conntrackTCPBeLiberal: options.tcpBeLiberal() }));
-}
+/** Timing of the one-shot commands (`sync`, `dry-run`): one full sync, no periods. */
+export const ONE_SHOT: RunnerTiming = { minSyncPeriodMs: 0, syncPeriodMs: 30_000 };
 
-/**
- * Removes the rules of every mode: iptables chains and jumps, and the nftables tables.
- * @returns what was removed, per mode
- * @throws the first failure (a mode whose tool is not installed counts as having nothing)
- */
-export async function cleanupAll(family: IPFamily): Promise<{ iptablesChains: number; nftablesTables: number }> {
-  const iptablesChains = await cleanupIptables(systemIptables(family)).catch(notInstalled);
-  const nftablesTables = await cleanupNftables(systemNft()).catch(notInstalled);
-  return { iptablesChains, nftablesTables };
-}
-
-/** Removes what modes other than `mode` left behind; failures are logged, not thrown. */
-export async function cleanupOtherModes(mode: ProxyMode, family: IPFamily, log: Logger): Promise<void> {
-  try {
-    const removed = mode === 'nftables' ? await cleanupIptables(systemIptables(family)).catch(notInstalled) : await cleanupNftables(systemNft()).catch(notInstalled);
-    if (removed > 0) log.info({ mode: mode === 'nftables' ? 'iptables' : 'nftables', removed }, 'removed rules left by the other proxy mode');
-  } catch (err) {
-    log.warn({ err: (err as Error).message }, 'could not remove rules left by the other proxy mode');
-  }
-}
-
-function notInstalled(err: unknown): number {
-  if ((err instanceof IptablesError && err.code === 'IPTABLES_NOT_FOUND') || (err instanceof NftError && err.code === 'NFT_NOT_FOUND')) return 0;
-  throw err;
+/** One reconciler per family, in `families` order, each over its own backend of `mode` writing with the real tools. */
+export function createReconcilers(mode: ProxyMode, families: readonly IPFamily[], o: ProxyOptions): Reconciler[] {
+  return families.map((family) => {
+    const backend: ProxyBackend<Rendered, unknown> = mode === 'nftables' ? nftablesBackend(family, o.output) : iptablesBackend(family, () => ({ conntrackTCPBeLiberal: o.tcpBeLiberal() }));
+    return new Reconciler({
+      backend,
+      config: proxyConfig(o.settings, family),
+      applier: o.applier,
+      timing: o.timing,
+      log: o.log,
+      ...(o.metrics ? { metrics: o.metrics } : {}),
+      ...(o.conntrack ? { conntrack: o.conntrack } : {}),
+      ...(o.retries === undefined ? {} : { retries: o.retries }),
+    });
+  });
 }

@@ -9,50 +9,51 @@ import { Command, CommanderError, Option } from 'commander';
 import { pino, type Logger } from 'pino';
 import { PROXY_MODES } from '../backends/backend.ts';
 import { errorFacts, ToolError } from '../backends/errors.ts';
-import { renderIptables } from '../backends/iptables/render.ts';
-import { buildRestoreScript } from '../backends/iptables/restore.ts';
-import { formatBatch } from '../backends/nftables/text.ts';
-import { fullBatch } from '../backends/nftables/batch.ts';
-import { renderNftables } from '../backends/nftables/render.ts';
-import { planProxy, type ProxyPlan } from '../planner/plan.ts';
-import { readObjectFiles, SourceError } from '../sources/file.ts';
-import { ProxyStateStore } from '../state/store.ts';
-import { localAddresses, tcpBeLiberal } from './host.ts';
-import { runCommand } from './run.ts';
-import { logApplyResult, reportConflicts, reportSkipped } from '../runner/runner.ts';
+import type { FamilyOutcome, Reconciler } from '../runner/reconciler.ts';
+import { SourceError } from '../sources/file.ts';
+import type { IPFamily } from '../state/ip.ts';
+import type { ProxyStateStore } from '../state/store.ts';
 import { ConfigError } from './config.ts';
-import { cidrList, clusterCIDRFor, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
+import { tcpBeLiberal } from './host.ts';
+import { ALL_FAMILIES, checkSettings, loadFiles, warnUnmasqueraded, type NodeSettings } from './node.ts';
+import { cidrList, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
+import { runCommand } from './run.ts';
 
-const FAMILY = 4; // IPv4 single-stack for now; the model and planner already carry the family.
-
-/** Reads the input files into a store, logging every skipped object. */
-async function loadState(flags: ProxyFlags, log: Logger): Promise<ProxyStateStore> {
-  const input = await readObjectFiles(flags.from);
-  for (const w of input.warnings) log.warn({ file: w.file }, w.message);
-  const store = new ProxyStateStore(nodeName(flags));
-  let invalid = 0;
-  for (const o of input.nodes) invalid += logApplyResult(log, 'Node', store.applyNode(o));
-  for (const o of input.services) invalid += logApplyResult(log, 'Service', store.applyService(o));
-  for (const o of input.endpointSlices) invalid += logApplyResult(log, 'EndpointSlice', store.applyEndpointSlice(o));
-  log.info({ services: store.serviceCount, invalid, node: store.node.name, zone: store.node.zone }, 'input loaded');
-  return store;
+/** A one-shot command's sync failed in some family; the reconciler has logged why. */
+class SyncFailed extends Error {
+  override readonly name = 'SyncFailed';
 }
 
-async function buildPlan(flags: ProxyFlags, log: Logger): Promise<ProxyPlan> {
-  const store = await loadState(flags, log);
-  const plan = planProxy(store.servicePortStates(), store.node, {
-    family: FAMILY,
-    clusterCIDR: clusterCIDRFor(flags.clusterCidr, FAMILY),
-    masqueradeAll: flags.masqueradeAll,
-    masqueradeBit: flags.iptablesMasqueradeBit,
-    nodePortAddresses: flags.nodeportAddresses.filter((c) => c.family === FAMILY),
-    localAddresses: localAddresses(),
-  });
-  if (plan.localCIDR === undefined && !plan.masqueradeAll) {
-    log.warn('no --cluster-cidr for IPv4: traffic from outside the pod network to ClusterIPs is not masqueraded');
+function settingsOf(flags: ProxyFlags): NodeSettings {
+  const settings = { clusterCIDRs: flags.clusterCidr, masqueradeAll: flags.masqueradeAll, masqueradeBit: flags.iptablesMasqueradeBit, nodePortAddresses: flags.nodeportAddresses };
+  checkSettings(settings);
+  return settings;
+}
+
+/**
+ * Syncs each family once, in order (the one-shot commands' use of the reconcilers).
+ * @throws SyncFailed when a family failed (every family is still tried)
+ */
+async function reconcileOnce(reconcilers: readonly Reconciler[], store: ProxyStateStore, log: Logger, message: string): Promise<FamilyOutcome[]> {
+  const states = store.servicePortStates();
+  const outcomes: FamilyOutcome[] = [];
+  for (const r of reconcilers) {
+    const o = await r.reconcile(states, store.node);
+    outcomes.push(o);
+    if (o.ok)
+      log.info(
+        {
+          ipFamily: `IPv${o.family}`,
+          servicePorts: o.plan!.servicePorts.length,
+          endpoints: o.plan!.totalEndpoints,
+          ...(o.report ? { rulesWritten: o.report.rulesWritten, chainsDeleted: o.report.chainsDeleted } : {}),
+        },
+        message,
+      );
   }
-  reportConflicts(log, plan);
-  return plan;
+  const failed = outcomes.filter((o) => !o.ok);
+  if (failed.length > 0) throw new SyncFailed(`IPv${failed.map((o) => o.family).join(', IPv')} failed: ${failed[0]!.error}`);
+  return outcomes;
 }
 
 function proxyCommand(program: Command, name: string, summary: string): Command {
@@ -64,7 +65,7 @@ function proxyCommand(program: Command, name: string, summary: string): Command 
     .option('--hostname-override <name>', "this node's name (default: the host name); endpoints on it are local")
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), comma-separated, one per family: traffic from outside them to ClusterIPs is masqueraded', cidrList, [])
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
-    .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all local addresses)', cidrList, [])
+    .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs, either family (default: all local addresses)', cidrList, [])
     .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14);
 }
 
@@ -79,33 +80,50 @@ export function buildProgram(log: Logger): Command {
     .showHelpAfterError()
     .exitOverride();
 
-  proxyCommand(program, 'dry-run', 'print the rules for the given objects (iptables-restore input, or an nft batch), change nothing')
+  proxyCommand(program, 'dry-run', 'print the rules for the given objects (iptables-restore input, or an nft batch) of both IP families, change nothing')
     .addOption(new Option('--output <format>', 'nftables mode: nft text syntax, or the JSON batch exactly as run and sync send it').choices(['text', 'json']).default('text'))
-    .action(async (flags: ProxyFlags & { output: 'text' | 'json' }) => {
-      const plan = await buildPlan(flags, log);
-      if (flags.proxyMode === 'nftables') {
-        const rules = renderNftables(plan);
-        reportSkipped(log, undefined, rules.skipped);
-        process.stdout.write(formatBatch(fullBatch(rules).commands, flags.output));
-      } else {
-        const rules = renderIptables(plan, { conntrackTCPBeLiberal: await tcpBeLiberal() });
-        reportSkipped(log, undefined, rules.skipped);
-        process.stdout.write(buildRestoreScript(rules));
-      }
-      log.info({ mode: flags.proxyMode, servicePorts: plan.servicePorts.length, endpoints: plan.totalEndpoints }, 'rules printed');
+    .addOption(
+      new Option('--ip-family <family>', 'print one family only, ready to pipe into iptables-restore / ip6tables-restore / nft (default: both, each under a "# IPv4" / "# IPv6" line)').choices([
+        '4',
+        '6',
+      ]),
+    )
+    .action(async (flags: ProxyFlags & { output: 'text' | 'json'; ipFamily?: '4' | '6' }) => {
+      const store = await loadFiles(flags.from, nodeName(flags), log);
+      const settings = settingsOf(flags);
+      const families: readonly IPFamily[] = flags.ipFamily ? [Number(flags.ipFamily) as IPFamily] : ALL_FAMILIES;
+      warnUnmasqueraded(log, settings, families);
+      const liberal = await tcpBeLiberal();
+      // Header lines are comments to iptables-restore and nft alike; JSON batches go one per line instead.
+      const headed = families.length > 1 && !(flags.proxyMode === 'nftables' && flags.output === 'json');
+      const print = (text: string, family: IPFamily) => void process.stdout.write(headed ? `# IPv${family}\n${text}` : text);
+      const { createReconcilers, ONE_SHOT } = await import('./backends.ts');
+      const reconcilers = createReconcilers(flags.proxyMode, families, {
+        settings,
+        tcpBeLiberal: () => liberal,
+        output: flags.output,
+        applier: { kind: 'print', print },
+        timing: ONE_SHOT,
+        log,
+        retries: false,
+      });
+      await reconcileOnce(reconcilers, store, log, 'rules printed');
     });
 
-  proxyCommand(program, 'sync', 'apply the rules once, atomically (iptables-restore --noflush, or one nft transaction)').action(async (flags: ProxyFlags) => {
-    const plan = await buildPlan(flags, log);
-    const liberal = await tcpBeLiberal();
-    const { cleanupOtherModes, createBackend } = await import('./backends.ts');
-    const backend = createBackend(flags.proxyMode, FAMILY, { tcpBeLiberal: () => liberal, output: 'text' });
-    await cleanupOtherModes(flags.proxyMode, FAMILY, log);
-    const rules = backend.render(plan);
-    reportSkipped(log, undefined, rules.skipped);
-    const report = await backend.write(rules, { full: true, previous: undefined });
-    log.info({ mode: flags.proxyMode, servicePorts: plan.servicePorts.length, rulesWritten: report.rulesWritten, chainsDeleted: report.chainsDeleted }, 'rules applied');
-  });
+  proxyCommand(program, 'sync', 'apply the rules of both IP families once, atomically per family (iptables-restore / ip6tables-restore --noflush, or one nft transaction each)').action(
+    async (flags: ProxyFlags) => {
+      const store = await loadFiles(flags.from, nodeName(flags), log);
+      const settings = settingsOf(flags);
+      const { createReconcilers, ONE_SHOT } = await import('./backends.ts');
+      const { cleanupOtherModes, nodeFamilies } = await import('./cleanup.ts');
+      const families = await nodeFamilies(flags.proxyMode, log);
+      warnUnmasqueraded(log, settings, families);
+      const liberal = await tcpBeLiberal();
+      await cleanupOtherModes(flags.proxyMode, families, log);
+      const reconcilers = createReconcilers(flags.proxyMode, families, { settings, tcpBeLiberal: () => liberal, output: 'text', applier: { kind: 'write' }, timing: ONE_SHOT, log, retries: false });
+      await reconcileOnce(reconcilers, store, log, 'rules applied');
+    },
+  );
 
   runCommand(program, log);
 
@@ -114,8 +132,8 @@ export function buildProgram(log: Logger): Command {
     .description('remove every rule, chain and table kproxy (or kube-proxy) installed, in both modes, and nothing else')
     .addOption(new Option('--proxy-mode <mode>', 'accepted for kube-proxy compatibility: both modes are always cleaned up').choices(PROXY_MODES))
     .action(async () => {
-      const { cleanupAll } = await import('./backends.ts');
-      log.info(await cleanupAll(FAMILY), 'cleanup done');
+      const { cleanupAll } = await import('./cleanup.ts');
+      log.info(await cleanupAll(), 'cleanup done');
     });
   return program;
 }
@@ -130,6 +148,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof SyncFailed) return 1; // the reconciler logged the failure with its facts
     if (err instanceof ToolError) log.error({ err: errorFacts(err) }, err.message);
     else if (err instanceof SourceError || err instanceof ConfigError) log.error(err.message);
     else log.error({ err }, `kproxy failed: ${(err as Error).message}`);

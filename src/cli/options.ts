@@ -6,7 +6,7 @@
 import { InvalidArgumentError } from 'commander';
 import { hostname } from 'node:os';
 import type { ProxyMode } from '../backends/backend.ts';
-import { parseCIDR, type CIDR, type IPFamily } from '../state/ip.ts';
+import { parseCIDR, type CIDR } from '../state/ip.ts';
 
 /** Flags shared by dry-run and sync, as commander hands them over. */
 export interface ProxyFlags {
@@ -53,14 +53,4 @@ export function masqueradeBit(value: string): number {
  */
 export function nodeName(flags: Pick<ProxyFlags, 'hostnameOverride'>): string {
   return (flags.hostnameOverride?.trim() || hostname()).toLowerCase();
-}
-
-/**
- * The `--cluster-cidr` entry of one family. Upstream's ClusterCIDR detector takes one per family.
- * @throws InvalidArgumentError when two CIDRs of the same family are given
- */
-export function clusterCIDRFor(cidrs: readonly CIDR[], family: IPFamily): CIDR | undefined {
-  const same = cidrs.filter((c) => c.family === family);
-  if (same.length > 1) throw new InvalidArgumentError(`--cluster-cidr takes one CIDR per IP family, got ${same.map((c) => c.text).join(', ')}`);
-  return same[0];
 }

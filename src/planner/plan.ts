@@ -104,7 +104,7 @@ export interface ProxyPlan {
   readonly nodePortDestinations: NodePortDestinations;
   /** Sorted by name, then protocol. */
   readonly servicePorts: readonly ServicePortPlan[];
-  /** Endpoints over all service ports (upstream's large-cluster threshold counts these). */
+  /** Endpoints of this family over all service ports (upstream's large-cluster threshold counts these). */
   readonly totalEndpoints: number;
   /** Service ports whose ClusterIP traffic is dropped for want of local endpoints (iTP Local). */
   readonly noLocalEndpointsInternal: number;
@@ -158,7 +158,8 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
     const p = cache ? cache.get(state, () => planServicePort(state, node, nodeIP, family)) : planServicePort(state, node, nodeIP, family);
     if (!p) continue;
     servicePorts.push(p);
-    totalEndpoints += state.endpoints.length;
+    // This family's endpoints only, as upstream's per-family proxier counts them.
+    for (const e of state.endpoints) if (e.ip.family === family) totalEndpoints++;
     if (p.internalNoEndpoints === 'DROP') noLocalInternal++;
     if (p.externalNoEndpoints === 'DROP') noLocalExternal++;
   }

@@ -1,7 +1,8 @@
 /**
  * The sync loop of `kproxy run`: drains source events into the state, and keeps the kernel's rules
- * equal to the plan of that state. It owns the error handling (as Cilium's reconciler does): a
- * failed write is logged, counted and retried with backoff, and the retry rewrites everything.
+ * equal to the plan of that state through one {@link Reconciler} per IP family, which owns the
+ * error handling (as Cilium's reconciler does): a failed write is logged, counted and retried
+ * with backoff, and the retry rewrites everything, for that family alone.
  *
  * Timing follows kube-proxy's `BoundedFrequencyRunner` use (pkg/proxy/iptables/proxier.go):
  * changes are coalesced and synced no more often than `minSyncPeriodMs` after the previous sync
@@ -13,86 +14,59 @@
  * @module
  */
 import type { Logger } from 'pino';
-import type { ProxyBackend, Rendered, RenderSkip, WriteReport } from '../backends/backend.ts';
-import { errorFacts } from '../backends/errors.ts';
 import { healthCheckTargets, type HealthCheckTarget } from '../planner/healthcheck.ts';
-import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
 import { HeapCompactor } from './memory.ts';
-import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
 import type { ObjectKind, RawObject } from '../sources/objects.ts';
 import type { EventQueue, SourceEvent } from '../sources/queue.ts';
 import type { ServicePortState } from '../state/model.ts';
 import type { ApplyResult, ProxyStateStore } from '../state/store.ts';
 import type { ProxyHealth } from '../server/health.ts';
 import type { ProxyMetrics } from '../server/metrics.ts';
+import type { FamilyOutcome, Reconciler, RunnerTiming } from './reconciler.ts';
+
+export type { RunnerTiming } from './reconciler.ts';
 
 /** EndpointSlice annotation the EndpointSlice controller sets to the time of the triggering change. */
 export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
 
-/** Timing of the sync loop, in milliseconds. */
-export interface RunnerTiming {
-  /** Least time between the starts of two syncs (`--iptables-min-sync-period`, default 1 s). */
-  readonly minSyncPeriodMs: number;
-  /** Longest time between two syncs (`--iptables-sync-period`, default 30 s). */
-  readonly syncPeriodMs: number;
-}
-
 /** What the runner needs; every part is plain data or a stage's own object. */
-export interface RunnerDeps<R extends Rendered> {
+export interface RunnerDeps {
   readonly store: ProxyStateStore;
   readonly queue: EventQueue;
-  readonly backend: ProxyBackend<R>;
-  /** Read at every sync: node configuration, including the current local addresses. */
-  readonly config: () => ProxyConfig;
+  /** One per IP family this node proxies (IPv4 first), all of one proxy mode. */
+  readonly reconcilers: readonly Reconciler[];
   readonly timing: RunnerTiming;
   readonly health: ProxyHealth;
   readonly metrics: ProxyMetrics;
   readonly log: Logger;
   /** Given the health-check targets after every successful sync. */
   readonly healthChecks?: (targets: readonly HealthCheckTarget[]) => Promise<void>;
-  /** Dry-run: hand each sync's change to this instead of writing it. */
-  readonly dryRun?: (change: string) => void;
-  /** Deletes stale UDP conntrack entries after a successful write; returns error messages. */
-  readonly conntrack?: (filters: readonly ConntrackFilter[]) => Promise<string[]>;
 }
 
-/** Outcome of one sync, for tests and logs. */
+/** Outcome of one sync, for tests and logs: one entry per family that synced. */
 export interface SyncOutcome {
+  /** Every family that synced succeeded. */
   readonly ok: boolean;
+  /** Some family's sync was full. */
   readonly full: boolean;
   readonly durationMs: number;
-  readonly plan: ProxyPlan | undefined;
-  readonly report: WriteReport | undefined;
-  readonly error: string | undefined;
+  readonly families: readonly FamilyOutcome[];
 }
 
 const REQUIRED: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
 
 /** The sync loop. Create, then `run(signal)`; it resolves when the signal aborts. */
-export class ProxyRunner<R extends Rendered> {
-  readonly #d: RunnerDeps<R>;
+export class ProxyRunner {
+  readonly #d: RunnerDeps;
   readonly #synced = new Set<ObjectKind>();
-  readonly #plans = new PlanCache();
   readonly #heap = new HeapCompactor();
-  #previous: R | undefined;
-  #previousPlan: ProxyPlan | undefined;
-  #pending = false;
-  #needFull = true;
-  #failures = 0;
-  #lastStart = 0;
-  /** When the last successful full (verifying) sync started; the next is due one sync period later, whatever the churn. */
-  #lastFull = 0;
-  #retryAt = 0;
   #triggerTimes: number[] = [];
   #syncs = 0;
-  /** Destinations in conflict at the last sync: each is logged once, when it first appears. */
-  #conflicts = new Set<string>();
-  /** Service ports left out of the last render, and why: each is logged and counted once, when it is first left out. */
-  #skipped = new Map<string, string>();
-  /** A verify the backend runs in the background; resolves when it is over. */
-  #verifying: Promise<void> | undefined;
+  /** Verifies being watched, so each is followed by one heap check. */
+  readonly #watched = new WeakSet<Promise<boolean>>();
 
-  constructor(deps: RunnerDeps<R>) {
+  constructor(deps: RunnerDeps) {
+    if (deps.reconcilers.length === 0) throw new RangeError('the runner needs at least one IP family');
     this.#d = deps;
   }
 
@@ -108,29 +82,22 @@ export class ProxyRunner<R extends Rendered> {
 
   /** Runs until `signal` aborts. Never throws; sync failures are retried. */
   async run(signal: AbortSignal): Promise<void> {
-    const { queue, timing, health } = this.#d;
+    const { queue, timing, health, reconcilers } = this.#d;
     health.queued(Date.now());
     while (!signal.aborted) {
       this.#drain();
       const now = Date.now();
-      const due = this.#nextSyncAt();
+      const due = this.ready ? Math.min(...reconcilers.map((r) => r.dueAt())) : Infinity;
       if (due <= now) {
-        await this.syncOnce();
+        await this.#sync(reconcilers.filter((r) => r.dueAt() <= now));
         this.#heap.afterSync();
         continue;
       }
       const wait = queue.wait(Math.min(due - now, timing.syncPeriodMs), signal);
-      await (this.#verifying ? Promise.race([wait, this.#verifying]) : wait);
+      const verifies = reconcilers.map((r) => r.verifying).filter((v) => v !== undefined);
+      for (const v of verifies) this.#watchVerify(v);
+      await (verifies.length > 0 ? Promise.race([wait, ...verifies]) : wait);
     }
-  }
-
-  /** When the next sync should start (ms since the epoch); Infinity while not ready. */
-  #nextSyncAt(): number {
-    if (!this.ready) return Infinity;
-    const { minSyncPeriodMs, syncPeriodMs } = this.#d.timing;
-    const periodic = this.#lastFull + syncPeriodMs;
-    if (!this.#pending && !this.#needFull) return periodic;
-    return Math.min(periodic, Math.max(this.#lastStart + minSyncPeriodMs, this.#retryAt));
   }
 
   /** Applies queued events to the state. */
@@ -162,7 +129,7 @@ export class ProxyRunner<R extends Rendered> {
     metrics.serviceChangesTotal.inc(services);
     metrics.endpointChangesTotal.inc(endpoints);
     if (services + endpoints > 0 || events.some((e) => e.kind === 'Node')) {
-      this.#pending = true;
+      for (const r of this.#d.reconcilers) r.markPending();
       health.queued(Date.now());
       metrics.lastQueued.setToCurrentTime();
     }
@@ -189,129 +156,125 @@ export class ProxyRunner<R extends Rendered> {
     logApplyResult(this.#d.log, kind, result);
   }
 
+  /** Syncs every family once, whether due or not (tests, and the first sync). Never throws. */
+  syncOnce(): Promise<SyncOutcome> {
+    return this.#sync(this.#d.reconcilers);
+  }
+
   /**
-   * Plans, renders and writes (or prints) the rules once. A periodic or first sync, or the first
-   * after a failure, is full. Never throws.
+   * Plans, renders and writes (or prints) the rules of `families`, one after the other; each
+   * reconciler owns its errors and retries, so a failing family does not hold the other back.
    */
-  async syncOnce(): Promise<SyncOutcome> {
-    const { store, backend, metrics, health, log } = this.#d;
+  async #sync(families: readonly Reconciler[]): Promise<SyncOutcome> {
+    const { store, metrics, health, log, reconcilers } = this.#d;
     const started = performance.now();
-    const startedAt = Date.now();
-    this.#lastStart = startedAt;
-    // Full when asked for, and at least once a sync period even while changes keep arriving: a
-    // busy cluster must not starve the verify that repairs rules someone else changed.
-    const full = this.#needFull || startedAt >= this.#lastFull + this.#d.timing.syncPeriodMs;
     const dirty = store.takeDirty();
     const triggers = this.#triggerTimes;
     this.#triggerTimes = [];
-    this.#pending = false;
     this.#syncs++;
-    let states: ServicePortState[];
-    let plan: ProxyPlan | undefined;
-    let report: WriteReport | undefined;
-    try {
-      states = store.servicePortStates();
-      plan = planProxy(states, store.node, this.#d.config(), this.#plans);
-      this.#conflicts = reportConflicts(log, plan, this.#conflicts);
-      metrics.frontendConflicts.set(plan.conflicts.length);
-      const rules = backend.render(plan);
-      this.#skipped = reportSkipped(log, metrics, rules.skipped, this.#skipped);
-      if (this.#d.dryRun) {
-        const change = backend.describeChange(this.#previous, rules);
-        if (change !== undefined) this.#d.dryRun(change);
-      } else {
-        report = await backend.write(rules, { full, previous: this.#previous });
-      }
-      this.#previous = rules;
-      const stale = staleUDPFlows(this.#previousPlan, plan);
-      this.#previousPlan = plan;
-      if (stale.length > 0 && this.#d.conntrack && !this.#d.dryRun) {
-        const errors = await this.#d.conntrack(stale);
-        for (const e of errors) log.warn({ err: e }, 'deleting stale UDP conntrack entries failed');
-      }
-    } catch (err) {
-      const message = (err as Error).message;
-      this.#failures++;
-      this.#needFull = true;
-      this.#pending = true;
+    const states: ServicePortState[] = store.servicePortStates();
+    const outcomes: FamilyOutcome[] = [];
+    for (const r of families) outcomes.push(await r.reconcile(states, store.node));
+    const ok = outcomes.every((o) => o.ok);
+    const full = outcomes.some((o) => o.full);
+    const seconds = (performance.now() - started) / 1000;
+    if (!ok) {
+      // A failed family retries with every change (its plan cache finds them by identity); the
+      // change count and the trigger times wait for that sync.
       for (const key of dirty) store.markDirty(key);
       for (const t of triggers) this.#triggerTimes.push(t);
-      const backoff = Math.min(this.#d.timing.syncPeriodMs, this.#d.timing.minSyncPeriodMs * 2 ** Math.min(this.#failures, 10));
-      this.#retryAt = Date.now() + backoff;
-      (backend.mode === 'nftables' ? metrics.nftablesSyncFailures : metrics.restoreFailures).inc();
-      // Upstream counts a failed incremental iptables restore also as a partial restore failure (KEP-3453).
-      if (backend.mode === 'iptables' && !full) metrics.partialRestoreFailures.inc();
-      log.error({ err: errorFacts(err), retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
-      return { ok: false, full, durationMs: performance.now() - started, plan, report, error: message };
     }
-    const seconds = (performance.now() - started) / 1000;
-    this.#failures = 0;
-    this.#needFull = false;
-    this.#retryAt = 0;
-    if (full) this.#lastFull = startedAt;
-    health.updated(Date.now());
+    const good = outcomes.filter((o) => o.ok);
+    if (good.length === 0) return { ok, full, durationMs: seconds * 1000, families: outcomes };
+    const plans = good.map((o) => o.plan!);
+    // Healthy when every family is current, not only the ones that synced now (upstream since v1.28 tracks families apart).
+    if (reconcilers.every((r) => !r.failing)) health.updated(Date.now());
     metrics.syncDuration.observe(seconds);
     (full ? metrics.syncFullDuration : metrics.syncPartialDuration).observe(seconds);
     metrics.lastSync.setToCurrentTime();
     metrics.serviceChangesPending.set(0);
     metrics.endpointChangesPending.set(0);
-    metrics.noLocalEndpoints.set({ traffic_policy: 'internal' }, plan.noLocalEndpointsInternal);
-    metrics.noLocalEndpoints.set({ traffic_policy: 'external' }, plan.noLocalEndpointsExternal);
-    if (report?.verifying) this.#watchVerify(report.verifying);
-    if (report) {
-      const nft = backend.mode === 'nftables';
-      const [last, total, label] = nft ? [metrics.nftablesLast, metrics.nftablesTotal, 'object'] : [metrics.rulesLast, metrics.rulesTotal, 'table'];
-      for (const [key, n] of Object.entries(report.rulesWritten)) last.set({ [label]: key }, n);
-      for (const [key, n] of Object.entries(report.rulesTotal)) total.set({ [label]: key }, n);
-      if (report.repaired !== undefined) {
-        metrics.repairs.inc();
-        log.warn({ difference: report.repaired }, "the kernel's rules differed from what kproxy wrote; rewrote them");
-      }
-      if (report.verifyError !== undefined) metrics.verifyFailures.inc();
-      if (report.verifyError !== undefined) log.warn({ err: errorFacts(report.verifyError) }, "verifying the kernel's rules failed; will try again next sync period");
+    const sum = (f: (p: (typeof plans)[number]) => number) => plans.reduce((n, p) => n + f(p), 0);
+    if (good.length === reconcilers.length) {
+      metrics.noLocalEndpoints.set(
+        { traffic_policy: 'internal' },
+        sum((p) => p.noLocalEndpointsInternal),
+      );
+      metrics.noLocalEndpoints.set(
+        { traffic_policy: 'external' },
+        sum((p) => p.noLocalEndpointsExternal),
+      );
+      metrics.frontendConflicts.set(sum((p) => p.conflicts.length));
     }
+    this.#setRuleGauges(good);
     const now = Date.now();
     // Network programming latency (upstream's metric): from the EndpointSlice controller's trigger
     // time to now, when the change is in the kernel. The log line carries the longest of this sync.
     let programming: number | undefined;
-    for (const t of triggers) {
+    for (const t of ok ? triggers : []) {
       if (t > now) continue;
       metrics.networkProgramming.observe((now - t) / 1000);
       programming = Math.max(programming ?? 0, (now - t) / 1000);
     }
+    const written = good.filter((o) => o.report !== undefined);
     log.info(
       {
         full,
         ...(programming === undefined ? {} : { programmingSeconds: Number(programming.toFixed(3)) }),
         seconds: Number(seconds.toFixed(4)),
         servicesChanged: dirty.size,
-        servicePorts: plan.servicePorts.length,
-        endpoints: plan.totalEndpoints,
-        rulesWritten: report?.rulesWritten,
-        chainsDeleted: report?.chainsDeleted,
+        ipFamilies: good.map((o) => `IPv${o.family}`),
+        servicePorts: sum((p) => p.servicePorts.length),
+        endpoints: sum((p) => p.totalEndpoints),
+        ...(written.length > 0 ? { rulesWritten: sumRecords(written.map((o) => o.report!.rulesWritten)), chainsDeleted: written.reduce((n, o) => n + o.report!.chainsDeleted, 0) } : {}),
       },
       'proxy rules synced',
     );
     if (this.#d.healthChecks) {
       try {
-        await this.#d.healthChecks(healthCheckTargets(states, store.nodeName, plan.family));
+        await this.#d.healthChecks(mergeTargets(reconcilers.map((r) => healthCheckTargets(states, store.nodeName, r.family))));
       } catch (err) {
         log.error({ err: (err as Error).message }, 'updating health check servers failed');
       }
     }
-    return { ok: true, full, durationMs: seconds * 1000, plan, report, error: undefined };
+    return { ok, full, durationMs: seconds * 1000, families: outcomes };
   }
 
-  /** When a background verify finds something, sync soon: the next write repairs it (or reports the read error). */
-  #watchVerify(verifying: Promise<boolean>): void {
-    const done = verifying.then((found) => {
-      if (this.#verifying === done) this.#verifying = undefined;
-      if (found) this.#pending = true;
-      // A verify reads the kernel's rules (at 10k, ~130k chain names): its garbage counts too.
-      this.#heap.afterSync();
-    });
-    this.#verifying = done;
+  /** The mode's rule gauges: this sync's writes, and every family's rules summed. */
+  #setRuleGauges(outcomes: readonly FamilyOutcome[]): void {
+    const reports = outcomes.filter((o) => o.report !== undefined).map((o) => o.report!.rulesWritten);
+    if (reports.length === 0) return;
+    const { reconcilers, metrics } = this.#d;
+    reconcilers[0]!.backend.setRuleGauges(metrics, sumRecords(reports), sumRecords(reconcilers.map((r) => r.totals)));
   }
+
+  /** After a background verify (at 10k, ~130k chain names read), its garbage is checked for too. */
+  #watchVerify(verifying: Promise<boolean>): void {
+    if (this.#watched.has(verifying)) return;
+    this.#watched.add(verifying);
+    void verifying.then(() => this.#heap.afterSync());
+  }
+}
+
+/** Sums records of counts key by key. */
+function sumRecords(records: readonly Readonly<Record<string, number>>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of records) for (const [k, n] of Object.entries(r)) out[k] = (out[k] ?? 0) + n;
+  return out;
+}
+
+/**
+ * One health-check target per node port over the families: a dual-stack Service's pods count
+ * once, so the family that sees more local endpoints gives the count.
+ */
+function mergeTargets(perFamily: readonly (readonly HealthCheckTarget[])[]): HealthCheckTarget[] {
+  const byPort = new Map<number, HealthCheckTarget>();
+  for (const targets of perFamily)
+    for (const t of targets) {
+      const seen = byPort.get(t.port);
+      if (!seen || t.localEndpoints > seen.localEndpoints) byPort.set(t.port, t);
+    }
+  return [...byPort.values()].sort((a, b) => a.port - b.port);
 }
 
 /**
@@ -328,41 +291,6 @@ export function logApplyResult(log: Logger, kind: ObjectKind, result: ApplyResul
   }
   if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);
   return result.issues.length;
-}
-
-/**
- * Logs a warning for each destination two Services claim, when it first appears: which Service
- * keeps it and which loses it. Shared by `run` and the file commands.
- * @param before what the previous call returned (empty for one-shot commands)
- * @returns the conflicts now, for the next call
- */
-export function reportConflicts(log: Logger, plan: ProxyPlan, before: ReadonlySet<string> = new Set()): Set<string> {
-  const now = new Set<string>();
-  for (const c of plan.conflicts) {
-    const id = `${c.destination} ${c.winner} ${c.loser}`;
-    now.add(id);
-    if (!before.has(id))
-      log.warn({ destination: c.destination, role: c.kind, kept: c.winner, lost: c.loser }, `${c.loser} also claims ${c.destination}; ${c.winner} keeps it (the oldest Service wins)`);
-  }
-  return now;
-}
-
-/**
- * Logs (a warning naming the service port and why) and counts in `kproxy_invalid_objects_total`
- * each service port the backend could not render, when it was not already left out before.
- * Shared by `run` and the file commands.
- * @param before what the previous call returned (empty for one-shot commands)
- * @returns the service ports left out now, for the next call
- */
-export function reportSkipped(log: Logger, metrics: ProxyMetrics | undefined, skipped: readonly RenderSkip[], before: ReadonlyMap<string, string> = new Map()): Map<string, string> {
-  const now = new Map<string, string>();
-  for (const s of skipped) {
-    now.set(s.servicePort, s.reason);
-    if (before.get(s.servicePort) === s.reason) continue;
-    log.warn({ kind: 'Service', servicePort: s.servicePort, skipped: 'object' }, `skipping service port ${s.servicePort}: its rules cannot be written: ${s.reason}`);
-    metrics?.invalidObjects.inc({ kind: 'Service', skipped: 'object' });
-  }
-  return now;
 }
 
 /** `namespace/name` of a raw object when both are plain names; undefined otherwise. */

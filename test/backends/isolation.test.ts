@@ -11,7 +11,7 @@ import { renderNftables } from '../../src/backends/nftables/render.ts';
 import { batchText } from '../../src/backends/nftables/text.ts';
 import { fullBatch } from '../../src/backends/nftables/batch.ts';
 import type { ProxyPlan } from '../../src/planner/plan.ts';
-import { reportSkipped } from '../../src/runner/runner.ts';
+import { reportSkipped } from '../../src/runner/reconciler.ts';
 import { ProxyMetrics } from '../../src/server/metrics.ts';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';
 import { plan } from '../support/pipeline.ts';

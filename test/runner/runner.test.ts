@@ -1,6 +1,6 @@
 /**
- * The sync loop with an in-memory backend (the knftables "fake" model): what it writes, when,
- * and what it does after failures. Timing uses short real periods; assertions are on order and
+ * The sync loop with an in-memory backend per family (the knftables "fake" model): what it
+ * writes, when, what it does after failures, and how two families stay independent. Timing uses short real periods; assertions are on order and
  * counts, never on durations.
  */
 import { pino } from 'pino';
@@ -8,9 +8,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ProxyBackend, RenderSkip } from '../../src/backends/backend.ts';
 import type { ProxyPlan } from '../../src/planner/plan.ts';
 import type { HealthCheckTarget } from '../../src/planner/healthcheck.ts';
+import { Reconciler } from '../../src/runner/reconciler.ts';
 import { ProxyRunner, type RunnerDeps } from '../../src/runner/runner.ts';
 import { ProxyHealth } from '../../src/server/health.ts';
 import { ProxyMetrics } from '../../src/server/metrics.ts';
+import type { IPFamily } from '../../src/state/ip.ts';
 import { EventQueue } from '../../src/sources/queue.ts';
 import type { RawObject } from '../../src/sources/objects.ts';
 import { ProxyStateStore } from '../../src/state/store.ts';
@@ -20,27 +22,41 @@ import { TEST_CONFIG } from '../support/pipeline.ts';
 /** Rules are the list of service port names; writes are recorded; the next `failures` writes fail. */
 type FakeRules = { readonly list: string[]; readonly skipped: RenderSkip[] };
 
-class FakeBackend implements ProxyBackend<FakeRules> {
+class FakeBackend implements ProxyBackend<FakeRules, FakeRules> {
   readonly mode = 'iptables' as const;
+  readonly family: IPFamily;
   writes: { rules: string[]; full: boolean }[] = [];
   failures = 0;
+  attempts = 0;
+  constructor(family: IPFamily = 4) {
+    this.family = family;
+  }
   render(plan: ProxyPlan): FakeRules {
     return { list: plan.servicePorts.map((sp) => `${sp.name} ${sp.clusterEndpoints.map((e) => e.hostPort).join(',')}`), skipped: [] };
   }
-  async write({ list }: FakeRules, o: { full: boolean }) {
+  diff(previous: FakeRules | undefined, next: FakeRules) {
+    const added = next.list.filter((r) => !previous?.list.includes(r));
+    return { text: added.length ? added.join('\n') : undefined, committed: next };
+  }
+  async apply({ list }: FakeRules, o: { full: boolean }) {
+    this.attempts++;
     if (this.failures > 0) {
       this.failures--;
       throw new Error('iptables-restore: line 3 failed');
     }
     this.writes.push({ rules: list, full: o.full });
-    return { rulesWritten: { nat: list.length }, rulesTotal: { nat: list.length }, chainsDeleted: 0 };
-  }
-  describeChange(previous: FakeRules | undefined, { list: next }: FakeRules) {
-    const added = next.filter((r) => !previous?.list.includes(r));
-    return added.length ? added.join('\n') : undefined;
+    return { rulesWritten: { nat: list.length }, rulesTotal: { nat: list.length + 1 }, chainsDeleted: 0 };
   }
   async cleanup() {
     return 0;
+  }
+  countFailure(metrics: ProxyMetrics, full: boolean) {
+    metrics.restoreFailures.inc();
+    if (!full) metrics.partialRestoreFailures.inc();
+  }
+  setRuleGauges(metrics: ProxyMetrics, written: Record<string, number>, total: Record<string, number>) {
+    for (const [table, n] of Object.entries(written)) metrics.rulesLast.set({ table }, n);
+    for (const [table, n] of Object.entries(total)) metrics.rulesTotal.set({ table }, n);
   }
 }
 
@@ -59,12 +75,41 @@ afterEach(async () => {
   stops = [];
 });
 
-function start(extra: Partial<RunnerDeps<FakeRules>> = {}, timing = { minSyncPeriodMs: 100, syncPeriodMs: 60_000 }) {
+interface StartOptions {
+  readonly print?: (change: string, family: IPFamily) => void;
+  readonly healthChecks?: RunnerDeps['healthChecks'];
+  /** One fake backend per family, in this order (default IPv4 alone). */
+  readonly families?: readonly IPFamily[];
+}
+
+function start(extra: StartOptions = {}, timing = { minSyncPeriodMs: 100, syncPeriodMs: 60_000 }) {
   const queue = new EventQueue();
-  const backend = new FakeBackend();
+  const backends = (extra.families ?? [4]).map((f) => new FakeBackend(f));
+  const backend = backends[0]!;
   const metrics = new ProxyMetrics();
   const health = new ProxyHealth(2 * timing.syncPeriodMs);
-  const runner = new ProxyRunner({ store: new ProxyStateStore('node-1'), queue, backend, config: () => TEST_CONFIG, timing, health, metrics, log: pino({ level: 'silent' }), ...extra });
+  const log = pino({ level: 'silent' });
+  const reconcilers = backends.map(
+    (b) =>
+      new Reconciler({
+        backend: b,
+        config: () => ({ ...TEST_CONFIG, family: b.family, clusterCIDR: b.family === 4 ? TEST_CONFIG.clusterCIDR : undefined }),
+        applier: extra.print ? { kind: 'print', print: extra.print } : { kind: 'write' },
+        timing,
+        log,
+        metrics,
+      }) as Reconciler,
+  );
+  const runner = new ProxyRunner({
+    store: new ProxyStateStore('node-1'),
+    queue,
+    reconcilers,
+    timing,
+    health,
+    metrics,
+    log,
+    ...(extra.healthChecks ? { healthChecks: extra.healthChecks } : {}),
+  });
   const stop = new AbortController();
   const done = runner.run(stop.signal);
   stops.push(async () => {
@@ -74,7 +119,7 @@ function start(extra: Partial<RunnerDeps<FakeRules>> = {}, timing = { minSyncPer
   const synced = () => {
     for (const kind of ['Service', 'EndpointSlice', 'Node'] as const) queue.push({ type: 'synced', kind });
   };
-  return { queue, backend, metrics, health, runner, synced };
+  return { queue, backend, backends, metrics, health, runner, synced };
 }
 
 async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
@@ -176,7 +221,7 @@ describe('ProxyRunner', () => {
 
   it('dry-run hands each change to the printer and writes nothing', async () => {
     const printed: string[] = [];
-    const { queue, backend, synced } = start({ dryRun: (c) => printed.push(c) });
+    const { queue, backend, synced } = start({ print: (c) => printed.push(c) });
     queue.push({ type: 'upsert', kind: 'Service', object: svc('a', '10.96.0.1') });
     synced();
     await until(() => printed.length === 1);
@@ -209,5 +254,60 @@ describe('ProxyRunner', () => {
     synced();
     await until(() => seen.length === 1);
     expect(seen[0]).toEqual([{ port: 32000, namespace: 'demo', name: 'lb', localEndpoints: 1 }]);
+  });
+});
+
+describe('ProxyRunner, dual-stack', () => {
+  const dual = () => [
+    service('demo/a', { clusterIP: '10.96.0.1', clusterIPs: ['10.96.0.1', 'fd00:10:96::1'], ports: PORTS }) as RawObject,
+    endpointSlice('demo/a', PORTS, [endpoint('10.244.1.1', { node: 'node-1' })], 'v4') as RawObject,
+    endpointSlice('demo/a', PORTS, [endpoint('fd00:10:244:1::1', { node: 'node-1' })], 'v6') as RawObject,
+  ];
+
+  it('plans each family from the one state: each backend sees its own ClusterIP and endpoints', async () => {
+    const { queue, backends, synced, metrics } = start({ families: [4, 6] });
+    for (const object of dual()) queue.push({ type: 'upsert', kind: object.kind as 'Service', object });
+    synced();
+    await until(() => backends.every((b) => b.writes.length === 1));
+    expect(backends[0]!.writes[0]!.rules).toEqual(['demo/a:http 10.244.1.1:80']);
+    expect(backends[1]!.writes[0]!.rules).toEqual(['demo/a:http [fd00:10:244:1::1]:80']);
+    // The mode's gauges hold both families' rules (the fake reports list length + 1 per family).
+    expect((await metrics.rulesTotal.get()).values).toEqual([{ labels: { table: 'nat' }, value: 4 }]);
+  });
+
+  it('a family whose writes fail retries alone, with backoff, while the other keeps syncing', async () => {
+    const { queue, backends, synced, metrics, health } = start({ families: [4, 6] }, { minSyncPeriodMs: 20, syncPeriodMs: 60_000 });
+    const [v4, v6] = backends as [FakeBackend, FakeBackend];
+    v6.failures = 1_000;
+    for (const object of dual()) queue.push({ type: 'upsert', kind: object.kind as 'Service', object });
+    synced();
+    await until(() => v4.writes.length === 1);
+    // IPv4 changes go through while IPv6 keeps failing.
+    queue.push({ type: 'upsert', kind: 'EndpointSlice', object: endpointSlice('demo/a', PORTS, [endpoint('10.244.1.2', { node: 'node-1' })], 'v4') as RawObject });
+    await until(() => v4.writes.length === 2);
+    expect(v4.writes[1]).toEqual({ rules: ['demo/a:http 10.244.1.2:80'], full: false });
+    expect(v6.writes).toEqual([]);
+    // Backoff (20 ms × 2^n): IPv6 is retried, but not in a tight loop; half a second holds at most 5 tries (20+40+80+160+320 ms).
+    const before = v6.attempts;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(v6.attempts - before).toBeGreaterThanOrEqual(1);
+    expect(v6.attempts - before).toBeLessThanOrEqual(5);
+    expect((await metrics.restoreFailures.get()).values[0]!.value).toBe(v6.attempts);
+    // Not current in every family: the node is not updated, and /healthz fails once the change waited the health timeout.
+    expect(health.lastUpdatedMs).toBe(0);
+    expect(health.healthy(Date.now() + health.healthTimeoutMs)).toBe(false);
+    v6.failures = 0;
+    await until(() => v6.writes.length === 1);
+    expect(v6.writes[0]).toEqual({ rules: ['demo/a:http [fd00:10:244:1::1]:80'], full: true });
+  });
+
+  it('dry-run prints each family’s change, tagged with the family', async () => {
+    const printed: string[] = [];
+    const { queue, synced, backends } = start({ families: [4, 6], print: (c, f) => printed.push(`IPv${f}: ${c}`) });
+    for (const object of dual()) queue.push({ type: 'upsert', kind: object.kind as 'Service', object });
+    synced();
+    await until(() => printed.length === 2);
+    expect(printed).toEqual(['IPv4: demo/a:http 10.244.1.1:80', 'IPv6: demo/a:http [fd00:10:244:1::1]:80']);
+    expect(backends.every((b) => b.writes.length === 0)).toBe(true);
   });
 });

@@ -16,7 +16,9 @@ export interface PortSpec {
 
 export interface ServiceOptions {
   type?: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+  /** The primary ClusterIP; `clusterIPs` adds the other family's (dual-stack). */
   clusterIP: string;
+  clusterIPs?: string[];
   ports: PortSpec[];
   externalIPs?: string[];
   loadBalancerIPs?: string[];
@@ -38,8 +40,9 @@ export function service(key: string, o: ServiceOptions): Record<string, unknown>
     spec: {
       type: o.type ?? 'ClusterIP',
       clusterIP: o.clusterIP,
-      clusterIPs: [o.clusterIP],
-      ipFamilies: ['IPv4'],
+      clusterIPs: o.clusterIPs ?? [o.clusterIP],
+      ipFamilies: (o.clusterIPs ?? [o.clusterIP]).map(familyOf),
+      ipFamilyPolicy: (o.clusterIPs ?? []).length > 1 ? 'RequireDualStack' : 'SingleStack',
       ports: o.ports.map((p) => ({ protocol: 'TCP', targetPort: p.port, ...p })),
       ...(o.externalIPs ? { externalIPs: o.externalIPs } : {}),
       ...(o.loadBalancerSourceRanges ? { loadBalancerSourceRanges: o.loadBalancerSourceRanges } : {}),
@@ -81,13 +84,22 @@ export function endpoint(ip: string, o: EndpointOptions = {}): Record<string, un
   };
 }
 
-/** A discovery.k8s.io/v1 EndpointSlice of Service `ns/name`. */
-export function endpointSlice(serviceKey: string, ports: PortSpec[], endpoints: Record<string, unknown>[], suffix = 'abcde'): Record<string, unknown> {
+/** `IPv6` for an address with a colon, else `IPv4` (the API's IPFamily and AddressType values). */
+export function familyOf(ip: string): 'IPv4' | 'IPv6' {
+  return ip.includes(':') ? 'IPv6' : 'IPv4';
+}
+
+/**
+ * A discovery.k8s.io/v1 EndpointSlice of Service `ns/name`; its addressType is that of the first
+ * endpoint (IPv4 when there is none) unless given.
+ */
+export function endpointSlice(serviceKey: string, ports: PortSpec[], endpoints: Record<string, unknown>[], suffix = 'abcde', addressType?: 'IPv4' | 'IPv6'): Record<string, unknown> {
   const [namespace, name] = serviceKey.split('/');
+  const first = (endpoints[0]?.addresses as string[] | undefined)?.[0];
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
-    addressType: 'IPv4',
+    addressType: addressType ?? (first ? familyOf(first) : 'IPv4'),
     metadata: { name: `${name}-${suffix}`, namespace, labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io' } },
     ports: ports.map((p) => ({ name: p.name ?? '', port: p.port, protocol: p.protocol ?? 'TCP' })),
     endpoints,

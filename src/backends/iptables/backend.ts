@@ -1,7 +1,8 @@
 /**
- * The iptables proxy backend: renders with {@link renderIptables} (reusing each unchanged service
- * port's rules), writes through an {@link IptablesWriter} (only what changed; whole tables on the
- * first sync and after a failure; verify and repair on the periodic sync).
+ * The iptables proxy backend of one IP family: renders with {@link renderIptables} (reusing each
+ * unchanged service port's rules), diffs with {@link buildChangeScript}, writes through an
+ * {@link IptablesWriter} of `iptables-restore` or `ip6tables-restore` (only what changed; whole
+ * tables on the first sync and after a failure; verify and repair on the periodic sync).
  * @module
  */
 import type { ProxyBackend, WriteReport } from '../backend.ts';
@@ -9,19 +10,27 @@ import type { ProxyPlan } from '../../planner/plan.ts';
 import type { IPFamily } from '../../state/ip.ts';
 import { IptablesRenderCache, renderIptables, type IptablesOptions, type IptablesRuleset } from './render.ts';
 import { buildChangeScript } from './restore.ts';
-import { cleanupIptables, IptablesWriter, systemIptables, type IptablesTools } from './writer.ts';
+import type { IptablesTools, IptablesWriter } from './writer.ts';
 
 /**
+ * The writer module (and execa with it) is loaded on the first write: `dry-run` never loads it.
  * @param options rendering options, read once per render (the conntrack sysctl may change)
  * @param tools the iptables binaries; default the real ones of `family`
  */
-export function iptablesBackend(family: IPFamily, options: () => IptablesOptions, tools: IptablesTools = systemIptables(family)): ProxyBackend<IptablesRuleset> {
+export function iptablesBackend(family: IPFamily, options: () => IptablesOptions, tools?: IptablesTools): ProxyBackend<IptablesRuleset, IptablesRuleset> {
   const cache = new IptablesRenderCache();
-  const writer = new IptablesWriter(tools);
+  const writerModule = () => import('./writer.ts');
+  let writer: IptablesWriter | undefined;
   return {
     mode: 'iptables',
+    family,
     render: (plan: ProxyPlan) => renderIptables(plan, options(), cache),
-    async write(rules, { full }): Promise<WriteReport> {
+    diff: (committed, next) => ({ text: buildChangeScript(committed, next), committed: next }),
+    async apply(rules, { full }): Promise<WriteReport> {
+      if (!writer) {
+        const m = await writerModule();
+        writer = new m.IptablesWriter(tools ?? m.systemIptables(family));
+      }
       const report = await writer.write(rules, { verify: full });
       return {
         rulesWritten: report.rulesWritten,
@@ -32,8 +41,19 @@ export function iptablesBackend(family: IPFamily, options: () => IptablesOptions
         ...(report.verifying === undefined ? {} : { verifying: report.verifying }),
       };
     },
-    describeChange: buildChangeScript,
-    cleanup: () => cleanupIptables(tools),
+    async cleanup() {
+      const m = await writerModule();
+      return m.cleanupIptables(tools ?? m.systemIptables(family));
+    },
+    countFailure(metrics, full) {
+      metrics.restoreFailures.inc();
+      // Upstream counts a failed incremental restore also as a partial restore failure (KEP-3453).
+      if (!full) metrics.partialRestoreFailures.inc();
+    },
+    setRuleGauges(metrics, written, total) {
+      for (const [table, n] of Object.entries(written)) metrics.rulesLast.set({ table }, n);
+      for (const [table, n] of Object.entries(total)) metrics.rulesTotal.set({ table }, n);
+    },
   };
 }
 

@@ -10,7 +10,7 @@
  * @module
  */
 import { IdentityCache } from '../../planner/cache.ts';
-import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
+import type { NoEndpointVerdict, PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
 import { renderParts, type RenderSkip } from '../backend.ts';
 import { flat } from '../../state/strings.ts';
 import { EndpointChain, SelectionChain, type EndpointShape } from './chains.ts';
@@ -213,18 +213,20 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
   const externalPolicyChain = sp.externalPolicyLocal ? names.svl : names.svc;
   const lbChain = sp.usesFirewallChain ? names.fw : names.ext;
   const noEndpointsComment = (verdict: string | undefined) => comment(verdict === 'REJECT' ? `${sp.name} has no endpoints` : `${sp.name} has no local endpoints`);
+  // ip6tables' REJECT answers ICMPv6 port unreachable by default; written out, as ip6tables-save shows it.
+  const target = (verdict: NoEndpointVerdict) => (verdict === 'REJECT' && plan.family === 6 ? '-j REJECT --reject-with icmp6-port-unreachable' : `-j ${verdict}`);
 
   // ClusterIP.
   if (sp.internalNoEndpoints === undefined) {
     nat(CHAIN.services, comment(`${sp.name} cluster IP`), match, to(sp.clusterIP, sp.port), `-j ${internalChain}`);
   } else {
-    filter(CHAIN.services, noEndpointsComment(sp.internalNoEndpoints), match, to(sp.clusterIP, sp.port), `-j ${sp.internalNoEndpoints}`);
+    filter(CHAIN.services, noEndpointsComment(sp.internalNoEndpoints), match, to(sp.clusterIP, sp.port), target(sp.internalNoEndpoints));
   }
   const hasEndpoints = sp.internalNoEndpoints !== 'REJECT';
   // externalIPs.
   for (const ip of sp.externalIPs) {
     if (hasEndpoints) nat(CHAIN.services, comment(`${sp.name} external IP`), match, to(ip, sp.port), `-j ${names.ext}`);
-    if (sp.externalNoEndpoints) filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), match, to(ip, sp.port), `-j ${sp.externalNoEndpoints}`);
+    if (sp.externalNoEndpoints) filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), match, to(ip, sp.port), target(sp.externalNoEndpoints));
   }
   // Load-balancer IPs.
   for (const ip of sp.loadBalancerIPs) {
@@ -235,14 +237,14 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
   }
   if (sp.externalNoEndpoints) {
     for (const ip of sp.loadBalancerIPs) {
-      filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), match, to(ip, sp.port), `-j ${sp.externalNoEndpoints}`);
+      filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), match, to(ip, sp.port), target(sp.externalNoEndpoints));
     }
   }
   // NodePort (never subject to loadBalancerSourceRanges).
   if (sp.nodePort !== 0) {
     if (hasEndpoints) nat(CHAIN.nodePorts, comment(sp.name), match, `--dport ${sp.nodePort}`, `-j ${names.ext}`);
     if (sp.externalNoEndpoints) {
-      filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), '-m addrtype --dst-type LOCAL', match, `--dport ${sp.nodePort}`, `-j ${sp.externalNoEndpoints}`);
+      filter(CHAIN.externalServices, noEndpointsComment(sp.externalNoEndpoints), '-m addrtype --dst-type LOCAL', match, `--dport ${sp.nodePort}`, target(sp.externalNoEndpoints));
     }
   }
   if (sp.healthCheckNodePort !== 0) {

@@ -1,27 +1,51 @@
 /**
- * The nftables proxy backend: renders with {@link renderNftables}, writes one `nft -j -f`
- * transaction per sync through an {@link NftWriter} that keeps the committed table in memory.
+ * The nftables proxy backend of one IP family: renders with {@link renderNftables} into the
+ * `ip kube-proxy` or `ip6 kube-proxy` table, diffs with {@link fullBatch} / {@link deltaBatch},
+ * writes one `nft -j -f` transaction per sync through an {@link NftWriter} that keeps the
+ * committed table in memory. Each family is its own transaction: atomic per family, and a
+ * failure in one family's table cannot hold the other's back (upstream does the same, one
+ * knftables transaction per family).
  * @module
  */
 import type { ProxyBackend, WriteReport } from '../backend.ts';
 import type { ProxyPlan } from '../../planner/plan.ts';
-import { NftRenderCache, renderNftables, type NftRuleset } from './render.ts';
+import type { IPFamily } from '../../state/ip.ts';
+import { deltaBatch, fullBatch } from './batch.ts';
+import { NftRenderCache, nftFamily, renderNftables, type NftRuleset } from './render.ts';
 import { formatBatch, type NftOutput } from './text.ts';
-import { cleanupNftables, NftWriter, systemNft, type NftTools } from './writer.ts';
+import type { NftTools, NftWriter } from './writer.ts';
+
+/** What an nftables diff starts from: the last ruleset, and the chains whose deletion waits a sync (batch.ts). */
+export interface NftCommitted {
+  readonly rules: NftRuleset;
+  readonly deferred: readonly string[];
+}
 
 /**
- * @param output the form `describeChange` prints (dry-run)
+ * The writer module (and execa with it) is loaded on the first write: `dry-run` never loads it.
+ * @param output the form `diff` prints in (dry-run): nft text, or the JSON batch
  * @param tools nft; default the real binary
  */
-export function nftablesBackend(output: NftOutput = 'text', tools: NftTools = systemNft()): ProxyBackend<NftRuleset> {
-  const writer = new NftWriter(tools);
-  // Dry-run tracks what it printed in a writer of its own, so its deltas are the ones `run` would send.
-  const printer = new NftWriter(tools);
+export function nftablesBackend(family: IPFamily, output: NftOutput = 'text', tools?: NftTools): ProxyBackend<NftRuleset, NftCommitted> {
+  const writerModule = () => import('./writer.ts');
+  let writer: NftWriter | undefined;
   const cache = new NftRenderCache();
   return {
     mode: 'nftables',
-    render: (plan: ProxyPlan) => renderNftables(plan, cache),
-    async write(rules, { full }): Promise<WriteReport> {
+    family,
+    render: (plan: ProxyPlan) => {
+      if (plan.family !== family) throw new RangeError(`an IPv${family} backend was given an IPv${plan.family} plan`);
+      return renderNftables(plan, cache);
+    },
+    diff(committed, next) {
+      const batch = committed === undefined ? fullBatch(next) : deltaBatch(committed.rules, next, committed.deferred);
+      return { text: batch.commands.length === 0 ? undefined : formatBatch(batch.commands, output), committed: { rules: next, deferred: batch.stale } };
+    },
+    async apply(rules, { full }): Promise<WriteReport> {
+      if (!writer) {
+        const m = await writerModule();
+        writer = new m.NftWriter(tools ?? m.systemNft());
+      }
       const r = await writer.write(rules, { verify: full });
       let totalRules = 0;
       for (const c of rules.fixedChains) totalRules += c.rules.length;
@@ -37,10 +61,14 @@ export function nftablesBackend(output: NftOutput = 'text', tools: NftTools = sy
         ...(r.verifying === undefined ? {} : { verifying: r.verifying }),
       };
     },
-    describeChange(_previous, next) {
-      const batch = printer.plan(next);
-      return batch.commands.length === 0 ? undefined : formatBatch(batch.commands, output);
+    async cleanup() {
+      const m = await writerModule();
+      return m.cleanupNftables(tools ?? m.systemNft(), [nftFamily(family)]);
     },
-    cleanup: () => cleanupNftables(tools),
+    countFailure: (metrics) => metrics.nftablesSyncFailures.inc(),
+    setRuleGauges(metrics, written, total) {
+      for (const [object, n] of Object.entries(written)) metrics.nftablesLast.set({ object }, n);
+      for (const [object, n] of Object.entries(total)) metrics.nftablesTotal.set({ object }, n);
+    },
   };
 }

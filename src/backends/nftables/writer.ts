@@ -150,17 +150,6 @@ export class NftWriter {
   }
 
   /**
-   * The batch the next write would send, without sending it (dry-run), and remembers it as sent.
-   * @returns the commands, empty when nothing changed
-   */
-  plan(next: NftRuleset): NftBatchPlan {
-    const batch = this.#batchTo(next);
-    this.#committed = next;
-    this.#deferred = batch.stale;
-    return batch;
-  }
-
-  /**
    * Makes the table match `next`. The first write, the first after a failure, and the first after
    * a verify found the kernel differing, replace the table; otherwise only the delta is sent.
    * @param verify start a verify in the background after writing (unless one is running): every
@@ -313,13 +302,14 @@ function touchedName(command: NftCommand): string {
 
 /**
  * Deletes kproxy's (or kube-proxy's) tables, `ip kube-proxy` and `ip6 kube-proxy`, and nothing else.
+ * @param families which of the two (default both)
  * @returns the number of tables deleted
  * @throws NftError when nft fails
  */
-export async function cleanupNftables(tools: NftTools): Promise<number> {
+export async function cleanupNftables(tools: NftTools, families: readonly NftFamily[] = ['ip', 'ip6']): Promise<number> {
   // Not `nft list tables`: beside a large iptables-nft ruleset nft 1.0.6 loads all of it to answer.
   const owned: NftFamily[] = [];
-  for (const family of ['ip', 'ip6'] as const) if ((await tools.chains(family, TABLE)) !== undefined) owned.push(family);
+  for (const family of families) if ((await tools.chains(family, TABLE)) !== undefined) owned.push(family);
   if (owned.length === 0) return 0;
   await tools.apply(JSON.stringify(toBatch(owned.map((family) => ({ delete: { table: { family, name: TABLE } } })))));
   return owned.length;
