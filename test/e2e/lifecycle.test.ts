@@ -44,12 +44,19 @@ describe('kproxy dry-run / sync / cleanup on a real kernel', () => {
     await c?.destroy();
   });
 
-  it('dry-run prints a script that iptables-restore applies as is to an empty namespace', async () => {
+  it('dry-run prints a script per family that iptables-restore / ip6tables-restore apply as is to an empty namespace', async () => {
     const file = c.writeObjects(objects('a', 'b'));
-    const { stdout } = await c.kproxy(['dry-run', '--from', file, '--proxy-mode', 'iptables', '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16']);
-    await c.onNode('iptables-restore', [], `${stdout}\n`);
+    const dry = (...more: string[]) => c.kproxy(['dry-run', '--from', file, '--proxy-mode', 'iptables', '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16', ...more]);
+    const v4 = (await dry('--ip-family', '4')).stdout;
+    const v6 = (await dry('--ip-family', '6')).stdout;
+    // Without --ip-family: both, each under its header line.
+    expect((await dry()).stdout).toBe(`# IPv4\n${v4}\n# IPv6\n${v6}`);
+    await c.onNode('iptables-restore', [], `${v4}\n`);
+    await c.onNode('ip6tables-restore', [], `${v6}\n`);
+    expect(await c.onNode('ip6tables-save', ['-t', 'nat'])).toContain(':KUBE-SERVICES');
     expect(tally(await c.probe('src', 'tcp', '10.96.3.1', 80, { count: 3 }))).toEqual({ web: 3 });
     await c.kproxy(['cleanup', '--proxy-mode', 'iptables']);
+    expect(await c.onNode('ip6tables-save', [])).not.toContain('KUBE-');
   });
 
   it('sync keeps foreign rules, is idempotent, removes stale chains; cleanup removes only its own', async () => {

@@ -57,8 +57,8 @@ describe('nftables mode on a real kernel', () => {
 
   it('dry-run prints nft text and (--output json) the JSON batch; both apply as is and give the same table', async () => {
     const file = c.writeObjects(objects('a', 'b'));
-    const text = (await c.kproxy(['dry-run', '--from', file, ...FLAGS])).stdout;
-    const json = (await c.kproxy(['dry-run', '--from', file, ...FLAGS, '--output', 'json'])).stdout;
+    const text = (await c.kproxy(['dry-run', '--from', file, ...FLAGS, '--ip-family', '4'])).stdout;
+    const json = (await c.kproxy(['dry-run', '--from', file, ...FLAGS, '--output', 'json', '--ip-family', '4'])).stdout;
     expect(text.split('\n')[0]).toBe('add table ip kube-proxy');
     expect((JSON.parse(json) as { nftables: unknown[] }).nftables.slice(0, 2)).toEqual([{ metainfo: { json_schema_version: 1 } }, { add: { table: { family: 'ip', name: 'kube-proxy' } } }]);
     writeFileSync(join(c.dir, 'dry.nft'), text);
@@ -71,6 +71,16 @@ describe('nftables mode on a real kernel', () => {
     expect(await table()).toBe(fromText);
     await c.kproxy(['cleanup']);
     expect(await table()).toBe('');
+    // Both families: headed text is one `nft -f` input, JSON one batch per line; each writes both tables.
+    const both = (await c.kproxy(['dry-run', '--from', file, ...FLAGS])).stdout;
+    expect(both.split('\n').filter((l) => l.startsWith('# IPv'))).toEqual(['# IPv4', '# IPv6']);
+    writeFileSync(join(c.dir, 'both.nft'), both);
+    await nft('-f', join(c.dir, 'both.nft'));
+    expect(await table()).toBe(fromText);
+    expect(await nft('list', 'table', 'ip6', 'kube-proxy')).toContain('chain services');
+    await c.kproxy(['cleanup']);
+    const lines = (await c.kproxy(['dry-run', '--from', file, ...FLAGS, '--output', 'json'])).stdout.trim().split('\n');
+    expect(lines.map((l) => (JSON.parse(l) as { nftables: { add?: { table?: { family: string } } }[] }).nftables[1]!.add!.table!.family)).toEqual(['ip', 'ip6']);
   });
 
   it('sync leaves other tables alone, is idempotent, removes stale chains; cleanup deletes only its table', async () => {

@@ -234,12 +234,23 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
       async () => printed(),
       (t) => t.includes(mode === 'iptables' ? '-A KUBE-SERVICES' : 'add rule ip kube-proxy services'),
     );
-    api.apply('endpointslices', web(['10.244.2.10']) as never);
+    // The first sync prints both families; the change then touches IPv4 only.
     await eventually(
       async () => printed(),
       (t) => t.split('# sync at').length === 3,
     );
-    const second = printed().split('# sync at')[2]!;
+    expect(
+      printed()
+        .split('# sync at')
+        .map((chunk) => / (IPv\d)\n/.exec(chunk)?.[1]),
+    ).toEqual([undefined, 'IPv4', 'IPv6']);
+    api.apply('endpointslices', web(['10.244.2.10']) as never);
+    await eventually(
+      async () => printed(),
+      (t) => t.split('# sync at').length === 4,
+    );
+    const second = printed().split('# sync at')[3]!;
+    expect(second).toMatch(/^ \S+, IPv4\n/);
     expect(second).toContain('10.244.2.10');
     expect(second).not.toContain(mode === 'iptables' ? '*filter' : 'add table');
     expect(await c.onNode('iptables-save', [])).not.toContain('KUBE-');

@@ -1,8 +1,9 @@
 /**
  * The program the end-to-end tests run inside network namespaces.
  *
- *   agent.ts serve NAME --tcp 80,8080 --udp 53
+ *   agent.ts serve NAME --tcp 80,8080 --udp 53 [--ipv6]
  *     answers every TCP connection and UDP datagram with "NAME PEER_IP\n", then closes;
+ *     on IPv4, and with --ipv6 on IPv6 too (a socket per family, so peers are never IPv4-mapped);
  *     prints "ready" once every port listens. Exits after --max-seconds (default 600).
  *   agent.ts probe tcp|udp HOST PORT --count N [--bind SRC] [--timeout MS] [--sport PORT]
  *     makes N fresh connections (new source port each unless --sport), one after another, and
@@ -31,21 +32,24 @@ if (mode === 'serve') {
   const ready = () => {
     if (--pending === 0) process.stdout.write('ready\n');
   };
-  for (const port of ports('tcp')) {
-    pending++;
-    net
-      .createServer((s) => {
-        s.on('error', () => {});
-        s.end(`${name} ${s.remoteAddress}\n`);
-      })
-      .listen(port, '0.0.0.0', ready);
-  }
-  for (const port of ports('udp')) {
-    pending++;
-    const sock = dgram.createSocket('udp4');
-    sock.on('message', (_msg, rinfo) => sock.send(`${name} ${rinfo.address}\n`, rinfo.port, rinfo.address));
-    sock.bind(port, '0.0.0.0', ready);
-  }
+  const families = rest.includes('--ipv6') ? (['0.0.0.0', '::'] as const) : (['0.0.0.0'] as const);
+  for (const host of families)
+    for (const port of ports('tcp')) {
+      pending++;
+      net
+        .createServer((s) => {
+          s.on('error', () => {});
+          s.end(`${name} ${s.remoteAddress}\n`);
+        })
+        .listen({ port, host, ipv6Only: host === '::' }, ready);
+    }
+  for (const host of families)
+    for (const port of ports('udp')) {
+      pending++;
+      const sock = dgram.createSocket({ type: host === '::' ? 'udp6' : 'udp4', ipv6Only: host === '::' });
+      sock.on('message', (_msg, rinfo) => sock.send(`${name} ${rinfo.address}\n`, rinfo.port, rinfo.address));
+      sock.bind(port, host, ready);
+    }
   setTimeout(() => process.exit(0), Number(flag('max-seconds', '600')) * 1000).unref();
   if (pending === 0) process.stdout.write('ready\n');
 } else if (mode === 'probe') {
@@ -103,7 +107,7 @@ if (mode === 'serve') {
           }),
         );
       } else {
-        const s = dgram.createSocket('udp4');
+        const s = dgram.createSocket(net.isIPv6(host!) ? 'udp6' : 'udp4');
         cleanup = () => s.close();
         s.on('error', (e: NodeJS.ErrnoException) =>
           finish(() => {

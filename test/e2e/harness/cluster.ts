@@ -1,15 +1,20 @@
 /**
- * A two-node test cluster made of network namespaces, for proving rules with real packets.
+ * A two-node dual-stack test cluster made of network namespaces, for proving rules with real packets.
  *
- *   client (external)            node-1 (kproxy's rules)                 node-2 (remote node)
- *   eth0 198.18.0.2/24  ──────  ext0 198.18.0.1/24
- *   + /32 client addresses       lan0 192.0.2.21/24  ──────────────────  lan0 192.0.2.22/24
- *                                p<i> ── pod (10.244.1.x/32)             p<i> ── pod (10.244.2.x/32)
+ *   client (external)              node-1 (kproxy's rules)                   node-2 (remote node)
+ *   eth0 198.18.0.2/24     ──────  ext0 198.18.0.1/24
+ *        2001:db8:ff::2/64              2001:db8:ff::1/64
+ *   + /32 and /128 client          lan0 192.0.2.21/24     ─────────────────  lan0 192.0.2.22/24
+ *     addresses                         2001:db8:1::21/64                         2001:db8:1::22/64
+ *                                  p<i> ── pod (10.244.1.x/32,                p<i> ── pod (10.244.2.x/32,
+ *                                              fd00:10:244:1::x/128)                    fd00:10:244:2::x/128)
  *
- * Pods are routed, not bridged (a /32 per pod and a link-local gateway 169.254.1.1, as Calico
- * does), so hairpin traffic goes back out the pod's veth without br_netfilter. Only namespaces
- * made here are touched: nothing runs in or changes the root namespace. Every namespace and
- * process is removed by destroy(), and by an exit hook if a test run dies.
+ * The addresses are those of the dual-stack fixtures (test/fixtures/dualstack). Pods are routed,
+ * not bridged (a /32 and a /128 per pod, link-local gateways 169.254.1.1 and fe80::1, as Calico
+ * does), so hairpin traffic goes back out the pod's veth without br_netfilter. IPv6 addresses are
+ * added without duplicate address detection, so they work at once. Only namespaces made here are
+ * touched: nothing runs in or changes the root namespace. Every namespace and process is removed
+ * by destroy(), and by an exit hook if a test run dies.
  */
 import { execa } from 'execa';
 import { execFileSync, spawn } from 'node:child_process';
@@ -33,11 +38,18 @@ export const NODE2_IP = '192.0.2.22';
 export const NODE1_EXT_IP = '198.18.0.1';
 export const CLIENT_IP = '198.18.0.2';
 const GATEWAY = '169.254.1.1';
+export const NODE1_IP6 = '2001:db8:1::21';
+export const NODE2_IP6 = '2001:db8:1::22';
+export const NODE1_EXT_IP6 = '2001:db8:ff::1';
+export const CLIENT_IP6 = '2001:db8:ff::2';
+const GATEWAY6 = 'fe80::1';
 
-/** A pod: a namespace on a node, answering on the given ports with its name. */
+/** A pod: a namespace on a node, answering on the given ports with its name (on both families when it has both addresses). */
 export interface PodSpec {
   readonly name: string;
   readonly ip: string;
+  /** Its IPv6 address (a /128 routed to it), if any: fd00:10:244:1::x on node-1, fd00:10:244:2::x on node-2. */
+  readonly ip6?: string;
   readonly node: 'node-1' | 'node-2';
   readonly tcp?: readonly number[];
   readonly udp?: readonly number[];
@@ -80,11 +92,14 @@ async function ip(...args: string[]): Promise<void> {
   await execa('ip', args, { timeout: 10_000 });
 }
 
-/** A veth pair between two namespaces, each end addressed and up: [namespace, device, address/prefix]. */
-async function link(a: [string, string, string], b: [string, string, string]): Promise<void> {
+/**
+ * A veth pair between two namespaces, each end addressed and up: [namespace, device, addresses/prefix...].
+ * IPv6 addresses skip duplicate address detection (`nodad`).
+ */
+async function link(a: [string, string, ...string[]], b: [string, string, ...string[]]): Promise<void> {
   await ip('-n', a[0], 'link', 'add', a[1], 'type', 'veth', 'peer', 'name', b[1], 'netns', b[0]);
-  for (const [ns, dev, addr] of [a, b]) {
-    await ip('-n', ns, 'addr', 'add', addr, 'dev', dev);
+  for (const [ns, dev, ...addrs] of [a, b]) {
+    for (const addr of addrs) await ip('-n', ns, 'addr', 'add', addr, 'dev', dev, ...(addr.includes(':') ? ['nodad'] : []));
     await ip('-n', ns, 'link', 'set', dev, 'up');
   }
 }
@@ -134,11 +149,17 @@ export class TestCluster {
     this.#namespaces.push(ns);
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
     // icmp_ratelimit 0: REJECT answers with ICMP, which the kernel otherwise rate-limits per peer.
+    // accept_dad 0: link-local addresses of new links are usable at once.
     for (const [key, value] of [
       ['net.ipv4.ip_forward', '1'],
       ['net.ipv4.conf.all.rp_filter', '0'],
       ['net.ipv4.conf.default.rp_filter', '0'],
       ['net.ipv4.icmp_ratelimit', '0'],
+      ['net.ipv6.conf.all.disable_ipv6', '0'],
+      ['net.ipv6.conf.all.forwarding', '1'],
+      ['net.ipv6.conf.all.accept_dad', '0'],
+      ['net.ipv6.conf.default.accept_dad', '0'],
+      ['net.ipv6.icmp.ratelimit', '0'],
     ]) {
       await execa('ip', ['netns', 'exec', ns, 'sysctl', '-qw', `${key}=${value}`]);
     }
@@ -149,33 +170,48 @@ export class TestCluster {
     const n1 = await this.#addNamespace('node-1');
     const n2 = await this.#addNamespace('node-2');
     const cl = await this.#addNamespace('client');
-    await link([n1, 'lan0', `${NODE1_IP}/24`], [n2, 'lan0', `${NODE2_IP}/24`]);
+    await link([n1, 'lan0', `${NODE1_IP}/24`, `${NODE1_IP6}/64`], [n2, 'lan0', `${NODE2_IP}/24`, `${NODE2_IP6}/64`]);
     await ip('-n', n1, 'route', 'add', '10.244.2.0/24', 'via', NODE2_IP);
+    await ip('-n', n1, '-6', 'route', 'add', 'fd00:10:244:2::/64', 'via', NODE2_IP6);
     await ip('-n', n2, 'route', 'add', 'default', 'via', NODE1_IP);
-    await link([n1, 'ext0', `${NODE1_EXT_IP}/24`], [cl, 'eth0', `${CLIENT_IP}/24`]);
+    await ip('-n', n2, '-6', 'route', 'add', 'default', 'via', NODE1_IP6);
+    await link([n1, 'ext0', `${NODE1_EXT_IP}/24`, `${NODE1_EXT_IP6}/64`], [cl, 'eth0', `${CLIENT_IP}/24`, `${CLIENT_IP6}/64`]);
     await ip('-n', cl, 'route', 'add', 'default', 'via', NODE1_EXT_IP);
+    await ip('-n', cl, '-6', 'route', 'add', 'default', 'via', NODE1_EXT_IP6);
     await ip('-n', n1, 'route', 'add', 'default', 'via', CLIENT_IP);
+    await ip('-n', n1, '-6', 'route', 'add', 'default', 'via', CLIENT_IP6);
     for (const a of clientAddresses) {
-      await ip('-n', cl, 'addr', 'add', `${a}/32`, 'dev', 'eth0');
-      await ip('-n', n1, 'route', 'add', `${a}/32`, 'via', CLIENT_IP);
+      const six = a.includes(':');
+      await ip('-n', cl, 'addr', 'add', `${a}/${six ? 128 : 32}`, 'dev', 'eth0', ...(six ? ['nodad'] : []));
+      await ip('-n', n1, 'route', 'add', `${a}/${six ? 128 : 32}`, 'via', six ? CLIENT_IP6 : CLIENT_IP);
     }
     let index = 0;
     for (const pod of pods) {
       const host = this.ns(pod.node);
       const ns = await this.#addNamespace(pod.name);
       const dev = `p${index++}`;
-      await link([host, dev, `${GATEWAY}/32`], [ns, 'eth0', `${pod.ip}/32`]);
+      await link([host, dev, `${GATEWAY}/32`, ...(pod.ip6 ? [`${GATEWAY6}/64`] : [])], [ns, 'eth0', `${pod.ip}/32`, ...(pod.ip6 ? [`${pod.ip6}/128`] : [])]);
       await ip('-n', host, 'route', 'add', `${pod.ip}/32`, 'dev', dev);
       await ip('-n', ns, 'route', 'add', GATEWAY, 'dev', 'eth0');
       await ip('-n', ns, 'route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0');
+      if (pod.ip6) {
+        await ip('-n', host, '-6', 'route', 'add', `${pod.ip6}/128`, 'dev', dev);
+        await ip('-n', ns, '-6', 'route', 'add', 'default', 'via', GATEWAY6, 'dev', 'eth0');
+      }
       this.pods.set(pod.name, pod);
     }
     await Promise.all(pods.map((p) => this.#startServer(p)));
+    // The first IPv6 packet across a fresh veth link is lost here (TCP recovers after its 1 s SYN
+    // retransmit, longer than a probe waits): one connection over each link first. Refused is the answer.
+    if (pods.some((p) => p.ip6)) {
+      await this.probe('node-1', 'tcp', NODE2_IP6, 9, { timeoutMs: 3000 });
+      await this.probe('client', 'tcp', NODE1_EXT_IP6, 9, { timeoutMs: 3000 });
+    }
   }
 
   async #startServer(pod: PodSpec): Promise<void> {
     if (!pod.tcp?.length && !pod.udp?.length) return;
-    const args = ['netns', 'exec', this.ns(pod.name), NODE, AGENT, 'serve', pod.name, '--tcp', (pod.tcp ?? []).join(','), '--udp', (pod.udp ?? []).join(',')];
+    const args = ['netns', 'exec', this.ns(pod.name), NODE, AGENT, 'serve', pod.name, '--tcp', (pod.tcp ?? []).join(','), '--udp', (pod.udp ?? []).join(','), ...(pod.ip6 ? ['--ipv6'] : [])];
     const proc = execa('ip', args, { reject: false, buffer: false });
     this.#servers.push(proc);
     await new Promise<void>((resolve, reject) => {
@@ -213,10 +249,10 @@ export class TestCluster {
     await this.flushConntrack();
   }
 
-  /** node-1's proxy rules as the kernel holds them: `iptables-save`, or kproxy's nft table ('' when absent). */
-  async rules(): Promise<string> {
-    if (this.mode === 'iptables') return this.onNode('iptables-save', []);
-    const r = await execa('ip', ['netns', 'exec', this.ns('node-1'), 'nft', 'list', 'table', 'ip', 'kube-proxy'], { reject: false, timeout: 30_000 });
+  /** node-1's proxy rules of one family as the kernel holds them: `iptables-save` / `ip6tables-save`, or kproxy's nft table ('' when absent). */
+  async rules(family: 4 | 6 = 4): Promise<string> {
+    if (this.mode === 'iptables') return this.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);
+    const r = await execa('ip', ['netns', 'exec', this.ns('node-1'), 'nft', 'list', 'table', family === 6 ? 'ip6' : 'ip', 'kube-proxy'], { reject: false, timeout: 30_000 });
     return r.exitCode === 0 ? r.stdout : '';
   }
 
