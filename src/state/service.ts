@@ -89,7 +89,11 @@ export function normaliseService(raw: RawObject): NormaliseResult<Service> {
   }
 }
 
-/** spec.clusterIPs (or the older spec.clusterIP alone): at most one address per family. */
+/**
+ * spec.clusterIPs (or the older spec.clusterIP alone), primary first: at most one address per
+ * family, each of the family `spec.ipFamilies` gives it at the same index when that is set (the
+ * API server keeps them in step; an address of the other family there is refused, not moved).
+ */
 function readClusterIPs(spec: Record<string, unknown>): IPAddress[] {
   const listed = v.list(spec.clusterIPs, 'spec.clusterIPs');
   const texts = listed.length > 0 ? listed : spec.clusterIP === undefined || spec.clusterIP === '' ? [] : [spec.clusterIP];
@@ -98,6 +102,11 @@ function readClusterIPs(spec: Record<string, unknown>): IPAddress[] {
   if (ips.length > 2 || (ips.length === 2 && ips[0]!.family === ips[1]!.family)) {
     throw new v.FieldError(field, 'must hold at most one address per IP family');
   }
+  v.list(spec.ipFamilies, 'spec.ipFamilies').forEach((item, i) => {
+    const family = v.oneOf(item, `spec.ipFamilies[${i}]`, ['IPv4', 'IPv6'], 'IPv4');
+    const ip = ips[i];
+    if (ip && `IPv${ip.family}` !== family) throw new v.FieldError(listed.length > 0 ? `${field}[${i}]` : field, `is not an ${family} address (spec.ipFamilies[${i}]): ${ip.text}`);
+  });
   return ips;
 }
 

@@ -21,42 +21,16 @@
  * Upstream runs with `--iptables-localhost-nodeports=false` (kproxy has no localhost NodePorts) and
  * `--bind-address` = node-1's IP (see below).
  */
-import { execa } from 'execa';
 import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ASSETS, ENVTEST_HINT, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../support/envtest.ts';
+import { comparable, startUpstream, upstreamSettled } from '../support/upstream.ts';
 import { endpoint, endpointSlice, fixtureItems, node, service, type EndpointOptions } from '../support/objects.ts';
 import { NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
 
-const UNORDERED = new Set(['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-EXTERNAL-SERVICES', 'KUBE-PROXY-FIREWALL']);
-const BUILTIN = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
 const NAMESPACES = ['kube-system', 'shop', 'infra', 'ns-a', 'ns-b'];
-
-/** `iptables-save` as `table chain` → rules, with the departures above taken out. */
-export function comparable(save: string): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  let table = '';
-  for (const line of save.split('\n')) {
-    if (line.startsWith('*')) table = line.slice(1);
-    if (table !== 'nat' && table !== 'filter') continue;
-    const declared = /^:(\S+)/.exec(line)?.[1];
-    const rule = /^-A (\S+) (.*)$/.exec(line);
-    const chain = declared ?? rule?.[1];
-    if (chain === undefined || chain === 'KUBE-PROXY-CANARY') continue;
-    const key = `${table} ${chain}`;
-    out[key] ??= [];
-    if (rule && !(chain.startsWith('KUBE-FW-') && / will be dropped by KUBE-PROXY-FIREWALL"?$/.test(rule[2]!) && !rule[2]!.includes(' -j '))) out[key].push(rule[2]!);
-  }
-  for (const [key, rules] of Object.entries(out)) {
-    const chain = key.split(' ')[1]!;
-    if (UNORDERED.has(chain) || BUILTIN.has(chain)) rules.sort();
-    // Built-in chains kproxy never writes to appear in one dump and not the other.
-    if (BUILTIN.has(chain) && rules.length === 0) delete out[key];
-  }
-  return out;
-}
 
 interface GenService {
   type: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
@@ -121,16 +95,6 @@ function objectsOf(services: readonly GenService[]): object[] {
   });
 }
 
-/** Upstream kube-proxy in `cluster`'s node-1, in the background, its log in the cluster's folder. */
-function startUpstream(cluster: TestCluster, args: readonly string[]) {
-  return execa('ip', ['netns', 'exec', cluster.ns('node-1'), join(ASSETS!, 'kube-proxy'), ...args], {
-    reject: false,
-    buffer: false,
-    stdout: 'ignore',
-    stderr: { file: join(cluster.dir, 'kube-proxy.log') },
-  });
-}
-
 if (!ASSETS) console.log(ENVTEST_HINT);
 
 describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)', () => {
@@ -189,13 +153,6 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
     await api?.stop();
   });
 
-  /** Upstream's sync metrics: when it last synced, and what it still has pending. */
-  const syncState = async () => {
-    const body = (await upstream.httpGet('node-1', 'http://127.0.0.1:10249/metrics')).body ?? '';
-    const value = (name: string) => Number(/^(\S+) (\S+)$/m.exec(body.split('\n').find((l) => l.startsWith(`${name} `)) ?? '')?.[2] ?? NaN);
-    return { last: value('kubeproxy_sync_proxy_rules_last_timestamp_seconds') * 1000, queued: value('kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds') * 1000 };
-  };
-
   /** Replaces the cluster's objects in the API, lets both proxies program them, and returns both dumps. */
   async function program(objects: readonly object[]): Promise<{ upstream: string; ours: string }> {
     for (const o of written) await api.remove(o.kind, o.namespace, o.name);
@@ -204,17 +161,7 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
       const created = await api.apply(o);
       written.push({ kind: created.kind ?? (o as { kind: string }).kind, namespace: created.metadata.namespace, name: created.metadata.name });
     }
-    const applied = Date.now();
-    // Upstream has synced everything once a sync ended after our writes and after the last change it
-    // queued, twice in a row 150 ms apart (an event still in flight would queue another sync).
-    const end = Date.now() + 30_000;
-    let settled = 0;
-    for (let i = 0; i < 300 && Date.now() < end && settled < 2; i++) {
-      const s = await syncState();
-      settled = s.last >= s.queued && s.last >= applied ? settled + 1 : 0;
-      await new Promise((r) => setTimeout(r, 150));
-    }
-    expect(settled, 'upstream kube-proxy did not sync in time').toBe(2);
+    await upstreamSettled(upstream, Date.now());
     const list = async (path: string, kind: string, apiVersion: string) => ((await api.request('GET', path)).body as { items: object[] }).items.map((item) => ({ kind, apiVersion, ...item }));
     const served = [
       ...(await list('/api/v1/services', 'Service', 'v1')),

@@ -1,0 +1,158 @@
+/**
+ * `kproxy run` on a dual-stack cluster: a real kube-apiserver v1.26 with the service CIDRs
+ * `10.96.0.0/12,fd00:10:96::/112` (envtest assets, KUBEBUILDER_ASSETS) holding the dual-stack
+ * fixtures (test/fixtures/dualstack) as they are, pods at the fixtures' addresses, in both modes,
+ * with IPv4 and IPv6 traffic: dual-stack, IPv6-only and IPv6-primary Services, an IPv6-only change,
+ * /healthz over IPv6. In iptables mode, upstream kube-proxy v1.26 watches the same API server from
+ * another node namespace, and both kernels' `iptables-save` and `ip6tables-save` must match up to
+ * the intended departures (oracle.test.ts).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readObjectFiles } from '../../src/sources/file.ts';
+import { ASSETS, ENVTEST_HINT, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../support/envtest.ts';
+import { endpoint } from '../support/objects.ts';
+import { comparable, startUpstream, upstreamSettled } from '../support/upstream.ts';
+import { eventually, MODES, NODE1_EXT_IP, NODE1_EXT_IP6, NODE1_IP, onlyFrom, tally, TestCluster } from './harness/cluster.ts';
+
+const FIXTURES = join(import.meta.dirname, '../fixtures/dualstack');
+const CLUSTER_CIDRS = '10.244.0.0/16,fd00:10:244::/56';
+
+/** The fixture objects as a client would create them: no server-set metadata, no owners (nothing here runs the garbage collector). */
+async function fixtureObjects(): Promise<object[]> {
+  const input = await readObjectFiles([FIXTURES]);
+  return [...input.nodes, ...input.services, ...input.endpointSlices].map((o) => {
+    const c = structuredClone(o) as { metadata: Record<string, unknown> };
+    for (const f of ['resourceVersion', 'uid', 'managedFields', 'creationTimestamp', 'generation', 'ownerReferences']) delete c.metadata[f];
+    return c;
+  });
+}
+
+if (!ASSETS) console.log(ENVTEST_HINT);
+
+describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluster (real kube-apiserver)', (mode) => {
+  let c: TestCluster;
+  let api: RealApiServer;
+  let upstream: TestCluster | undefined;
+  let proxy: ReturnType<typeof startUpstream> | undefined;
+  const probe = (host: string, port: number, o: { proto?: 'tcp' | 'udp'; from?: string; timeoutMs?: number } = {}) =>
+    c.probe(o.from ?? 'src', o.proto ?? 'tcp', host, port, { count: 8, timeoutMs: o.timeoutMs ?? 500 });
+
+  beforeAll(async () => {
+    c = await TestCluster.create(
+      [
+        { name: 'coredns-0', ip: '10.244.1.2', ip6: 'fd00:10:244:1::2', node: 'node-1', tcp: [53], udp: [53] },
+        { name: 'coredns-1', ip: '10.244.2.2', ip6: 'fd00:10:244:2::2', node: 'node-2', tcp: [53], udp: [53] },
+        { name: 'api-0', ip: '10.244.1.20', ip6: 'fd00:10:244:1::20', node: 'node-1', tcp: [9000] },
+        { name: 'api-1', ip: '10.244.2.20', ip6: 'fd00:10:244:2::20', node: 'node-2', tcp: [9000] },
+        { name: 'checkout-0', ip: '10.244.1.30', ip6: 'fd00:10:244:1::30', node: 'node-1', tcp: [8080] },
+        { name: 'checkout-1', ip: '10.244.2.30', ip6: 'fd00:10:244:2::30', node: 'node-2', tcp: [8080] },
+        { name: 'src', ip: '10.244.1.99', ip6: 'fd00:10:244:1::99', node: 'node-1' },
+      ],
+      [],
+      mode,
+    );
+    api = await RealApiServer.start(['--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/112']);
+    // The API server's own Service and its endpoints change now and then; the label hides it from both proxies.
+    const kubernetes = (await api.request('GET', '/api/v1/namespaces/default/services/kubernetes')).body as { metadata: { labels?: Record<string, string> } };
+    kubernetes.metadata.labels = { ...kubernetes.metadata.labels, 'service.kubernetes.io/service-proxy-name': 'elsewhere' };
+    expect((await api.request('PUT', '/api/v1/namespaces/default/services/kubernetes', kubernetes)).status).toBe(200);
+    for (const o of await fixtureObjects()) await api.apply(o);
+    const port = await c.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
+    const kubeconfig = join(c.dir, 'kubeconfig');
+    writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
+    c.startAgent(['--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--cluster-cidr', CLUSTER_CIDRS, '--iptables-min-sync-period', '100ms', '--iptables-sync-period', '5s']);
+    if (mode === 'iptables') {
+      upstream = await TestCluster.create([], [], 'iptables');
+      const upstreamPort = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
+      const upstreamConfig = join(upstream.dir, 'kubeconfig');
+      writeFileSync(upstreamConfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${upstreamPort}`));
+      proxy = startUpstream(upstream, [
+        '--kubeconfig',
+        upstreamConfig,
+        '--hostname-override',
+        'node-1',
+        '--proxy-mode',
+        'iptables',
+        '--cluster-cidr',
+        CLUSTER_CIDRS,
+        // v1.26's dual-stack proxier takes its node IP from --bind-address (see oracle.test.ts).
+        '--bind-address',
+        NODE1_IP,
+        '--iptables-localhost-nodeports=false',
+        '--iptables-min-sync-period',
+        '0s',
+        '--iptables-sync-period',
+        '1h',
+        ...UPSTREAM_IN_NAMESPACE,
+        '--metrics-bind-address',
+        '127.0.0.1:10249',
+        '--healthz-bind-address',
+        '127.0.0.1:10256',
+      ]);
+    }
+  }, 180_000);
+  afterAll(async () => {
+    proxy?.kill('SIGKILL');
+    await proxy;
+    await c?.stopAgent('SIGKILL');
+    await api?.stop();
+    await upstream?.destroy();
+    await c?.destroy();
+  });
+
+  it('serves dual-stack, IPv6-only and IPv6-primary Services on the right families', async () => {
+    const both = onlyFrom('coredns-0', 'coredns-1');
+    await eventually(() => probe('10.96.0.10', 53), both, 30_000);
+    await eventually(() => probe('fd00:10:96::a', 53), both);
+    await eventually(() => probe('fd00:10:96::a', 53, { proto: 'udp' }), both);
+    // shop/api is IPv6 only, with ClientIP affinity: every connection of src goes to one endpoint,
+    // api-0 or api-1 (api-2 is terminating: no pod here, no traffic).
+    const sticky = await eventually(
+      () => probe('fd00:10:96::2002', 9000),
+      (r) => r.answers.length === 8,
+    );
+    expect(Object.keys(tally(sticky))).toHaveLength(1);
+    expect(['api-0', 'api-1']).toContain(sticky.answers[0]!.name);
+    // shop/checkout: IPv6 primary, internalTrafficPolicy Local, NodePort 30808 on both families.
+    await eventually(() => probe('fd00:10:96::2003', 8080), onlyFrom('checkout-0'));
+    await eventually(() => probe('10.96.20.3', 8080), onlyFrom('checkout-0'));
+    await eventually(() => probe(NODE1_EXT_IP6, 30808, { from: 'client' }), onlyFrom('checkout-0', 'checkout-1'));
+    await eventually(() => probe(NODE1_EXT_IP, 30808, { from: 'client' }), onlyFrom('checkout-0', 'checkout-1'));
+    // shop/payments (IPv6, no endpoints) rejects; see ipv6.test.ts for the 3 s wait.
+    const rejected = await probe('fd00:10:96::2004', 80, { timeoutMs: 3000 });
+    expect(rejected, JSON.stringify(rejected)).toMatchObject({ answers: [], refused: 8 });
+  });
+
+  it('follows a change of the IPv6 slice alone and leaves IPv4 as it was', async () => {
+    const slice = (await api.request('GET', '/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices/kube-dns-qqzp5')).body as Record<string, unknown>;
+    await api.apply({ ...slice, endpoints: [endpoint('fd00:10:244:1::2', { node: 'node-1' })] });
+    await eventually(() => probe('fd00:10:96::a', 53), onlyFrom('coredns-0'));
+    expect(onlyFrom('coredns-0', 'coredns-1')(await probe('10.96.0.10', 53))).toBe(true);
+    await api.apply(slice);
+    await eventually(() => probe('fd00:10:96::a', 53), onlyFrom('coredns-0', 'coredns-1'));
+  });
+
+  it('answers /healthz over IPv6 and IPv4 (bound to 0.0.0.0: one socket for both families)', async () => {
+    for (const host of [`[${NODE1_EXT_IP6}]`, NODE1_EXT_IP]) {
+      const r = await eventually(
+        () => c.httpGet('client', `http://${host}:10256/healthz`),
+        (x) => x.status === 200,
+      );
+      expect(JSON.parse(r.body!)).toMatchObject({ nodeEligible: true });
+    }
+  });
+
+  it.runIf(mode === 'iptables')('writes what upstream kube-proxy v1.26 writes, in iptables and ip6tables', async () => {
+    await upstreamSettled(upstream!, 0);
+    // kproxy has synced the restored slice (previous test); upstream has settled on the same objects.
+    const ours = (family: 4 | 6) => c.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);
+    const theirs = (family: 4 | 6) => upstream!.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);
+    for (const family of [4, 6] as const) {
+      const want = comparable(await theirs(family));
+      expect(Object.keys(want).filter((k) => k.startsWith('nat KUBE-SEP-')).length, `IPv${family}`).toBeGreaterThan(3);
+      expect(comparable(await ours(family)), `IPv${family}`).toEqual(want);
+    }
+  });
+});

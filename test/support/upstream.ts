@@ -1,0 +1,70 @@
+/**
+ * Upstream kube-proxy v1.26 (envtest assets) as an oracle: running it in a test cluster's node-1,
+ * waiting for it to have synced, and reading its `iptables-save` / `ip6tables-save` with kproxy's
+ * intended departures taken out (test/e2e/oracle.test.ts lists them).
+ */
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import type { TestCluster } from '../e2e/harness/cluster.ts';
+import { ASSETS } from './envtest.ts';
+
+const UNORDERED = new Set(['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-EXTERNAL-SERVICES', 'KUBE-PROXY-FIREWALL']);
+const BUILTIN = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
+
+/** `iptables-save` or `ip6tables-save` as `table chain` → rules, with the intended departures (oracle.test.ts) taken out. */
+export function comparable(save: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  let table = '';
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1);
+    if (table !== 'nat' && table !== 'filter') continue;
+    const declared = /^:(\S+)/.exec(line)?.[1];
+    const rule = /^-A (\S+) (.*)$/.exec(line);
+    const chain = declared ?? rule?.[1];
+    if (chain === undefined || chain === 'KUBE-PROXY-CANARY') continue;
+    const key = `${table} ${chain}`;
+    out[key] ??= [];
+    if (rule && !(chain.startsWith('KUBE-FW-') && / will be dropped by KUBE-PROXY-FIREWALL"?$/.test(rule[2]!) && !rule[2]!.includes(' -j '))) out[key].push(rule[2]!);
+  }
+  for (const [key, rules] of Object.entries(out)) {
+    const chain = key.split(' ')[1]!;
+    if (UNORDERED.has(chain) || BUILTIN.has(chain)) rules.sort();
+    // Built-in chains kproxy never writes to appear in one dump and not the other.
+    if (BUILTIN.has(chain) && rules.length === 0) delete out[key];
+  }
+  return out;
+}
+
+/** Upstream kube-proxy in `cluster`'s node-1, in the background, its log in the cluster's folder. Its metrics must listen on 127.0.0.1:10249. */
+export function startUpstream(cluster: TestCluster, args: readonly string[]) {
+  return execa('ip', ['netns', 'exec', cluster.ns('node-1'), join(ASSETS!, 'kube-proxy'), ...args], {
+    reject: false,
+    buffer: false,
+    stdout: 'ignore',
+    stderr: { file: join(cluster.dir, 'kube-proxy.log') },
+  });
+}
+
+/** Upstream's sync metrics: when it last synced, and what it still has pending (ms since the epoch). */
+async function syncState(cluster: TestCluster): Promise<{ last: number; queued: number }> {
+  const body = (await cluster.httpGet('node-1', 'http://127.0.0.1:10249/metrics')).body ?? '';
+  const value = (name: string) => Number(/^(\S+) (\S+)$/m.exec(body.split('\n').find((l) => l.startsWith(`${name} `)) ?? '')?.[2] ?? NaN);
+  return { last: value('kubeproxy_sync_proxy_rules_last_timestamp_seconds') * 1000, queued: value('kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds') * 1000 };
+}
+
+/**
+ * Waits (bounded: 300 polls, 30 s) until upstream has synced everything: a sync ended after
+ * `since` and after the last change it queued, twice in a row 150 ms apart (an event still in
+ * flight would queue another sync).
+ */
+export async function upstreamSettled(cluster: TestCluster, since: number): Promise<void> {
+  const end = Date.now() + 30_000;
+  let settled = 0;
+  for (let i = 0; i < 300 && Date.now() < end && settled < 2; i++) {
+    const s = await syncState(cluster);
+    settled = s.last >= s.queued && s.last >= since ? settled + 1 : 0;
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  expect(settled, 'upstream kube-proxy did not sync in time').toBe(2);
+}
