@@ -10,9 +10,14 @@
  * - nftables only, layouts (cold `nft -j -f` alone): kproxy's, and kproxy's without ClientIP-affinity
  *   Services (their per-endpoint sets are the one superlinear term).
  *
+ * `--families 4,6` measures a dual-stack cluster (bench/cluster.ts): both families' rules are
+ * planned, rendered and written one after the other, as kproxy's two reconcilers do, and their
+ * floors are the two tools' runs added up; the changes alternate between an IPv4 and an IPv6
+ * EndpointSlice, and after each both families sync (the unchanged one writes nothing).
+ *
  * Usage: `node bench/e2e.ts --mode iptables|nftables [--sizes 1000,10000] [--endpoints 10]
- * [--runs 3] [--layout-sizes 1000,5000,10000] [--out bench/results/<mode>.json]`. Needs root
- * (netns, nft, iptables). Every namespace is deleted when the run ends, pass or fail.
+ * [--runs 3] [--families 4|4,6] [--layout-sizes 1000,5000,10000] [--out bench/results/<mode>.json]`.
+ * Needs root (netns, nft, iptables, ip6tables). Every namespace is deleted when the run ends, pass or fail.
  * @module
  */
 import { execa } from 'execa';
@@ -28,8 +33,9 @@ import { toBatch, type NftCommand } from '../src/backends/nftables/json.ts';
 import { NftRenderCache, renderNftables, type NftRuleset } from '../src/backends/nftables/render.ts';
 import { NftWriter, systemNft } from '../src/backends/nftables/writer.ts';
 import { PlanCache, planProxy } from '../src/planner/plan.ts';
+import type { IPFamily } from '../src/state/ip.ts';
 import type { ProxyStateStore } from '../src/state/store.ts';
-import { BENCH_CONFIG, benchPlan, benchSlice, benchStore } from './cluster.ts';
+import { benchConfig, benchPlan, benchSlice, benchStore } from './cluster.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -38,12 +44,18 @@ const { values: args } = parseArgs({
     endpoints: { type: 'string', default: '10' },
     runs: { type: 'string', default: '3' },
     'layout-sizes': { type: 'string', default: '' },
+    families: { type: 'string', default: '4' },
     out: { type: 'string' },
   },
 });
 if (args.mode !== 'iptables' && args.mode !== 'nftables') throw new Error(`--mode must be iptables or nftables, not ${args.mode}`);
 const MODE = args.mode;
-const OUT = args.out ?? `bench/results/${MODE}.json`;
+const FAMILIES = args.families.split(',').map((f): IPFamily => {
+  if (f !== '4' && f !== '6') throw new Error(`--families takes 4, 6 or 4,6, not ${args.families}`);
+  return f === '6' ? 6 : 4;
+});
+const DUAL = FAMILIES.length > 1;
+const OUT = args.out ?? `bench/results/${MODE}${DUAL ? '-dualstack' : ''}.json`;
 const SIZES = args.sizes.split(',').map(Number);
 const E = Number(args.endpoints);
 const RUNS = Number(args.runs);
@@ -91,6 +103,10 @@ export interface Row {
   changeFloorMs: number;
   changeCommands: number;
   changeBytes: number;
+  /** The IP families of the cluster; for dual-stack, the change figures also per family of the changed slice. */
+  families: IPFamily[];
+  changeMsByFamily?: Record<string, number>;
+  changeFloorMsByFamily?: Record<string, number>;
 }
 
 /**
@@ -106,12 +122,12 @@ interface ModeUnderTest<R> {
   changeFloor(ns: string, previous: R, next: R): Promise<[number, number, number]>;
 }
 
-function nftables(): ModeUnderTest<NftRuleset> {
+function nftables(family: IPFamily): ModeUnderTest<NftRuleset> {
   const plans = new PlanCache();
   const cache = new NftRenderCache();
   let stale: readonly string[] = [];
   return {
-    render: (store) => renderNftables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), cache),
+    render: (store) => renderNftables(planProxy(store.servicePortStates(), store.node, benchConfig(family), plans), cache),
     writer(ns) {
       const w = new NftWriter(systemNft(['ip', 'netns', 'exec', ns]));
       return { write: (rules) => w.write(rules, { verify: false }) };
@@ -128,21 +144,21 @@ function nftables(): ModeUnderTest<NftRuleset> {
   };
 }
 
-function iptables(): ModeUnderTest<IptablesRuleset> {
+function iptables(family: IPFamily): ModeUnderTest<IptablesRuleset> {
   const plans = new PlanCache();
   const cache = new IptablesRenderCache();
   const restore = async (ns: string, script: string, flags: string[]) => {
     const file = join(dir, 'floor.txt');
     writeFileSync(file, script);
     const t = performance.now();
-    await execa('ip', ['netns', 'exec', ns, 'iptables-restore', ...flags, file], { timeout: 1_800_000 });
+    await execa('ip', ['netns', 'exec', ns, family === 6 ? 'ip6tables-restore' : 'iptables-restore', ...flags, file], { timeout: 1_800_000 });
     return performance.now() - t;
   };
   const lines = (script: string) => script.split('\n').filter((l) => l.startsWith('-') || l.startsWith(':')).length;
   return {
-    render: (store) => renderIptables(planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans), { conntrackTCPBeLiberal: false }, cache),
+    render: (store) => renderIptables(planProxy(store.servicePortStates(), store.node, benchConfig(family), plans), { conntrackTCPBeLiberal: false }, cache),
     writer(ns) {
-      const w = new IptablesWriter(systemIptables(4, ['ip', 'netns', 'exec', ns]));
+      const w = new IptablesWriter(systemIptables(family, ['ip', 'netns', 'exec', ns]));
       return { write: (rules) => w.write(rules, { verify: false }) };
     },
     async coldFloor(ns, rules) {
@@ -163,62 +179,96 @@ const BUILTINS = {
   nat: new Map(['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'].map((c) => [c, `:${c} ACCEPT [0:0]`])),
 };
 
-async function measure<R>(n: number, mode: () => ModeUnderTest<R>): Promise<Row> {
+/** One family's mode under test with its writer and the rules it last wrote. */
+interface FamilyUnderTest<R> {
+  readonly family: IPFamily;
+  readonly m: ModeUnderTest<R>;
+  readonly writer: { write(rules: R): Promise<unknown> };
+  rules: R | undefined;
+}
+
+async function measure<R>(n: number, mode: (family: IPFamily) => ModeUnderTest<R>): Promise<Row> {
   const RUNS = runsFor(n);
-  const store = benchStore(n, E);
+  const store = benchStore(n, E, FAMILIES);
   const [ours, twin] = [await netns(), await netns()];
   const cold: number[] = [];
   const coldFloor: number[] = [];
   const planRender: number[] = [];
-  let m = mode();
-  let writer = m.writer(ours);
-  let rules = m.render(store);
+  const fresh = () =>
+    FAMILIES.map((family): FamilyUnderTest<R> => {
+      const m = mode(family);
+      return { family, m, writer: m.writer(ours), rules: undefined };
+    });
+  let under = fresh();
   let coldCommands = 0;
   let coldBytes = 0;
   for (let r = 0; r < RUNS; r++) {
     await emptyNamespace(ours);
-    m = mode(); // cold: no caches
-    writer = m.writer(ours);
+    under = fresh(); // cold: no caches
     const t = performance.now();
-    rules = m.render(store);
-    planRender.push(performance.now() - t);
-    await writer.write(rules);
+    let rendering = 0;
+    // As kproxy's reconcilers: each family planned, rendered and written in turn.
+    for (const f of under) {
+      const t0 = performance.now();
+      f.rules = f.m.render(store);
+      rendering += performance.now() - t0;
+      await f.writer.write(f.rules);
+    }
+    planRender.push(rendering);
     cold.push(performance.now() - t);
     await emptyNamespace(twin);
-    const [ms, commands, bytes] = await m.coldFloor(twin, rules);
-    coldFloor.push(ms);
-    coldCommands = commands;
-    coldBytes = bytes;
+    let floorMs = 0;
+    coldCommands = 0;
+    coldBytes = 0;
+    for (const f of under) {
+      const [ms, commands, bytes] = await f.m.coldFloor(twin, f.rules!);
+      floorMs += ms;
+      coldCommands += commands;
+      coldBytes += bytes;
+    }
+    coldFloor.push(floorMs);
   }
-  // One endpoint change, a different Service each run.
+  // One endpoint change, a different Service each run; with two families, RUNS changes of each, alternating.
   const change: number[] = [];
   const changePR: number[] = [];
   const changeWrite: number[] = [];
   const changeFloor: number[] = [];
+  const byFamily = new Map<IPFamily, { ms: number[]; floor: number[] }>(FAMILIES.map((f) => [f, { ms: [], floor: [] }]));
   let commands = 0;
   let bytes = 0;
-  for (let r = 0; r < RUNS; r++) {
-    const i = Math.floor(((r + 1) * n) / (RUNS + 1));
+  const changes = RUNS * FAMILIES.length;
+  for (let r = 0; r < changes; r++) {
+    const family = FAMILIES[r % FAMILIES.length]!;
+    const i = Math.floor(((r + 1) * n) / (changes + 1));
     const t0 = performance.now();
-    store.applyEndpointSlice(benchSlice(i, E, r + 1));
-    const next = m.render(store);
-    const t1 = performance.now();
-    await writer.write(next);
+    store.applyEndpointSlice(benchSlice(i, E, r + 1, family));
+    let rendering = 0;
+    const previous = under.map((f) => f.rules!);
+    for (const f of under) {
+      const t = performance.now();
+      const next = f.m.render(store);
+      rendering += performance.now() - t;
+      await f.writer.write(next);
+      f.rules = next;
+    }
     const t2 = performance.now();
     change.push(t2 - t0);
-    changePR.push(t1 - t0);
-    changeWrite.push(t2 - t1);
-    const [ms, c, b] = await m.changeFloor(twin, rules, next);
+    changePR.push(rendering);
+    changeWrite.push(t2 - t0 - rendering);
+    const changed = under.findIndex((f) => f.family === family);
+    const [ms, c, b] = await under[changed]!.m.changeFloor(twin, previous[changed]!, under[changed]!.rules!);
     changeFloor.push(ms);
+    byFamily.get(family)!.ms.push(t2 - t0);
+    byFamily.get(family)!.floor.push(ms);
     commands = c;
     bytes = b;
-    rules = next;
   }
   for (const ns of [ours, twin]) await execa('ip', ['netns', 'del', ns]);
   namespaces.splice(namespaces.indexOf(ours), 2);
+  const perFamily = (pick: (x: { ms: number[]; floor: number[] }) => number[]) => Object.fromEntries([...byFamily].map(([f, x]) => [`IPv${f}`, ms(median(pick(x)))]));
   return {
     services: n,
-    endpoints: n * E,
+    endpoints: n * E * FAMILIES.length,
     planRenderMs: ms(median(planRender)),
     coldMs: ms(median(cold)),
     coldFloorMs: ms(median(coldFloor)),
@@ -230,6 +280,8 @@ async function measure<R>(n: number, mode: () => ModeUnderTest<R>): Promise<Row>
     changeFloorMs: ms(median(changeFloor)),
     changeCommands: commands,
     changeBytes: bytes,
+    families: [...FAMILIES],
+    ...(DUAL ? { changeMsByFamily: perFamily((x) => x.ms), changeFloorMsByFamily: perFamily((x) => x.floor) } : {}),
   };
 }
 
@@ -272,6 +324,7 @@ try {
   const result = {
     date: new Date().toISOString(),
     mode: MODE,
+    families: FAMILIES,
     tool,
     kernel,
     node: process.version,

@@ -8,8 +8,11 @@
  * - memory: RSS and V8 heap after loading the state, planning and rendering one mode, in a fresh
  *   process per size and mode (`--memory N --mode M` is that child).
  *
+ * `--families 4,6`: a dual-stack cluster (bench/cluster.ts); every figure covers both families
+ * (two plans, two renders, two diffs), and the changes alternate between an IPv4 and an IPv6 slice.
+ *
  * Usage: `node --expose-gc bench/hotpath.ts [--sizes 1000,10000,50000] [--endpoints 10]
- * [--out bench/results/hotpath.json]`.
+ * [--families 4|4,6] [--out bench/results/hotpath.json]`.
  * @module
  */
 import { execa } from 'execa';
@@ -22,8 +25,10 @@ import { buildChangeScript } from '../src/backends/iptables/restore.ts';
 import { deltaBatch } from '../src/backends/nftables/batch.ts';
 import { toBatch } from '../src/backends/nftables/json.ts';
 import { NftRenderCache, renderNftables, type NftRuleset } from '../src/backends/nftables/render.ts';
-import { PlanCache, planProxy } from '../src/planner/plan.ts';
-import { BENCH_CONFIG, benchSlice, benchStore } from './cluster.ts';
+import { PlanCache, planProxy, type ProxyPlan } from '../src/planner/plan.ts';
+import type { IPFamily } from '../src/state/ip.ts';
+import type { ProxyStateStore } from '../src/state/store.ts';
+import { benchConfig, benchSlice, benchStore } from './cluster.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -32,17 +37,24 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: 'bench/results/hotpath.json' },
     memory: { type: 'string' },
     mode: { type: 'string', default: 'iptables' },
+    families: { type: 'string', default: '4' },
   },
 });
 const E = Number(args.endpoints);
+const FAMILIES = args.families.split(',').map(Number) as IPFamily[];
+/** One plan per family, with a plan cache per family when given (as each reconciler has its own). */
+const planAll = (store: ProxyStateStore, caches?: readonly PlanCache[]): ProxyPlan[] => FAMILIES.map((f, i) => planProxy(store.servicePortStates(), store.node, benchConfig(f), caches?.[i]));
 const OPTIONS = { conntrackTCPBeLiberal: false };
 const gc = (globalThis as { gc?: () => void }).gc;
 
 if (args.memory !== undefined) {
   // Child: load N Services, plan and render one mode with its caches (what `run` holds), report memory.
-  const store = benchStore(Number(args.memory), E);
-  const plan = planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, new PlanCache());
-  const held = [args.mode === 'nftables' ? renderNftables(plan, new NftRenderCache()) : renderIptables(plan, OPTIONS, new IptablesRenderCache())];
+  const store = benchStore(Number(args.memory), E, FAMILIES);
+  const plans = planAll(
+    store,
+    FAMILIES.map(() => new PlanCache()),
+  );
+  const held = plans.map((plan) => (args.mode === 'nftables' ? renderNftables(plan, new NftRenderCache()) : renderIptables(plan, OPTIONS, new IptablesRenderCache())));
   gc?.();
   const m = process.memoryUsage();
   console.log(JSON.stringify({ services: Number(args.memory), rssMB: Math.round(m.rss / 2 ** 20), heapMB: Math.round(m.heapUsed / 2 ** 20), held: held.length }));
@@ -63,59 +75,78 @@ const stat = (b: Bench, name: string): Stat => {
 
 const rows = [];
 for (const n of args.sizes.split(',').map(Number)) {
-  const store = benchStore(n, E);
+  const store = benchStore(n, E, FAMILIES);
   // Cold: every service port planned and rendered from nothing.
   const cold = new Bench({ time: n >= 50_000 ? 0 : 2_000, iterations: n >= 50_000 ? 3 : 5, warmupIterations: 1 });
-  cold.add('plan', () => void planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, new PlanCache()));
-  const plan = planProxy(store.servicePortStates(), store.node, BENCH_CONFIG);
-  cold.add('render iptables', () => void renderIptables(plan, OPTIONS, new IptablesRenderCache()));
-  cold.add('render nftables', () => void renderNftables(plan, new NftRenderCache()));
+  cold.add(
+    'plan',
+    () =>
+      void planAll(
+        store,
+        FAMILIES.map(() => new PlanCache()),
+      ),
+  );
+  const plans = planAll(store);
+  cold.add('render iptables', () => void plans.map((plan) => renderIptables(plan, OPTIONS, new IptablesRenderCache())));
+  cold.add('render nftables', () => void plans.map((plan) => renderNftables(plan, new NftRenderCache())));
   await cold.run();
 
-  // One endpoint change: a different Service every iteration, caches warm.
-  const plans = new PlanCache();
-  const ipt = new IptablesRenderCache();
-  const nft = new NftRenderCache();
-  let p = planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans);
-  let prevIpt: IptablesRuleset = renderIptables(p, OPTIONS, ipt);
-  let prevNft: NftRuleset = renderNftables(p, nft);
+  // One endpoint change: a different Service every iteration, caches warm, every family synced.
+  const caches = FAMILIES.map(() => new PlanCache());
+  const ipt = FAMILIES.map(() => new IptablesRenderCache());
+  const nft = FAMILIES.map(() => new NftRenderCache());
+  let p = planAll(store, caches);
+  let prevIpt: IptablesRuleset[] = p.map((plan, i) => renderIptables(plan, OPTIONS, ipt[i]));
+  let prevNft: NftRuleset[] = p.map((plan, i) => renderNftables(plan, nft[i]));
   let generation = 0;
   const change = new Bench({ time: 2_000, iterations: 20, warmupIterations: 3 });
   const apply = () => {
     generation++;
     // Generations wrap so that endpoint addresses stay valid (benchSlice's addresses grow with it).
-    store.applyEndpointSlice(benchSlice((generation * 7919) % n, E, 1 + (generation % 63)));
-    p = planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans);
+    store.applyEndpointSlice(benchSlice((generation * 7919) % n, E, 1 + (generation % 63), FAMILIES[generation % FAMILIES.length]));
+    p = planAll(store, caches);
+  };
+  const iptChange = () => {
+    const next = p.map((plan, i) => renderIptables(plan, OPTIONS, ipt[i]));
+    const bytes = next.reduce((sum, r, i) => sum + (buildChangeScript(prevIpt[i], r) ?? '').length, 0);
+    prevIpt = next;
+    return bytes;
+  };
+  const nftChange = () => {
+    const next = p.map((plan, i) => renderNftables(plan, nft[i]));
+    const bytes = next.reduce((sum, r, i) => sum + JSON.stringify(toBatch(deltaBatch(prevNft[i]!, r, []).commands)).length, 0);
+    prevNft = next;
+    return bytes;
   };
   change.add('one change, iptables', () => {
     apply();
-    const next = renderIptables(p, OPTIONS, ipt);
-    buildChangeScript(prevIpt, next);
-    prevIpt = next;
+    iptChange();
   });
   change.add('one change, nftables', () => {
     apply();
-    const next = renderNftables(p, nft);
-    JSON.stringify(toBatch(deltaBatch(prevNft, next, []).commands));
-    prevNft = next;
+    nftChange();
   });
   await change.run();
   // The size of one change, from the state both backends last rendered.
-  p = planProxy(store.servicePortStates(), store.node, BENCH_CONFIG, plans);
-  prevIpt = renderIptables(p, OPTIONS, ipt);
-  prevNft = renderNftables(p, nft);
+  p = planAll(store, caches);
+  iptChange();
+  nftChange();
   apply();
-  const scriptBytes = (buildChangeScript(prevIpt, renderIptables(p, OPTIONS, ipt)) ?? '').length;
-  const deltaBytes = JSON.stringify(toBatch(deltaBatch(prevNft, renderNftables(p, nft), []).commands)).length;
+  const scriptBytes = iptChange();
+  const deltaBytes = nftChange();
   const memoryOf = async (mode: string) =>
-    JSON.parse((await execa(process.execPath, ['--expose-gc', '--max-old-space-size=16384', import.meta.filename, '--memory', String(n), '--endpoints', String(E), '--mode', mode])).stdout) as {
+    JSON.parse(
+      (await execa(process.execPath, ['--expose-gc', '--max-old-space-size=16384', import.meta.filename, '--memory', String(n), '--endpoints', String(E), '--mode', mode, '--families', args.families]))
+        .stdout,
+    ) as {
       rssMB: number;
       heapMB: number;
     };
   const [memIpt, memNft] = [await memoryOf('iptables'), await memoryOf('nftables')];
   const row = {
     services: n,
-    endpoints: n * E,
+    endpoints: n * E * FAMILIES.length,
+    families: FAMILIES,
     coldPlan: stat(cold, 'plan'),
     coldRenderIptables: stat(cold, 'render iptables'),
     coldRenderNftables: stat(cold, 'render nftables'),
@@ -130,7 +161,7 @@ for (const n of args.sizes.split(',').map(Number)) {
   rows.push(row);
   gc?.();
 }
-const result = { date: new Date().toISOString(), node: process.version, cpus: (await import('node:os')).cpus().length, endpointsPerService: E, rows };
+const result = { date: new Date().toISOString(), families: FAMILIES, node: process.version, cpus: (await import('node:os')).cpus().length, endpointsPerService: E, rows };
 mkdirSync(dirname(args.out), { recursive: true });
 writeFileSync(args.out, `${JSON.stringify(result, null, 2)}\n`);
 console.log(JSON.stringify(result, null, 2));

@@ -17,23 +17,34 @@ describe('bench smoke run', () => {
 
   const node = join(ROOT, 'node_modules/.bin/node');
 
-  it.each(['iptables', 'nftables'])('%s mode: measures cold start and one change at 50 Services, and cleans up', async (mode) => {
-    const out = join(dir, `${mode}.json`);
-    const layouts = mode === 'nftables' ? ['--layout-sizes', '50'] : [];
-    const child = execa(node, [join(ROOT, 'bench/e2e.ts'), '--mode', mode, '--sizes', '50', '--runs', '1', ...layouts, '--out', out], { cwd: ROOT, timeout: 120_000 });
+  it.each([
+    ['iptables', '4'],
+    ['nftables', '4'],
+    ['iptables', '4,6'],
+    ['nftables', '4,6'],
+  ])('%s mode, families %s: measures cold start and one change at 50 Services, and cleans up', async (mode, families) => {
+    const out = join(dir, `${mode}-${families}.json`);
+    const layouts = mode === 'nftables' && families === '4' ? ['--layout-sizes', '50'] : [];
+    const child = execa(node, [join(ROOT, 'bench/e2e.ts'), '--mode', mode, '--sizes', '50', '--runs', '1', '--families', families, ...layouts, '--out', out], { cwd: ROOT, timeout: 120_000 });
     await child;
     const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Record<string, number>[]; layouts: Record<string, number>[] };
     expect(result.rows).toHaveLength(1);
     for (const key of ['coldMs', 'coldFloorMs', 'changeMs', 'changeFloorMs', 'changeCommands']) expect(result.rows[0]![key]).toBeGreaterThan(0);
-    if (mode === 'nftables') expect(result.layouts[0]).toMatchObject({ services: 50 });
+    if (families === '4,6') expect(result.rows[0]).toMatchObject({ endpoints: 1000, changeMsByFamily: { IPv4: expect.any(Number), IPv6: expect.any(Number) } });
+    if (layouts.length > 0) expect(result.layouts[0]).toMatchObject({ services: 50 });
     expect((await execa('ip', ['netns', 'list'])).stdout).not.toContain(`kpbench-${child.pid}-`);
   });
 
-  it('measures the pure hot path and memory at 100 Services', async () => {
-    const out = join(dir, 'hotpath.json');
-    await execa(node, ['--expose-gc', join(ROOT, 'bench/hotpath.ts'), '--sizes', '100', '--out', out], { cwd: ROOT, timeout: 120_000 });
+  it.each(['4', '4,6'])('measures the pure hot path and memory at 100 Services, families %s', async (families) => {
+    const out = join(dir, `hotpath-${families}.json`);
+    await execa(node, ['--expose-gc', join(ROOT, 'bench/hotpath.ts'), '--sizes', '100', '--families', families, '--out', out], { cwd: ROOT, timeout: 120_000 });
     const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Record<string, unknown>[] };
-    expect(result.rows[0]).toMatchObject({ services: 100, changeIptablesBytes: expect.any(Number), rssMB: { iptables: expect.any(Number), nftables: expect.any(Number) } });
+    expect(result.rows[0]).toMatchObject({
+      services: 100,
+      endpoints: families === '4' ? 1000 : 2000,
+      changeIptablesBytes: expect.any(Number),
+      rssMB: { iptables: expect.any(Number), nftables: expect.any(Number) },
+    });
     expect(result.rows[0]!.changeNftablesBytes).toBeGreaterThan(0);
   });
 
