@@ -11,10 +11,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readObjectFiles } from '../../src/sources/file.ts';
-import { ASSETS, ENVTEST_HINT, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../support/envtest.ts';
+import { ASSETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
 import { endpoint } from '../support/objects.ts';
-import { comparable, startUpstream, upstreamSettled } from '../support/upstream.ts';
-import { eventually, MODES, NODE1_EXT_IP, NODE1_EXT_IP6, NODE1_IP, onlyFrom, tally, TestCluster } from './harness/cluster.ts';
+import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
+import { eventually, MODES, NODE1_EXT_IP, NODE1_EXT_IP6, onlyFrom, tally, TestCluster } from './harness/cluster.ts';
 
 const FIXTURES = join(import.meta.dirname, '../fixtures/dualstack');
 const CLUSTER_CIDRS = '10.244.0.0/16,fd00:10:244::/56';
@@ -54,10 +54,7 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluste
       mode,
     );
     api = await RealApiServer.start(['--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/112']);
-    // The API server's own Service and its endpoints change now and then; the label hides it from both proxies.
-    const kubernetes = (await api.request('GET', '/api/v1/namespaces/default/services/kubernetes')).body as { metadata: { labels?: Record<string, string> } };
-    kubernetes.metadata.labels = { ...kubernetes.metadata.labels, 'service.kubernetes.io/service-proxy-name': 'elsewhere' };
-    expect((await api.request('PUT', '/api/v1/namespaces/default/services/kubernetes', kubernetes)).status).toBe(200);
+    await hideKubernetesService(api);
     for (const o of await fixtureObjects()) await api.apply(o);
     const port = await c.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
     const kubeconfig = join(c.dir, 'kubeconfig');
@@ -68,29 +65,7 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluste
       const upstreamPort = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
       const upstreamConfig = join(upstream.dir, 'kubeconfig');
       writeFileSync(upstreamConfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${upstreamPort}`));
-      proxy = startUpstream(upstream, [
-        '--kubeconfig',
-        upstreamConfig,
-        '--hostname-override',
-        'node-1',
-        '--proxy-mode',
-        'iptables',
-        '--cluster-cidr',
-        CLUSTER_CIDRS,
-        // v1.26's dual-stack proxier takes its node IP from --bind-address (see oracle.test.ts).
-        '--bind-address',
-        NODE1_IP,
-        '--iptables-localhost-nodeports=false',
-        '--iptables-min-sync-period',
-        '0s',
-        '--iptables-sync-period',
-        '1h',
-        ...UPSTREAM_IN_NAMESPACE,
-        '--metrics-bind-address',
-        '127.0.0.1:10249',
-        '--healthz-bind-address',
-        '127.0.0.1:10256',
-      ]);
+      proxy = startUpstream(upstream, upstreamArgs(upstreamConfig, CLUSTER_CIDRS));
     }
   }, 180_000);
   afterAll(async () => {

@@ -11,7 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service, type ServiceOptions } from '../support/objects.ts';
-import { CLIENT_IP6, NODE1_EXT_IP6, NODE1_IP6, onlyFrom, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
+import { CLIENT_IP6, expectUniform, NODE1_EXT_IP6, NODE1_IP6, onlyFrom, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
 
 const ALLOWED = '2001:db8:100::5';
 const BLOCKED = '2001:db8:200::5';
@@ -51,14 +51,7 @@ describe.each(MODES)('%s mode: IPv6 and dual-stack', (mode) => {
   it('IPv6 ClusterIP: spreads new connections over the endpoints, pod source kept; outside sources masqueraded', async () => {
     await c.sync([v6('web', 0x50), endpointSlice('demo/web', EP_PORTS, three6())], FLAGS);
     const r = await c.probe('src', 'tcp', 'fd00:10:96::50', 80, { count: 300 });
-    expect(r.answers).toHaveLength(300);
-    const counts = tally(r);
-    expect(Object.keys(counts).sort()).toEqual(['a1', 'a2', 'b1']);
-    // Binomial(300, 1/3): sd ≈ 8.2; 60..140 is more than 4.8 sd either side.
-    for (const n of Object.values(counts)) {
-      expect(n).toBeGreaterThan(60);
-      expect(n).toBeLessThan(140);
-    }
+    expectUniform(r, 300, ['a1', 'a2', 'b1']);
     expect(peers(r)).toEqual(['fd00:10:244:1::99']);
     const ext = await c.probe('client', 'tcp', 'fd00:10:96::50', 80, { count: 20 });
     expect(ext.answers).toHaveLength(20);

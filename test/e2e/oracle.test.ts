@@ -19,14 +19,14 @@
  *    auto`; kproxy, like later upstream, trusts the hints the EndpointSlice controller writes.
  *    Generated Services with hints carry the annotation.
  * Upstream runs with `--iptables-localhost-nodeports=false` (kproxy has no localhost NodePorts) and
- * `--bind-address` = node-1's IP (see below).
+ * `--bind-address` = node-1's IP (test/support/upstream.ts `upstreamArgs`).
  */
 import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASSETS, ENVTEST_HINT, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../support/envtest.ts';
-import { comparable, startUpstream, upstreamSettled } from '../support/upstream.ts';
+import { ASSETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
 import { endpoint, endpointSlice, fixtureItems, node, service, type EndpointOptions } from '../support/objects.ts';
 import { NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
 
@@ -107,43 +107,13 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
   beforeAll(async () => {
     api = await RealApiServer.start();
     for (const n of [node('node-1', 'zone-a', [NODE1_IP]), node('node-2', 'zone-b', [NODE2_IP])]) await api.apply(n);
-    // The API server rewrites the endpoints of default/kubernetes now and then, so the two proxies could
-    // see different versions of it; the label that gives a Service to another proxy hides it from both.
-    const kubernetes = (await api.request('GET', '/api/v1/namespaces/default/services/kubernetes')).body as { metadata: { labels?: Record<string, string> } };
-    kubernetes.metadata.labels = { ...kubernetes.metadata.labels, 'service.kubernetes.io/service-proxy-name': 'elsewhere' };
-    expect((await api.request('PUT', '/api/v1/namespaces/default/services/kubernetes', kubernetes)).status).toBe(200);
+    await hideKubernetesService(api);
     upstream = await TestCluster.create([], [], 'iptables');
     ours = await TestCluster.create([], [], 'iptables');
     const port = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
     const kubeconfig = join(upstream.dir, 'kubeconfig');
     writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
-    proxy = startUpstream(upstream, [
-      '--kubeconfig',
-      kubeconfig,
-      '--hostname-override',
-      'node-1',
-      '--proxy-mode',
-      'iptables',
-      '--cluster-cidr',
-      '10.244.0.0/16',
-      // v1.26's dual-stack proxier takes its node IP from --bind-address (0.0.0.0 by default), not from
-      // the Node object as its single-stack one and kproxy do; name it, so both see node-1's address.
-      '--bind-address',
-      NODE1_IP,
-      '--iptables-localhost-nodeports=false',
-      '--iptables-min-sync-period',
-      '0s',
-      '--iptables-sync-period',
-      '1h',
-      ...UPSTREAM_IN_NAMESPACE,
-      // Its servers on loopback.
-      '--metrics-bind-address',
-      '127.0.0.1:10249',
-      '--healthz-bind-address',
-      '127.0.0.1:10256',
-      '--v',
-      '1',
-    ]);
+    proxy = startUpstream(upstream, upstreamArgs(kubeconfig, '10.244.0.0/16'));
   }, 120_000);
   afterAll(async () => {
     proxy?.kill('SIGKILL');

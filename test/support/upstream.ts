@@ -6,8 +6,8 @@
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import type { TestCluster } from '../e2e/harness/cluster.ts';
-import { ASSETS } from './envtest.ts';
+import { NODE1_IP, type TestCluster } from '../e2e/harness/cluster.ts';
+import { ASSETS, UPSTREAM_IN_NAMESPACE, type RealApiServer } from './envtest.ts';
 
 const UNORDERED = new Set(['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-EXTERNAL-SERVICES', 'KUBE-PROXY-FIREWALL']);
 const BUILTIN = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
@@ -44,6 +44,51 @@ export function startUpstream(cluster: TestCluster, args: readonly string[]) {
     stdout: 'ignore',
     stderr: { file: join(cluster.dir, 'kube-proxy.log') },
   });
+}
+
+/**
+ * Upstream's flags for the oracles: iptables mode as node-1, syncing at once and never
+ * periodically, its servers on node-1's loopback (metrics on 127.0.0.1:10249).
+ * @param clusterCIDR `--cluster-cidr`, one CIDR per family
+ */
+export function upstreamArgs(kubeconfig: string, clusterCIDR: string): string[] {
+  return [
+    '--kubeconfig',
+    kubeconfig,
+    '--hostname-override',
+    'node-1',
+    '--proxy-mode',
+    'iptables',
+    '--cluster-cidr',
+    clusterCIDR,
+    // v1.26's dual-stack proxier takes its node IP from --bind-address (0.0.0.0 by default), not from
+    // the Node object as its single-stack one and kproxy do; name it, so both see node-1's address.
+    '--bind-address',
+    NODE1_IP,
+    '--iptables-localhost-nodeports=false',
+    '--iptables-min-sync-period',
+    '0s',
+    '--iptables-sync-period',
+    '1h',
+    ...UPSTREAM_IN_NAMESPACE,
+    '--metrics-bind-address',
+    '127.0.0.1:10249',
+    '--healthz-bind-address',
+    '127.0.0.1:10256',
+    '--v',
+    '1',
+  ];
+}
+
+/**
+ * Gives the API server's own Service to another proxy (the label upstream and kproxy both honour):
+ * the API server rewrites its endpoints now and then, so two proxies could see different versions.
+ */
+export async function hideKubernetesService(api: RealApiServer): Promise<void> {
+  const kubernetes = (await api.request('GET', '/api/v1/namespaces/default/services/kubernetes')).body as { metadata: { labels?: Record<string, string> } };
+  kubernetes.metadata.labels = { ...kubernetes.metadata.labels, 'service.kubernetes.io/service-proxy-name': 'elsewhere' };
+  const r = await api.request('PUT', '/api/v1/namespaces/default/services/kubernetes', kubernetes);
+  if (r.status !== 200) throw new Error(`labelling default/kubernetes: HTTP ${r.status}`);
 }
 
 /** Upstream's sync metrics: when it last synced, and what it still has pending (ms since the epoch). */
