@@ -360,6 +360,64 @@ function nftFloorTable(): string[] {
   return out;
 }
 
+/** The issue-13 bound: dual-stack costs at most this many times single-stack (two families of rules, nothing quadratic). */
+const DUAL_STACK_BOUND = 2.2;
+
+/**
+ * bench/results/dualstack/: the same size measured single-stack and dual-stack in one session
+ * (`e2e.ts --families 4` and `4,6` per mode, `hotpath.ts --families 4` and `4,6`), with the ratio
+ * of each figure against the bound.
+ */
+function dualStackTable(): string[] {
+  const at = (name: string) => join(DIR, 'results/dualstack', name);
+  let e2e: Record<string, E2E>;
+  let hotpath: Record<string, Hot>;
+  try {
+    e2e = Object.fromEntries(['iptables-4', 'iptables-4,6', 'nftables-4', 'nftables-4,6'].map((n) => [n, JSON.parse(readFileSync(at(`${n}.json`), 'utf8')) as E2E]));
+    hotpath = Object.fromEntries(['4', '4,6'].map((n) => [n, JSON.parse(readFileSync(at(`hotpath-${n}.json`), 'utf8')) as Hot]));
+  } catch {
+    return ['(no results yet: run `bench/e2e.ts --families 4` and `--families 4,6` per mode and `bench/hotpath.ts` likewise, with `--out bench/results/dualstack/…`)'];
+  }
+  const judged = (single: number, dual: number) => {
+    const r = dual / single;
+    return `${x2(dual, single)}${r <= DUAL_STACK_BOUND ? '' : ' **over**'}`;
+  };
+  const out = [
+    '| at 10k Services, 10 endpoints per family | single-stack | dual-stack | ratio (bound 2.2×) |',
+    '|---|---|---|---|',
+  ];
+  for (const mode of ['iptables', 'nftables']) {
+    const one = e2e[`${mode}-4`]!.rows.at(-1)!;
+    const two = e2e[`${mode}-4,6`]!.rows.at(-1)!;
+    out.push(`| ${mode}: cold start, every rule in the kernel | ${s(one.coldMs)} | ${s(two.coldMs)} | ${judged(one.coldMs, two.coldMs)} |`);
+    out.push(`| ${mode}: its floor (the tools alone) | ${s(one.coldFloorMs)} | ${s(two.coldFloorMs)} | ${x2(two.coldFloorMs, one.coldFloorMs)} |`);
+    out.push(`| ${mode}: cold start against its floor | ${x2(one.coldMs, one.coldFloorMs)} | ${x2(two.coldMs, two.coldFloorMs)} | |`);
+    const by = two.changeMsByFamily ?? {};
+    const floorBy = two.changeFloorMsByFamily ?? {};
+    out.push(
+      `| ${mode}: one endpoint change → in the kernel (median; dual: IPv4 slice / IPv6 slice, both families synced) | ${s(one.changeMs)} | ${s(by.IPv4 ?? NaN)} / ${s(by.IPv6 ?? NaN)} | ${judged(one.changeMs, Math.max(by.IPv4 ?? NaN, by.IPv6 ?? NaN))} |`,
+    );
+    out.push(`| ${mode}: its floor (the changed family's delta alone) | ${s(one.changeFloorMs)} | ${s(floorBy.IPv4 ?? NaN)} / ${s(floorBy.IPv6 ?? NaN)} | |`);
+  }
+  const h1 = hotpath['4']!.rows.at(-1)!;
+  const h2 = hotpath['4,6']!.rows.at(-1)!;
+  for (const [label, pick] of [
+    ['hot path: cold plan', (r: HotRow) => r.coldPlan.p50Ms],
+    ['hot path: cold plan + render, iptables', (r: HotRow) => r.coldPlan.p50Ms + r.coldRenderIptables.p50Ms],
+    ['hot path: cold plan + render, nftables', (r: HotRow) => r.coldPlan.p50Ms + r.coldRenderNftables.p50Ms],
+    ['hot path: one change, iptables (p50)', (r: HotRow) => r.changeIptables.p50Ms],
+    ['hot path: one change, nftables (p50)', (r: HotRow) => r.changeNftables.p50Ms],
+    ['hot path: RSS after load + plan + render, iptables', (r: HotRow) => r.rssMB.iptables],
+    ['hot path: RSS after load + plan + render, nftables', (r: HotRow) => r.rssMB.nftables],
+  ] as const) {
+    const unit = label.includes('RSS') ? (v: number) => `${v} MiB` : s;
+    out.push(`| ${label} | ${unit(pick(h1))} | ${unit(pick(h2))} | ${judged(pick(h1), pick(h2))} |`);
+  }
+  const d = e2e['iptables-4,6']!;
+  out.push('', `${d.tool}, ${d.kernel}, ${d.cpus} CPUs, Node ${d.node}; ${d.runs} runs per figure (median), measured ${d.date.slice(0, 10)}; each pair in one session.`);
+  return out;
+}
+
 /** Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `text`. */
 function between(text: string, name: string, body: string): string {
   const begin = `<!-- ${name}:begin -->`;
@@ -375,6 +433,7 @@ const run = [...runTable(), '', ...targetTable()].join('\n');
 const floor = nftFloorTable().join('\n');
 const memory = memoryTable().join('\n');
 const startup = startupTable().join('\n');
+const dualStack = dualStackTable().join('\n');
 let readme = readFileSync(join(DIR, 'README.md'), 'utf8');
 for (const [name, body] of [
   ['results', table],
@@ -382,6 +441,7 @@ for (const [name, body] of [
   ['nft-floor', floor],
   ['memory', memory],
   ['startup', startup],
+  ['dualstack', dualStack],
 ] as const)
   readme = between(readme, name, body);
 writeFileSync(join(DIR, 'README.md'), readme);

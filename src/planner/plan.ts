@@ -83,6 +83,8 @@ export interface ServicePortPlan {
   readonly localEndpoints: readonly PlannedEndpoint[];
   /** Every endpoint that gets a per-endpoint chain (KUBE-SEP-): the union of the two above. */
   readonly reachableEndpoints: readonly PlannedEndpoint[];
+  /** Endpoints of this family the slices list for the port, usable or not (the plan's `totalEndpoints` adds these up). */
+  readonly endpointCount: number;
   /** Verdict for ClusterIP traffic when it has no endpoints; undefined when it has. */
   readonly internalNoEndpoints: NoEndpointVerdict | undefined;
   /** Verdict for external traffic when it has no endpoints; undefined when it has. */
@@ -158,8 +160,7 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
     const p = cache ? cache.get(state, () => planServicePort(state, node, nodeIP, family)) : planServicePort(state, node, nodeIP, family);
     if (!p) continue;
     servicePorts.push(p);
-    // This family's endpoints only, as upstream's per-family proxier counts them.
-    for (const e of state.endpoints) if (e.ip.family === family) totalEndpoints++;
+    totalEndpoints += p.endpointCount;
     if (p.internalNoEndpoints === 'DROP') noLocalInternal++;
     if (p.externalNoEndpoints === 'DROP') noLocalExternal++;
   }
@@ -196,7 +197,7 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     loadBalancerIPs: ofFamily(state.servicePort.loadBalancerIPs),
   };
   const texts = (ips: readonly IPAddress[]) => ips.map((ip) => ip.text);
-  const endpoints = state.endpoints.filter((e) => e.ip.family === family);
+  const endpoints = ofFamilyRun(state.endpoints, family);
   const sets = categorizeEndpoints(sp, endpoints, node.name, node.zone);
   // One PlannedEndpoint per endpoint, shared by the sets that hold it (reachable holds them all,
   // and is often the cluster set itself): an index only when a set is another array.
@@ -234,12 +235,26 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     clusterEndpoints: toPlanned(sets.cluster),
     localEndpoints: toPlanned(sets.local),
     reachableEndpoints: reachable,
+    // This family's endpoints only, as upstream's per-family proxier counts them.
+    endpointCount: endpoints.length,
     internalNoEndpoints: !hasEndpoints ? 'REJECT' : hasInternal ? undefined : 'DROP',
     externalNoEndpoints: !hasEndpoints ? 'REJECT' : hasExternal ? undefined : 'DROP',
     usesExternalChain: hasEndpoints && externallyAccessible(sp),
     // Ranges given only in the other family still close the LB in this one (fail closed).
     usesFirewallChain: hasEndpoints && loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0,
   };
+}
+
+/**
+ * The endpoints of one family. Merged endpoints are sorted by `hostPort`, and every IPv4
+ * `a.b.c.d:port` sorts before every IPv6 `[…]:port` ('[' comes after the digits), so each family
+ * is one run: no copy for a single-stack port, one slice for a dual-stack one.
+ */
+function ofFamilyRun(list: readonly Endpoint[], family: IPFamily): readonly Endpoint[] {
+  let split = list.findIndex((e) => e.ip.family === 6);
+  if (split < 0) split = list.length;
+  if (family === 4) return split === list.length ? list : list.slice(0, split);
+  return split === 0 ? list : list.slice(split);
 }
 
 function planned(e: Endpoint, nodeName: string): PlannedEndpoint {
