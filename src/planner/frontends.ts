@@ -14,7 +14,7 @@
  * @module
  */
 import type { IPFamily } from '../state/ip.ts';
-import type { ServicePortState } from '../state/model.ts';
+import type { ServicePort, ServicePortState } from '../state/model.ts';
 
 /** Which role of a service port a destination has. */
 export type FrontendKind = 'clusterIP' | 'externalIP' | 'loadBalancerIP' | 'nodePort';
@@ -37,12 +37,37 @@ export interface ResolvedFrontends {
   readonly conflicts: readonly FrontendConflict[];
 }
 
+/** A destination one service port claims, with its text made once. */
+interface Destination {
+  readonly kind: FrontendKind;
+  readonly ip: string;
+  readonly port: number;
+  /** `IP:port/PROTOCOL` (`[IP]` for IPv6), or `:nodePort/PROTOCOL`: the key claims meet on. */
+  readonly text: string;
+}
+
+/** A service port's destinations in one family: its ClusterIP's, and the others in role order. */
+interface Destinations {
+  readonly clusterIP: Destination | undefined;
+  readonly others: readonly Destination[];
+}
+
 /**
  * Memory of the adjusted states, so that a service port that keeps losing the same destinations
- * is the same object every sync (and is not re-planned or re-rendered).
+ * is the same object every sync (and is not re-planned or re-rendered), and of each service
+ * port's destinations per family, made once per version of its Service instead of on every sync
+ * (at 10k Services that text was most of a plan that changed nothing).
  */
 export class FrontendMemo {
   readonly #adjusted = new WeakMap<ServicePortState, { readonly lost: string; readonly state: ServicePortState }>();
+  readonly #destinations = new WeakMap<ServicePort, Partial<Record<IPFamily, Destinations>>>();
+
+  /** The destinations `sp` claims in `family`. */
+  destinations(sp: ServicePort, family: IPFamily): Destinations {
+    let byFamily = this.#destinations.get(sp);
+    if (!byFamily) this.#destinations.set(sp, (byFamily = {}));
+    return (byFamily[family] ??= destinationsOf(sp, family));
+  }
 
   /** `state` less the destinations in `lost` (keys as {@link resolveFrontends} makes them). */
   adjust(state: ServicePortState, lost: ReadonlySet<string>, family: IPFamily): ServicePortState {
@@ -79,11 +104,25 @@ function precedes(a: ServicePortState, b: ServicePortState): boolean {
   return x.serviceKey < y.serviceKey;
 }
 
-interface Claim {
+interface Claim extends Destination {
   readonly state: ServicePortState;
-  readonly kind: FrontendKind;
-  readonly ip: string;
-  readonly port: number;
+}
+
+function destinationsOf(sp: ServicePort, family: IPFamily): Destinations {
+  const make = (kind: FrontendKind, ip: string, port: number): Destination => ({
+    kind,
+    ip,
+    port,
+    text: kind === 'nodePort' ? `:${port}/${sp.protocol}` : `${ip.includes(':') ? `[${ip}]` : ip}:${port}/${sp.protocol}`,
+  });
+  const clusterIP = sp.clusterIPs.find((a) => a.family === family);
+  const others: Destination[] = [];
+  if (clusterIP) {
+    for (const ip of sp.externalIPs) if (ip.family === family) others.push(make('externalIP', ip.text, sp.port));
+    for (const ip of sp.loadBalancerIPs) if (ip.family === family) others.push(make('loadBalancerIP', ip.text, sp.port));
+    if (sp.nodePort > 0) others.push(make('nodePort', '', sp.nodePort));
+  }
+  return { clusterIP: clusterIP && make('clusterIP', clusterIP.text, sp.port), others };
 }
 
 /**
@@ -94,40 +133,35 @@ interface Claim {
  * @param memo keeps adjusted states stable across calls; without it they are new objects each time
  */
 export function resolveFrontends(states: readonly ServicePortState[], family: IPFamily, memo: FrontendMemo = new FrontendMemo()): ResolvedFrontends {
-  const held = new Map<string, Claim>();
+  // The holder of each destination; a Claim object is made only for what is lost (rare).
+  const held = new Map<string, ServicePortState>();
   const lost: Claim[] = [];
-  const destinationOf = (c: Claim) => (c.kind === 'nodePort' ? `:${c.port}/${c.state.servicePort.protocol}` : `${c.ip.includes(':') ? `[${c.ip}]` : c.ip}:${c.port}/${c.state.servicePort.protocol}`);
-  const claim = (c: Claim) => {
-    const destination = destinationOf(c);
-    const holder = held.get(destination);
-    if (holder === undefined) held.set(destination, c);
-    else if (holder.state !== c.state && precedes(c.state, holder.state)) {
-      held.set(destination, c);
-      lost.push(holder);
-    } else lost.push(c);
+  const claim = (state: ServicePortState, d: Destination) => {
+    const holder = held.get(d.text);
+    if (holder === undefined) held.set(d.text, state);
+    else if (holder !== state && precedes(state, holder)) {
+      held.set(d.text, state);
+      // The holder's own role for that destination (rare: a conflict).
+      const mine = memo.destinations(holder.servicePort, family);
+      lost.push({ ...[mine.clusterIP, ...mine.others].find((x) => x?.text === d.text)!, state: holder });
+    } else lost.push({ ...d, state });
   };
   // ClusterIPs first: a service port that loses its ClusterIP is left out and claims nothing else.
   for (const state of states) {
-    const sp = state.servicePort;
-    const ip = sp.clusterIPs.find((a) => a.family === family);
-    if (ip) claim({ state, kind: 'clusterIP', ip: ip.text, port: sp.port });
+    const d = memo.destinations(state.servicePort, family).clusterIP;
+    if (d) claim(state, d);
   }
   const dropped = new Set(lost.map((c) => c.state));
   for (const state of states) {
     if (dropped.has(state)) continue;
-    const sp = state.servicePort;
-    if (!sp.clusterIPs.some((a) => a.family === family)) continue;
-    for (const ip of sp.externalIPs) if (ip.family === family) claim({ state, kind: 'externalIP', ip: ip.text, port: sp.port });
-    for (const ip of sp.loadBalancerIPs) if (ip.family === family) claim({ state, kind: 'loadBalancerIP', ip: ip.text, port: sp.port });
-    if (sp.nodePort > 0) claim({ state, kind: 'nodePort', ip: '', port: sp.nodePort });
+    for (const d of memo.destinations(state.servicePort, family).others) claim(state, d);
   }
   if (lost.length === 0) return { states, conflicts: [] };
   const conflicts: FrontendConflict[] = [];
   const lostBy = new Map<ServicePortState, Set<string>>();
   for (const c of lost) {
-    const destination = destinationOf(c);
-    const winner = held.get(destination)!.state;
-    if (winner !== c.state) conflicts.push({ destination, kind: c.kind, winner: winner.servicePort.name, loser: c.state.servicePort.name });
+    const winner = held.get(c.text)!;
+    if (winner !== c.state) conflicts.push({ destination: c.text, kind: c.kind, winner: winner.servicePort.name, loser: c.state.servicePort.name });
     if (dropped.has(c.state)) continue;
     let set = lostBy.get(c.state);
     if (!set) lostBy.set(c.state, (set = new Set()));
