@@ -6,7 +6,11 @@
  *   the renderer reuse every unchanged service port (as `kproxy run` does), and the change is
  *   computed (iptables: the `--noflush` script; nftables: the delta batch); time and bytes;
  * - memory: RSS and V8 heap after loading the state, planning and rendering one mode, in a fresh
- *   process per size and mode (`--memory N --mode M` is that child).
+ *   process per size and mode (`--memory N --mode M` is that child);
+ * - `settled`: the cold plan and one change again, 15 samples each with a full garbage collection
+ *   before every sample (median): the work itself, without the collections the garbage of earlier
+ *   iterations causes, which tinybench's back-to-back iterations include and which grow with the
+ *   heap the process holds.
  *
  * `--families 4,6`: a dual-stack cluster (bench/cluster.ts); every figure covers both families
  * (two plans, two renders, two diffs), and the changes alternate between an IPv4 and an IPv6 slice.
@@ -143,6 +147,33 @@ for (const n of args.sizes.split(',').map(Number)) {
       heapMB: number;
     };
   const [memIpt, memNft] = [await memoryOf('iptables'), await memoryOf('nftables')];
+  const settledMs = (f: () => void) => {
+    const xs: number[] = [];
+    for (let i = 0; i < 15; i++) {
+      gc?.();
+      const t = performance.now();
+      f();
+      xs.push(performance.now() - t);
+    }
+    return +xs.sort((a, b) => a - b)[7]!.toFixed(2);
+  };
+  const settled = {
+    coldPlanMs: settledMs(
+      () =>
+        void planAll(
+          store,
+          FAMILIES.map(() => new PlanCache()),
+        ),
+    ),
+    changeIptablesMs: settledMs(() => {
+      apply();
+      iptChange();
+    }),
+    changeNftablesMs: settledMs(() => {
+      apply();
+      nftChange();
+    }),
+  };
   const row = {
     services: n,
     endpoints: n * E * FAMILIES.length,
@@ -156,6 +187,7 @@ for (const n of args.sizes.split(',').map(Number)) {
     changeNftablesBytes: deltaBytes,
     rssMB: { iptables: memIpt.rssMB, nftables: memNft.rssMB },
     heapMB: { iptables: memIpt.heapMB, nftables: memNft.heapMB },
+    settled,
   };
   console.error(JSON.stringify(row));
   rows.push(row);

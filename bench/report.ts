@@ -43,6 +43,8 @@ interface HotRow {
   changeNftablesBytes: number;
   rssMB: Record<'iptables' | 'nftables', number>;
   heapMB: Record<'iptables' | 'nftables', number>;
+  /** With a full GC before each sample (hotpath.ts); absent in older results. */
+  settled?: { coldPlanMs: number; changeIptablesMs: number; changeNftablesMs: number };
 }
 interface Hot {
   date: string;
@@ -382,10 +384,7 @@ function dualStackTable(): string[] {
     const r = dual / single;
     return `${x2(dual, single)}${r <= DUAL_STACK_BOUND ? '' : ' **over**'}`;
   };
-  const out = [
-    '| at 10k Services, 10 endpoints per family | single-stack | dual-stack | ratio (bound 2.2×) |',
-    '|---|---|---|---|',
-  ];
+  const out = ['| at 10k Services, 10 endpoints per family | single-stack | dual-stack | ratio (bound 2.2×) |', '|---|---|---|---|'];
   for (const mode of ['iptables', 'nftables']) {
     const one = e2e[`${mode}-4`]!.rows.at(-1)!;
     const two = e2e[`${mode}-4,6`]!.rows.at(-1)!;
@@ -407,6 +406,9 @@ function dualStackTable(): string[] {
     ['hot path: cold plan + render, nftables', (r: HotRow) => r.coldPlan.p50Ms + r.coldRenderNftables.p50Ms],
     ['hot path: one change, iptables (p50)', (r: HotRow) => r.changeIptables.p50Ms],
     ['hot path: one change, nftables (p50)', (r: HotRow) => r.changeNftables.p50Ms],
+    ['hot path, GC settled before each sample: cold plan', (r: HotRow) => r.settled?.coldPlanMs ?? NaN],
+    ['hot path, GC settled: one change, iptables', (r: HotRow) => r.settled?.changeIptablesMs ?? NaN],
+    ['hot path, GC settled: one change, nftables', (r: HotRow) => r.settled?.changeNftablesMs ?? NaN],
     ['hot path: RSS after load + plan + render, iptables', (r: HotRow) => r.rssMB.iptables],
     ['hot path: RSS after load + plan + render, nftables', (r: HotRow) => r.rssMB.nftables],
   ] as const) {
