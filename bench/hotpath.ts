@@ -10,7 +10,9 @@
  * - `settled`: the cold plan and one change again, 15 samples each with a full garbage collection
  *   before every sample (median): the work itself, without the collections the garbage of earlier
  *   iterations causes, which tinybench's back-to-back iterations include and which grow with the
- *   heap the process holds.
+ *   heap the process holds; single-stack runs add the settled cold plan again with a second
+ *   dual-stack-sized copy of the state held and unused (`withBallastMs`): the cost of a bigger heap
+ *   alone, without more work.
  *
  * `--families 4,6`: a dual-stack cluster (bench/cluster.ts); every figure covers both families
  * (two plans, two renders, two diffs), and the changes alternate between an IPv4 and an IPv6 slice.
@@ -157,14 +159,22 @@ for (const n of args.sizes.split(',').map(Number)) {
     }
     return +xs.sort((a, b) => a - b)[7]!.toFixed(2);
   };
+  const coldPlan = () =>
+    void planAll(
+      store,
+      FAMILIES.map(() => new PlanCache()),
+    );
+  const coldPlanMs = settledMs(coldPlan);
+  // Single-stack only: the same plan beside an unused dual-stack-sized state (a bigger heap, no more work).
+  const beside = (held: ProxyStateStore) => {
+    const ms = settledMs(coldPlan);
+    // Read after the measurement, so the unused state stays reachable throughout it.
+    return held.serviceCount === n ? ms : NaN;
+  };
+  const withBallastMs = FAMILIES.length === 1 ? beside(benchStore(n, E, [4, 6])) : undefined;
   const settled = {
-    coldPlanMs: settledMs(
-      () =>
-        void planAll(
-          store,
-          FAMILIES.map(() => new PlanCache()),
-        ),
-    ),
+    coldPlanMs,
+    ...(withBallastMs === undefined ? {} : { withBallastMs }),
     changeIptablesMs: settledMs(() => {
       apply();
       iptChange();

@@ -44,7 +44,7 @@ interface HotRow {
   rssMB: Record<'iptables' | 'nftables', number>;
   heapMB: Record<'iptables' | 'nftables', number>;
   /** With a full GC before each sample (hotpath.ts); absent in older results. */
-  settled?: { coldPlanMs: number; changeIptablesMs: number; changeNftablesMs: number };
+  settled?: { coldPlanMs: number; withBallastMs?: number; changeIptablesMs: number; changeNftablesMs: number };
 }
 interface Hot {
   date: string;
@@ -415,6 +415,12 @@ function dualStackTable(): string[] {
     const unit = label.includes('RSS') ? (v: number) => `${v} MiB` : s;
     out.push(`| ${label} | ${unit(pick(h1))} | ${unit(pick(h2))} | ${judged(pick(h1), pick(h2))} |`);
   }
+  const ballast = h1.settled?.withBallastMs;
+  if (ballast !== undefined && h1.settled)
+    out.push(
+      '',
+      `The same single-stack cold plan, GC settled, with an unused dual-stack-sized copy of the state held beside it: ${s(ballast)} against ${s(h1.settled.coldPlanMs)} (${x2(ballast, h1.settled.coldPlanMs)}): the bigger heap alone, with no more work.`,
+    );
   const d = e2e['iptables-4,6']!;
   out.push('', `${d.tool}, ${d.kernel}, ${d.cpus} CPUs, Node ${d.node}; ${d.runs} runs per figure (median), measured ${d.date.slice(0, 10)}; each pair in one session.`);
   return out;
