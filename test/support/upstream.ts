@@ -83,12 +83,25 @@ export function upstreamArgs(kubeconfig: string, clusterCIDR: string): string[] 
 /**
  * Gives the API server's own Service to another proxy (the label upstream and kproxy both honour):
  * the API server rewrites its endpoints now and then, so two proxies could see different versions.
+ * Right after start the API server may not have made the Service yet, or may update it meanwhile
+ * (409): retried, bounded (50 tries, 200 ms apart).
+ * @throws Error with the last answer when it never succeeds
  */
 export async function hideKubernetesService(api: RealApiServer): Promise<void> {
-  const kubernetes = (await api.request('GET', '/api/v1/namespaces/default/services/kubernetes')).body as { metadata: { labels?: Record<string, string> } };
-  kubernetes.metadata.labels = { ...kubernetes.metadata.labels, 'service.kubernetes.io/service-proxy-name': 'elsewhere' };
-  const r = await api.request('PUT', '/api/v1/namespaces/default/services/kubernetes', kubernetes);
-  if (r.status !== 200) throw new Error(`labelling default/kubernetes: HTTP ${r.status}`);
+  const path = '/api/v1/namespaces/default/services/kubernetes';
+  let last = '';
+  for (let i = 0; i < 50; i++) {
+    const got = await api.request('GET', path);
+    if (got.status === 200) {
+      const kubernetes = got.body as { metadata: { labels?: Record<string, string> } };
+      kubernetes.metadata.labels = { ...kubernetes.metadata.labels, 'service.kubernetes.io/service-proxy-name': 'elsewhere' };
+      const put = await api.request('PUT', path, kubernetes);
+      if (put.status === 200) return;
+      last = `PUT: HTTP ${put.status}`;
+    } else last = `GET: HTTP ${got.status}`;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`labelling default/kubernetes failed: ${last}`);
 }
 
 /** Upstream's sync metrics: when it last synced, and what it still has pending (ms since the epoch). */
