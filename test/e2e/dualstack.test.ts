@@ -119,15 +119,17 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluste
     }
   });
 
-  it.runIf(mode === 'iptables')('writes what upstream kube-proxy v1.26 writes, in iptables and ip6tables', async () => {
-    await upstreamSettled(upstream!, 0);
-    // kproxy has synced the restored slice (previous test); upstream has settled on the same objects.
-    const ours = (family: 4 | 6) => c.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);
-    const theirs = (family: 4 | 6) => upstream!.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);
-    for (const family of [4, 6] as const) {
-      const want = comparable(await theirs(family));
-      expect(Object.keys(want).filter((k) => k.startsWith('nat KUBE-SEP-')).length, `IPv${family}`).toBeGreaterThan(3);
-      expect(comparable(await ours(family)), `IPv${family}`).toEqual(want);
-    }
-  });
+  // Defined in iptables mode only (upstream runs there): nothing is reported as skipped.
+  if (mode === 'iptables')
+    it('writes what upstream kube-proxy v1.26 writes, in iptables and ip6tables', async () => {
+      await upstreamSettled(upstream!, 0);
+      // kproxy has synced the restored slice (previous test); upstream has settled on the same objects.
+      const ours = (family: 4 | 6) => c.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);
+      const theirs = (family: 4 | 6) => upstream!.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);
+      for (const family of [4, 6] as const) {
+        const want = comparable(await theirs(family));
+        expect(Object.keys(want).filter((k) => k.startsWith('nat KUBE-SEP-')).length, `IPv${family}`).toBeGreaterThan(3);
+        expect(comparable(await ours(family)), `IPv${family}`).toEqual(want);
+      }
+    });
 });
