@@ -187,7 +187,7 @@ export class ProxyRunner {
     const good = outcomes.filter((o) => o.ok);
     if (good.length === 0) return { ok, full, durationMs: seconds * 1000, families: outcomes };
     const plans = good.map((o) => o.plan!);
-    // Healthy when every family is current, not only the ones that synced now (upstream since v1.28 tracks families apart).
+    // Updated only when every family is current, not only the ones that synced now: a family stuck failing turns /healthz unhealthy.
     if (reconcilers.every((r) => !r.failing)) health.updated(Date.now());
     metrics.syncDuration.observe(seconds);
     (full ? metrics.syncFullDuration : metrics.syncPartialDuration).observe(seconds);

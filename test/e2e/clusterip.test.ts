@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';
-import { CLIENT_IP, expectUniform, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
+import { CLIENT_IP, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
+import { expectUniform } from './harness/expect.ts';
 
 const WEB = [{ name: 'http', port: 80, targetPort: 8080 }];
 const WEB_EP = [{ name: 'http', port: 8080 }];

@@ -11,7 +11,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service, type ServiceOptions } from '../support/objects.ts';
-import { CLIENT_IP6, expectUniform, NODE1_EXT_IP6, NODE1_IP6, onlyFrom, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
+import { CLIENT_IP6, NODE1_EXT_IP6, NODE1_IP6, onlyFrom, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
+import { expectUniform } from './harness/expect.ts';
 
 const ALLOWED = '2001:db8:100::5';
 const BLOCKED = '2001:db8:200::5';

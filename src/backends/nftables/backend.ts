@@ -33,10 +33,7 @@ export function nftablesBackend(family: IPFamily, output: NftOutput = 'text', to
   return {
     mode: 'nftables',
     family,
-    render: (plan: ProxyPlan) => {
-      if (plan.family !== family) throw new RangeError(`an IPv${family} backend was given an IPv${plan.family} plan`);
-      return renderNftables(plan, cache);
-    },
+    render: (plan: ProxyPlan) => renderNftables(plan, cache),
     diff(committed, next) {
       const batch = committed === undefined ? fullBatch(next) : deltaBatch(committed.rules, next, committed.deferred);
       return { text: batch.commands.length === 0 ? undefined : formatBatch(batch.commands, output), committed: { rules: next, deferred: batch.stale } };

@@ -22,7 +22,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { expect } from 'vitest';
 import { endpoint, endpointSlice } from '../../support/objects.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../../..');
@@ -381,22 +380,6 @@ export function tally(r: ProbeResult): Record<string, number> {
   const out: Record<string, number> = {};
   for (const a of r.answers) out[a.name] = (out[a.name] ?? 0) + 1;
   return out;
-}
-
-/**
- * Checks that `r` answered every probe and spread them uniformly over `names`: each got a count
- * within 4.8 standard deviations of its share (300 probes over 3: 60–140, sd ≈ 8.2).
- */
-export function expectUniform(r: ProbeResult, count: number, names: readonly string[]): void {
-  expect(r.answers).toHaveLength(count);
-  const counts = tally(r);
-  expect(Object.keys(counts).sort()).toEqual([...names].sort());
-  const share = count / names.length;
-  const sd = Math.sqrt(count * (1 / names.length) * (1 - 1 / names.length));
-  for (const n of Object.values(counts)) {
-    expect(n).toBeGreaterThan(share - 4.8 * sd);
-    expect(n).toBeLessThan(share + 4.8 * sd);
-  }
 }
 
 /** The distinct peer addresses endpoints saw. */
