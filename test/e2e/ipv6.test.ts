@@ -96,6 +96,36 @@ describe.each(MODES)('%s mode: IPv6 and dual-stack', (mode) => {
     expect(peers(local)).toEqual([CLIENT_IP6]);
   });
 
+  it('IPv6 externalTrafficPolicy Local without a local endpoint: external traffic dropped, pods still reach the remote one', async () => {
+    await c.sync(
+      [
+        v6('far', 0x69, { type: 'NodePort', ports: [{ ...PORTS[0]!, nodePort: 30069 }], externalTrafficPolicy: 'Local', externalIPs: ['2001:db8:e::69'] }),
+        endpointSlice('demo/far', EP_PORTS, [ep6('fd00:10:244:2::10')]),
+      ],
+      FLAGS,
+    );
+    for (const [host, port] of [
+      [NODE1_EXT_IP6, 30069],
+      ['2001:db8:e::69', 80],
+    ] as const) {
+      const r = await c.probe('client', 'tcp', host, port, { count: 2, timeoutMs: 500 });
+      expect(r, `${host}:${port}`).toMatchObject({ answers: [], timeout: 2 });
+    }
+    const pod = await c.probe('src', 'tcp', '2001:db8:e::69', 80, { count: 5 });
+    expect(tally(pod)).toEqual({ b1: 5 });
+    expect(peers(pod)).toEqual(['fd00:10:244:1::99']);
+  });
+
+  it('--nodeport-addresses with an IPv6 CIDR limits IPv6 NodePorts to the matching local addresses', async () => {
+    await c.sync(
+      [v6('npa', 0x6a, { type: 'NodePort', ports: [{ ...PORTS[0]!, nodePort: 30070 }] }), endpointSlice('demo/npa', EP_PORTS, [ep6('fd00:10:244:1::10')])],
+      [...FLAGS, '--nodeport-addresses', '2001:db8:ff::/64'],
+    );
+    expect(tally(await c.probe('client', 'tcp', NODE1_EXT_IP6, 30070, { count: 5 }))).toEqual({ a1: 5 });
+    // 2001:db8:1::21 is local but outside the CIDR: no DNAT, and nothing listens on the port itself.
+    expect(await c.probe('client', 'tcp', NODE1_IP6, 30070, { count: 2, timeoutMs: 3000 })).toMatchObject({ answers: [], refused: 2 });
+  });
+
   it('REJECTs an IPv6 Service without endpoints, and a dual-stack one on the family that has none only', async () => {
     await c.sync(
       [
