@@ -22,7 +22,7 @@ const DISABLE_IPV6 = '/proc/sys/net/ipv6/conf/all/disable_ipv6';
  * (iptables mode) no working `ip6tables` with a nat table. Upstream checks the same before it
  * builds its dual-stack proxier (cmd/kube-proxy/app/server_linux.go: `ipt[1].Present()`).
  */
-export async function ipv6Unavailable(mode: ProxyMode): Promise<string | undefined> {
+async function ipv6Unavailable(mode: ProxyMode): Promise<string | undefined> {
   let disabled: string;
   try {
     disabled = (await readFile(DISABLE_IPV6, 'utf8')).trim();

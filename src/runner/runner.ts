@@ -156,11 +156,6 @@ export class ProxyRunner {
     logApplyResult(this.#d.log, kind, result);
   }
 
-  /** Syncs every family once, whether due or not (tests, and the first sync). Never throws. */
-  syncOnce(): Promise<SyncOutcome> {
-    return this.#sync(this.#d.reconcilers);
-  }
-
   /**
    * Plans, renders and writes (or prints) the rules of `families`, one after the other; each
    * reconciler owns its errors and retries, so a failing family does not hold the other back.
