@@ -15,19 +15,14 @@ import type { IPFamily } from '../state/ip.ts';
 import type { ProxyStateStore } from '../state/store.ts';
 import { ConfigError } from './config.ts';
 import { tcpBeLiberal } from './host.ts';
-import { ALL_FAMILIES, checkSettings, loadFiles, warnUnmasqueraded, type NodeSettings } from './node.ts';
-import { cidrList, collect, masqueradeBit, nodeName, type ProxyFlags } from './options.ts';
+import { ALL_FAMILIES, loadFiles, settingsFromFlags, warnUnmasqueraded } from './node.ts';
+import { collect, nodeFlags, nodeName, type ProxyFlags } from './options.ts';
 import { runCommand } from './run.ts';
+import { CommandExit, inspectCommands } from './inspect.ts';
 
 /** A one-shot command's sync failed in some family; the reconciler has logged why. */
 class SyncFailed extends Error {
   override readonly name = 'SyncFailed';
-}
-
-function settingsOf(flags: ProxyFlags): NodeSettings {
-  const settings = { clusterCIDRs: flags.clusterCidr, masqueradeAll: flags.masqueradeAll, masqueradeBit: flags.iptablesMasqueradeBit, nodePortAddresses: flags.nodeportAddresses };
-  checkSettings(settings);
-  return settings;
 }
 
 /**
@@ -57,16 +52,7 @@ async function reconcileOnce(reconcilers: readonly Reconciler[], store: ProxySta
 }
 
 function proxyCommand(program: Command, name: string, summary: string): Command {
-  return program
-    .command(name)
-    .description(summary)
-    .requiredOption('--from <path>', 'YAML or JSON file or directory of Services, EndpointSlices and Nodes (repeatable)', collect)
-    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(PROXY_MODES).default('iptables'))
-    .option('--hostname-override <name>', "this node's name (default: the host name); endpoints on it are local")
-    .option('--cluster-cidr <cidrs>', 'pod CIDR(s), comma-separated, one per family: traffic from outside them to ClusterIPs is masqueraded', cidrList, [])
-    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
-    .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs, either family (default: all local addresses)', cidrList, [])
-    .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14);
+  return nodeFlags(program.command(name).description(summary).requiredOption('--from <path>', 'YAML or JSON file or directory of Services, EndpointSlices and Nodes (repeatable)', collect));
 }
 
 /** Builds the program; `log` receives all diagnostics. Exported for tests. */
@@ -90,7 +76,7 @@ export function buildProgram(log: Logger): Command {
     )
     .action(async (flags: ProxyFlags & { output: 'text' | 'json'; ipFamily?: '4' | '6' }) => {
       const store = await loadFiles(flags.from, nodeName(flags), log);
-      const settings = settingsOf(flags);
+      const settings = settingsFromFlags(flags);
       const families: readonly IPFamily[] = flags.ipFamily ? [Number(flags.ipFamily) as IPFamily] : ALL_FAMILIES;
       warnUnmasqueraded(log, settings, families);
       const liberal = await tcpBeLiberal();
@@ -113,7 +99,7 @@ export function buildProgram(log: Logger): Command {
   proxyCommand(program, 'sync', 'apply the rules of both IP families once, atomically per family (iptables-restore / ip6tables-restore --noflush, or one nft transaction each)').action(
     async (flags: ProxyFlags) => {
       const store = await loadFiles(flags.from, nodeName(flags), log);
-      const settings = settingsOf(flags);
+      const settings = settingsFromFlags(flags);
       const { createReconcilers, ONE_SHOT } = await import('./backends.ts');
       const { cleanupOtherModes, nodeFamilies } = await import('./cleanup.ts');
       const families = await nodeFamilies(flags.proxyMode, log);
@@ -126,6 +112,7 @@ export function buildProgram(log: Logger): Command {
   );
 
   runCommand(program, log);
+  inspectCommands(program, log);
 
   program
     .command('cleanup')
@@ -148,6 +135,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof CommandExit) return err.status;
     if (err instanceof SyncFailed) return 1; // the reconciler logged the failure with its facts
     if (err instanceof ToolError) log.error({ err: errorFacts(err) }, err.message);
     else if (err instanceof SourceError || err instanceof ConfigError) log.error(err.message);

@@ -7,11 +7,13 @@
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../planner/plan.ts';
 import { readObjectFiles } from '../sources/file.ts';
+import type { ObjectBatch } from '../sources/objects.ts';
 import type { CIDR, IPFamily } from '../state/ip.ts';
 import { ProxyStateStore } from '../state/store.ts';
 import { logApplyResult } from '../runner/runner.ts';
 import { ConfigError } from './config.ts';
 import { localAddresses } from './host.ts';
+import type { ProxyFlags } from './options.ts';
 
 /** The node-level flags the planner reads, both families mixed as given. */
 export interface NodeSettings {
@@ -36,6 +38,16 @@ export function checkSettings(settings: NodeSettings): void {
     const same = settings.clusterCIDRs.filter((c) => c.family === family);
     if (same.length > 1) throw new ConfigError(`--cluster-cidr takes one CIDR per IP family, got ${same.map((c) => c.text).join(', ')}`);
   }
+}
+
+/**
+ * The settings the node flags give.
+ * @throws ConfigError as {@link checkSettings}
+ */
+export function settingsFromFlags(flags: Pick<ProxyFlags, 'clusterCidr' | 'masqueradeAll' | 'iptablesMasqueradeBit' | 'nodeportAddresses'>): NodeSettings {
+  const settings = { clusterCIDRs: flags.clusterCidr, masqueradeAll: flags.masqueradeAll, masqueradeBit: flags.iptablesMasqueradeBit, nodePortAddresses: flags.nodeportAddresses };
+  checkSettings(settings);
+  return settings;
 }
 
 /**
@@ -64,6 +76,22 @@ export function warnUnmasqueraded(log: Logger, settings: NodeSettings, families:
 export async function loadFiles(paths: readonly string[], nodeName: string, log: Logger): Promise<ProxyStateStore> {
   const input = await readObjectFiles(paths);
   for (const w of input.warnings) log.warn({ file: w.file }, w.message);
+  return loadObjects(input, nodeName, log);
+}
+
+/**
+ * Reads Services, EndpointSlices and this node's Node once from the API server (the operator
+ * commands without `--from`), with `run`'s selectors. The API client is loaded only here.
+ * @param kubeconfig a kubeconfig file; default in-cluster, then `$KUBECONFIG` / `~/.kube/config`
+ * @throws Error when no configuration loads or a list fails
+ */
+export async function loadApi(kubeconfig: string | undefined, master: string | undefined, nodeName: string, log: Logger): Promise<ProxyStateStore> {
+  const { listProxyObjects, loadKubeConfig } = await import('../sources/kube.ts');
+  return loadObjects(await listProxyObjects(loadKubeConfig(kubeconfig, master), nodeName), nodeName, log);
+}
+
+/** Applies a batch of objects to a new store, logging every skipped one. */
+function loadObjects(input: ObjectBatch, nodeName: string, log: Logger): ProxyStateStore {
   const store = new ProxyStateStore(nodeName);
   let invalid = 0;
   for (const o of input.nodes) invalid += logApplyResult(log, 'Node', store.applyNode(o));

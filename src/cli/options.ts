@@ -3,9 +3,9 @@
  * defaults are upstream's (cmd/kube-proxy/app/options.go) so a kube-proxy command line carries over.
  * @module
  */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { hostname } from 'node:os';
-import type { ProxyMode } from '../backends/backend.ts';
+import { PROXY_MODES, type ProxyMode } from '../backends/backend.ts';
 import { parseCIDR, type CIDR } from '../state/ip.ts';
 
 /** Flags shared by dry-run and sync, as commander hands them over. */
@@ -17,6 +17,17 @@ export interface ProxyFlags {
   readonly masqueradeAll: boolean;
   readonly nodeportAddresses: readonly CIDR[];
   readonly iptablesMasqueradeBit: number;
+}
+
+/** Adds the flags that say what this node is and how it proxies (kube-proxy's names and defaults), shared by every command that plans. */
+export function nodeFlags(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--proxy-mode <mode>', 'which proxy backend to use').choices(PROXY_MODES).default('iptables'))
+    .option('--hostname-override <name>', "this node's name (default: the host name); endpoints on it are local")
+    .option('--cluster-cidr <cidrs>', 'pod CIDR(s), comma-separated, one per family: traffic from outside them to ClusterIPs is masqueraded', cidrList, [])
+    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
+    .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs, either family (default: all local addresses)', cidrList, [])
+    .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14);
 }
 
 /** commander parser: collects a repeatable option into a list. */

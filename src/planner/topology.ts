@@ -50,7 +50,7 @@ export function usesLocalEndpoints(sp: ServicePort): boolean {
   return internalPolicyLocal(sp) || externalPolicyLocal(sp);
 }
 
-type TopologyMode = 'none' | 'zone' | 'node';
+export type TopologyMode = 'none' | 'zone' | 'node';
 
 /**
  * Categorises a service port's endpoints for this node.
@@ -93,7 +93,11 @@ export function categorizeEndpoints(sp: ServicePort, endpoints: readonly Endpoin
   return { cluster, local, reachable, hasAny };
 }
 
-function topologyMode(endpoints: readonly Endpoint[], nodeName: string, zone: string | undefined): TopologyMode {
+/**
+ * Whether topology hints narrow the Cluster set on this node: `node` when every ready endpoint has
+ * node hints and one is for this node (KEP-3015), else `zone` likewise for its zone, else `none`.
+ */
+export function topologyMode(endpoints: readonly Endpoint[], nodeName: string, zone: string | undefined): TopologyMode {
   let allNodeHints = true;
   let forNode = false;
   let allZoneHints = true;

@@ -20,7 +20,7 @@
  */
 import { HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, ListWatch, RequestContext, Watch, type KubernetesListObject, type KubernetesObject } from './client-node.ts';
 import type { Logger } from 'pino';
-import type { ObjectKind, RawObject } from './objects.ts';
+import type { ObjectBatch, ObjectKind, RawObject } from './objects.ts';
 import type { EventQueue } from './queue.ts';
 
 /** Upstream's selector: skip Services claimed by another proxy and headless EndpointSlices. */
@@ -151,6 +151,16 @@ export async function listCollection(kc: KubeConfig, resource: WatchedResource, 
     if (!cont) return { ...body, items };
   }
   throw new ApiError(500, `list ${resource.path}: more than ${MAX_LIST_PAGES} pages`);
+}
+
+/**
+ * One complete read of what a proxy on `nodeName` watches (the operator commands' `--kubeconfig`
+ * input): the three lists of {@link proxyResources}, with upstream's selectors.
+ * @throws ApiError or a network error when a list fails
+ */
+export async function listProxyObjects(kc: KubeConfig, nodeName: string): Promise<ObjectBatch> {
+  const [services, endpointSlices, nodes] = await Promise.all(proxyResources(nodeName).map(async (r) => (await listCollection(kc, r)).items as unknown as RawObject[]));
+  return { services: services!, endpointSlices: endpointSlices!, nodes: nodes! };
 }
 
 function statusMessage(text: string): string {

@@ -101,6 +101,8 @@ export interface Endpoint {
   readonly serving: boolean;
   readonly terminating: boolean;
   readonly nodeName: string | undefined;
+  /** The endpoint's `zone` (shown by `kproxy explain`; the planner reads the hints, not this). */
+  readonly zone: string | undefined;
   readonly zoneHints: readonly string[];
   readonly nodeHints: readonly string[];
 }

@@ -197,6 +197,7 @@ function mergeEndpoints(slices: readonly EndpointSlice[], portName: string, prot
           serving: e.serving,
           terminating: e.terminating,
           nodeName: e.nodeName,
+          zone: e.zone,
           zoneHints: e.zoneHints,
           nodeHints: e.nodeHints,
         });

@@ -1,0 +1,75 @@
+/**
+ * Text forms of the operator commands' answers (`explain`, `list`), for a person: short lines,
+ * aligned columns, no JSON noise. Pure: data in, text out (the JSON forms are the data itself).
+ * @module
+ */
+import { KIND_TEXT, type Explanation } from '../planner/explain.ts';
+import type { ListRow, WeightedEndpoint } from '../planner/list.ts';
+
+/** Pads the columns of `rows` to their widest cell (the last column is not padded). */
+export function columns(rows: readonly (readonly string[])[], gap = '  '): string[] {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((r) =>
+    r
+      .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .join(gap)
+      .trimEnd(),
+  );
+}
+
+const percent = (p: number) => `${Number((p * 100).toFixed(1))}%`;
+
+/** `kproxy explain`'s text form. */
+export function formatExplanation(e: Explanation): string {
+  const lines: string[] = [`${e.destination} from ${e.source.description}`];
+  const field: string[][] = [];
+  const verdict: Record<Explanation['verdict'], string> = { DNAT: 'DNAT', REJECT: 'REJECT', DROP: 'DROP', NO_MATCH: 'no match' };
+  field.push(['verdict', `${verdict[e.verdict]}: ${e.reason}`]);
+  if (e.service) field.push(['service', `${e.service.name} ${e.service.protocol}, by its ${KIND_TEXT[e.service.matchedAs]}`]);
+  if (e.firewall)
+    field.push(['firewall', `loadBalancerSourceRanges ${e.firewall.ranges.join(', ') || '(other family only)'}: ${e.firewall.allowed ? `allowed by ${e.firewall.by}` : 'source outside, dropped'}`]);
+  if (e.endpointSet) field.push(['endpoints', `${e.endpointSet.set} set: ${e.endpointSet.why.join('; ')}`]);
+  const table = e.endpoints.map((ep) => [
+    `${ep.address.includes(':') ? `[${ep.address}]` : ep.address}:${ep.port}`,
+    ep.node ?? '-',
+    ep.zone ?? '-',
+    ep.ready ? 'ready' : ep.terminating ? 'terminating' : 'not ready',
+    percent(ep.probability),
+    ep.hairpin ? 'hairpin' : '',
+  ]);
+  if (e.affinityTimeoutSeconds !== undefined) field.push(['affinity', `ClientIP, ${e.affinityTimeoutSeconds} s`]);
+  if (e.masquerade) field.push(['masquerade', `${e.masquerade.masquerade ? 'yes' : 'no'}: ${e.masquerade.why}`]);
+  for (const u of e.unusedEndpoints) field.push(['not used', `${u.address.includes(':') ? `[${u.address}]` : u.address}:${u.port} (${u.node ?? 'no node'}): ${u.reason}`]);
+  for (const n of e.notes) field.push(['note', n]);
+  const aligned = columns(field);
+  // The endpoint table goes right after the `endpoints` line.
+  const at = field.findIndex((f) => f[0] === 'endpoints');
+  const indent = ' '.repeat(Math.max(...field.map((f) => f[0]!.length)) + 2);
+  const epLines = columns(table).map((l) => indent + l);
+  lines.push(...aligned.slice(0, at + 1), ...(at >= 0 ? epLines : []), ...aligned.slice(at + 1));
+  lines.push('', 'steps');
+  e.steps.forEach((s, i) => lines.push(`  ${String(i + 1).padStart(2)}  ${s.decision}`, `      ${s.rule}`));
+  return `${lines.join('\n')}\n`;
+}
+
+function endpointsText(list: readonly WeightedEndpoint[] | undefined, wide: boolean): string {
+  if (list === undefined) return '';
+  if (list.length === 0) return '(none)';
+  const shown = wide ? list : list.slice(0, 3);
+  const text = shown.map((e) => `${e.endpoint} ${percent(e.weight)}`).join(', ');
+  return list.length > shown.length ? `${text}, +${list.length - shown.length} more` : text;
+}
+
+/** `kproxy list`'s text form; `wide` lists every endpoint (text shows the first three). */
+export function formatList(rows: readonly ListRow[], wide: boolean): string {
+  const table: string[][] = [['SERVICE PORT', 'PROTO', 'FRONTENDS', 'POLICY (int/ext)', 'FLAGS', 'ENDPOINTS']];
+  for (const r of rows) {
+    const f = r.frontends;
+    const frontends = [f.clusterIP, ...f.externalIPs.map((x) => `${x} ext`), ...f.loadBalancerIPs.map((x) => `${x} lb`), ...(f.nodePort ? [`*:${f.nodePort} np`] : [])].join(', ');
+    const sameSets = r.externalEndpoints === undefined || endpointsText(r.externalEndpoints, true) === endpointsText(r.internalEndpoints, true);
+    const endpoints = sameSets ? endpointsText(r.internalEndpoints, wide) : `int: ${endpointsText(r.internalEndpoints, wide)}; ext: ${endpointsText(r.externalEndpoints, wide)}`;
+    table.push([r.name, r.protocol, frontends, `${r.internalTrafficPolicy}/${r.externalTrafficPolicy ?? '-'}`, r.flags.join(',') || '-', endpoints]);
+  }
+  return `${columns(table).join('\n')}\n`;
+}

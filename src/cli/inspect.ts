@@ -1,0 +1,119 @@
+/**
+ * The operator commands: `explain` (where a packet goes and why), `list` (what is programmed, one
+ * line per service port) and `verify` (does the kernel hold what kproxy wants). They read the same
+ * input as `dry-run` (`--from` files) or, without `--from`, make one read of the live API
+ * (`--kubeconfig`, `--master`, or in-cluster), take the same node flags, and plan as `run` does.
+ * @module
+ */
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import type { Logger } from 'pino';
+import { classifySource, EXPLAIN_EXIT, explainPacket, type PacketSource } from '../planner/explain.ts';
+import { listServicePorts } from '../planner/list.ts';
+import { planProxy, type ProxyPlan } from '../planner/plan.ts';
+import { parseIP, type IPAddress, type IPFamily } from '../state/ip.ts';
+import type { Protocol } from '../state/model.ts';
+import type { ProxyStateStore } from '../state/store.ts';
+import { iptablesRuleNames } from '../backends/iptables/explain.ts';
+import { nftablesRuleNames } from '../backends/nftables/explain.ts';
+import { formatExplanation, formatList } from './format.ts';
+import { ALL_FAMILIES, loadApi, loadFiles, proxyConfig, settingsFromFlags, type NodeSettings } from './node.ts';
+import { collect, nodeFlags, nodeName, type ProxyFlags } from './options.ts';
+
+/** A command finished with a status other than 0 that is not an error (explain's 3 and 4, verify's 1). */
+export class CommandExit extends Error {
+  override readonly name = 'CommandExit';
+  readonly status: number;
+  constructor(status: number) {
+    super(`exit status ${status}`);
+    this.status = status;
+  }
+}
+
+/** Flags of the operator commands: the node flags, and where the objects come from. */
+export interface InspectFlags extends Omit<ProxyFlags, 'from'> {
+  readonly from?: readonly string[];
+  readonly kubeconfig?: string;
+  readonly master?: string;
+}
+
+/** A destination `IP:PORT` or `[IPv6]:PORT`. */
+export interface HostPort {
+  readonly ip: IPAddress;
+  readonly port: number;
+}
+
+/**
+ * commander parser for `explain`'s DEST.
+ * @throws InvalidArgumentError naming what is wrong
+ */
+export function parseDestination(text: string): HostPort {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
+  const ip = m ? parseIP(m[1]!) : undefined;
+  const port = m ? Number(m[2]) : 0;
+  if (!m || !ip || ip.family !== (m[0].startsWith('[') ? 6 : 4)) throw new InvalidArgumentError('must be IP:PORT, or [IPv6]:PORT');
+  if (port < 1 || port > 65535) throw new InvalidArgumentError('the port must be 1-65535');
+  return { ip, port };
+}
+
+/** commander parser for `--source`: `pod`, `node`, `external`, or an address. */
+export function parseSource(text: string): { readonly kind: 'pod' | 'node' | 'external' } | { readonly ip: IPAddress } {
+  if (text === 'pod' || text === 'node' || text === 'external') return { kind: text };
+  const ip = parseIP(text);
+  if (!ip) throw new InvalidArgumentError('must be pod, node, external, or an IP address');
+  return { ip };
+}
+
+function inspectCommand(program: Command, name: string, summary: string): Command {
+  return nodeFlags(
+    program
+      .command(name)
+      .description(summary)
+      .option('--from <path>', 'YAML or JSON file or directory of Services, EndpointSlices and Nodes (repeatable); without it, one read of the API server', collect)
+      .option('--kubeconfig <file>', 'kubeconfig for the API read (default: in-cluster, then $KUBECONFIG or ~/.kube/config)')
+      .option('--master <url>', "API server address, overriding the kubeconfig's"),
+  );
+}
+
+async function load(flags: InspectFlags, log: Logger): Promise<{ store: ProxyStateStore; settings: NodeSettings }> {
+  const settings = settingsFromFlags(flags);
+  const name = nodeName(flags);
+  const store = flags.from && flags.from.length > 0 ? await loadFiles(flags.from, name, log) : await loadApi(flags.kubeconfig, flags.master, name, log);
+  return { store, settings };
+}
+
+function plan(store: ProxyStateStore, settings: NodeSettings, family: IPFamily): ProxyPlan {
+  return planProxy(store.servicePortStates(), store.node, proxyConfig(settings, family)());
+}
+
+/** Registers `explain`, `list` and `verify` on the program. */
+export function inspectCommands(program: Command, log: Logger): void {
+  inspectCommand(program, 'explain', 'explain where a packet to DEST (IP:PORT) goes on this node and why, decision by decision, naming the rule that makes each')
+    .argument('<dest>', 'destination IP:PORT ([IPv6]:PORT): a ClusterIP, externalIP, load-balancer IP, or a node address with a NodePort', parseDestination)
+    .option('--source <who>', 'the source: pod (a pod on this node), node (the node itself), external (a client outside the cluster), or an IP address', parseSource, { kind: 'external' as const })
+    .addOption(new Option('--protocol <protocol>', 'transport protocol').choices(['tcp', 'udp', 'sctp']).default('tcp'))
+    .addOption(new Option('--output <format>', 'text for a person, json for scripts').choices(['text', 'json']).default('text'))
+    .action(async (dest: HostPort, flags: InspectFlags & { source: ReturnType<typeof parseSource>; protocol: string; output: 'text' | 'json' }) => {
+      const { store, settings } = await load(flags, log);
+      const family = dest.ip.family;
+      const config = proxyConfig(settings, family)();
+      const p = plan(store, settings, family);
+      let source: PacketSource;
+      if ('ip' in flags.source) {
+        if (flags.source.ip.family !== family) throw new InvalidArgumentError(`--source ${flags.source.ip.text} is not of DEST's IP family`);
+        source = { kind: classifySource(flags.source.ip, store.node, config), ip: flags.source.ip };
+      } else source = { kind: flags.source.kind, ip: undefined };
+      const names = flags.proxyMode === 'nftables' ? nftablesRuleNames(p) : iptablesRuleNames(p);
+      const e = explainPacket(store.servicePortStates(), store.node, config, p, { destination: dest.ip, port: dest.port, protocol: flags.protocol.toUpperCase() as Protocol, source }, names);
+      process.stdout.write(flags.output === 'json' ? `${JSON.stringify(e, null, 2)}\n` : formatExplanation(e));
+      const status = EXPLAIN_EXIT[e.verdict];
+      if (status !== 0) throw new CommandExit(status);
+    });
+
+  inspectCommand(program, 'list', 'list every service port this node proxies: frontends, policies, flags, and the endpoints in use with their weights')
+    .addOption(new Option('--output <format>', 'text (first endpoints), wide (every endpoint), or json').choices(['text', 'wide', 'json']).default('text'))
+    .action(async (flags: InspectFlags & { output: 'text' | 'wide' | 'json' }) => {
+      const { store, settings } = await load(flags, log);
+      const rows = listServicePorts(ALL_FAMILIES.map((f) => plan(store, settings, f)));
+      process.stdout.write(flags.output === 'json' ? `${JSON.stringify(rows, null, 2)}\n` : formatList(rows, flags.output === 'wide'));
+    });
+}

@@ -1,0 +1,73 @@
+/**
+ * `kproxy list`: one row per service port and IP family, like `cilium-dbg service list`: its
+ * frontends, policies, the endpoints its traffic uses with their weights, and flags. Pure: plans
+ * in, rows out, sorted by name, protocol and family (the plan's order), so the output is stable.
+ * @module
+ */
+import type { IPFamily } from '../state/ip.ts';
+import type { Protocol } from '../state/model.ts';
+import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from './plan.ts';
+
+/** An endpoint in use and its share of new connections, 0–1. */
+export interface WeightedEndpoint {
+  /** `ip:port` (`[ip]:port` for IPv6). */
+  readonly endpoint: string;
+  readonly weight: number;
+}
+
+/** One service port in one family. */
+export interface ListRow {
+  /** `namespace/name:port`. */
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly family: IPFamily;
+  /** Every destination, as `IP:port` (`[IP]:port`), with NodePorts as `*:nodePort` (`:nodePort` in nftables' terms). */
+  readonly frontends: { readonly clusterIP: string; readonly nodePort: number | undefined; readonly externalIPs: readonly string[]; readonly loadBalancerIPs: readonly string[] };
+  readonly internalTrafficPolicy: 'Cluster' | 'Local';
+  /** Undefined when the port has no external destination. */
+  readonly externalTrafficPolicy: 'Cluster' | 'Local' | undefined;
+  /** Where ClusterIP traffic goes (empty: rejected or dropped, see flags). */
+  readonly internalEndpoints: readonly WeightedEndpoint[];
+  /** Where traffic to external destinations from outside goes; undefined when the port has none. */
+  readonly externalEndpoints: readonly WeightedEndpoint[] | undefined;
+  /**
+   * `affinity=<s>s`, `no-endpoints` (REJECT), `no-local-endpoints` (DROP of the Local-policy
+   * traffic), `source-ranges` (loadBalancerSourceRanges), `health-check=<port>`.
+   */
+  readonly flags: readonly string[];
+}
+
+/** The rows of the plans, in the order given (each plan sorted by name, then protocol). */
+export function listServicePorts(plans: readonly ProxyPlan[]): ListRow[] {
+  const rows: ListRow[] = [];
+  for (const plan of plans) for (const sp of plan.servicePorts) rows.push(row(sp, plan.family));
+  return rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : a.family - b.family));
+}
+
+function row(sp: ServicePortPlan, family: IPFamily): ListRow {
+  const hostPort = (ip: string) => `${family === 6 ? `[${ip}]` : ip}:${sp.port}`;
+  const external = sp.nodePort !== 0 || sp.externalIPs.length > 0 || sp.loadBalancerIPs.length > 0;
+  const weighted = (list: readonly PlannedEndpoint[]) => list.map((e) => ({ endpoint: e.hostPort, weight: 1 / list.length }));
+  const flags: string[] = [];
+  if (sp.affinityTimeoutSeconds !== undefined) flags.push(`affinity=${sp.affinityTimeoutSeconds}s`);
+  if (sp.internalNoEndpoints === 'REJECT') flags.push('no-endpoints');
+  else if (sp.internalNoEndpoints === 'DROP' || sp.externalNoEndpoints === 'DROP') flags.push('no-local-endpoints');
+  if (sp.usesFirewallChain) flags.push('source-ranges');
+  if (sp.healthCheckNodePort !== 0) flags.push(`health-check=${sp.healthCheckNodePort}`);
+  return {
+    name: sp.name,
+    protocol: sp.protocol,
+    family,
+    frontends: {
+      clusterIP: hostPort(sp.clusterIP),
+      nodePort: sp.nodePort === 0 ? undefined : sp.nodePort,
+      externalIPs: sp.externalIPs.map(hostPort),
+      loadBalancerIPs: sp.loadBalancerIPs.map(hostPort),
+    },
+    internalTrafficPolicy: sp.internalPolicyLocal ? 'Local' : 'Cluster',
+    externalTrafficPolicy: external ? (sp.externalPolicyLocal ? 'Local' : 'Cluster') : undefined,
+    internalEndpoints: sp.internalNoEndpoints ? [] : weighted(sp.internalPolicyLocal ? sp.localEndpoints : sp.clusterEndpoints),
+    externalEndpoints: external ? (sp.externalNoEndpoints ? [] : weighted(sp.externalPolicyLocal ? sp.localEndpoints : sp.clusterEndpoints)) : undefined,
+    flags,
+  };
+}
