@@ -343,7 +343,7 @@ function describeSource(source: PacketSource, node: NodeInfo, config: ProxyConfi
     case 'pod':
       if (ip) return { kind: 'pod', address: ip, description: `pod ${ip}` };
       return { kind: 'pod', address: undefined, description: config.clusterCIDR ? `a pod on ${node.name} (inside ${config.clusterCIDR.text})` : `a pod on ${node.name}` };
-    default:
+    case 'external':
       return { kind: 'external', address: ip, description: ip ? `external client ${ip}` : 'a client outside the cluster' };
   }
 }

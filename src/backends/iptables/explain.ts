@@ -22,7 +22,7 @@ export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR'>): RuleNames
           return `nat ${CHAIN.services} -j ${n.ext} ("${sp.name} external IP")`;
         case 'loadBalancerIP':
           return `nat ${CHAIN.services} -j ${sp.usesFirewallChain ? n.fw : n.ext} ("${sp.name} loadbalancer IP")`;
-        default:
+        case 'nodePort':
           return `nat ${CHAIN.services} -j ${CHAIN.nodePorts}, then ${CHAIN.nodePorts} --dport ${sp.nodePort} -j ${n.ext}`;
       }
     },
@@ -62,7 +62,7 @@ export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR'>): RuleNames
           return `nat ${n.ext} -m addrtype --src-type LOCAL -j ${CHAIN.markMasq}${then}`;
         case 'hairpin':
           return `nat KUBE-SEP-… -s <endpoint> -j ${CHAIN.markMasq}${then}`;
-        default:
+        case 'none':
           return `nat ${CHAIN.postrouting}`;
       }
     },

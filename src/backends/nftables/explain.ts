@@ -20,7 +20,8 @@ export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR' | 'family'>)
           return `map ${NFT.serviceIPs} -> goto ${sp.internalPolicyLocal ? n.local : n.service}`;
         case 'nodePort':
           return `map ${NFT.serviceNodePorts} -> goto ${n.external}`;
-        default:
+        case 'externalIP':
+        case 'loadBalancerIP':
           return `map ${NFT.serviceIPs} -> goto ${n.external}`;
       }
     },
@@ -64,7 +65,7 @@ export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR' | 'family'>)
           return `${n.external}: fib saddr type local jump ${NFT.markMasq}${then}`;
         case 'hairpin':
           return `${NFT.masquerading}: ${ip} saddr . ${ip} daddr @${NFT.hairpin} jump ${NFT.markMasq}${then}`;
-        default:
+        case 'none':
           return NFT.masquerading;
       }
     },
