@@ -4,6 +4,7 @@
  * @module
  */
 import type { IdentityCache } from '../planner/cache.ts';
+import type { DriftItem } from './drift.ts';
 import type { ProxyPlan, ServicePortPlan } from '../planner/plan.ts';
 import type { ProxyMetrics } from '../server/metrics.ts';
 import type { IPFamily } from '../state/ip.ts';
@@ -27,6 +28,8 @@ export interface WriteReport {
   readonly chainsDeleted: number;
   /** Set when a verify had found the kernel changed behind kproxy's back and this write repaired it: what differed. */
   readonly repaired?: string;
+  /** The same, per service port (drift.ts): what `kproxy verify` would have reported. */
+  readonly drift?: readonly DriftItem[];
   /** Set when a verify could not read the kernel; the writes go on regardless. */
   readonly verifyError?: Error;
   /**
@@ -116,6 +119,13 @@ export interface ProxyBackend<R extends Rendered = Rendered, S = unknown> {
   diff(committed: S | undefined, next: R): BackendChange<S>;
   /** @throws an Error naming what failed; the kernel keeps its previous rules */
   apply(next: R, options: { readonly full: boolean }): Promise<WriteReport>;
+  /**
+   * Reads what the kernel holds of this backend's rules in its family, and compares it with `next`
+   * (`kproxy verify`; the periodic check of `apply` uses the same comparison). Never writes.
+   * @returns the differences, per service port; empty when they agree
+   * @throws an Error when the kernel cannot be read
+   */
+  compare(next: R): Promise<readonly DriftItem[]>;
   /** Removes everything the backend owns in its family. @returns the number of chains (or tables) removed */
   cleanup(): Promise<number>;
   /**

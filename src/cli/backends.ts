@@ -23,10 +23,15 @@ export interface ProxyOptions extends Omit<ReconcilerDeps<Rendered, unknown>, 'b
 /** Timing of the one-shot commands (`sync`, `dry-run`): one full sync, no periods. */
 export const ONE_SHOT: RunnerTiming = { minSyncPeriodMs: 0, syncPeriodMs: 30_000 };
 
+/** The backend of `mode` in `family`, over the real tools. */
+export function createBackend(mode: ProxyMode, family: IPFamily, o: Pick<ProxyOptions, 'tcpBeLiberal' | 'output'>): ProxyBackend<Rendered, unknown> {
+  return mode === 'nftables' ? nftablesBackend(family, o.output) : iptablesBackend(family, () => ({ conntrackTCPBeLiberal: o.tcpBeLiberal() }));
+}
+
 /** One reconciler per family, in `families` order, each over its own backend of `mode` writing with the real tools. */
 export function createReconcilers(mode: ProxyMode, families: readonly IPFamily[], o: ProxyOptions): Reconciler[] {
   return families.map((family) => {
-    const backend: ProxyBackend<Rendered, unknown> = mode === 'nftables' ? nftablesBackend(family, o.output) : iptablesBackend(family, () => ({ conntrackTCPBeLiberal: o.tcpBeLiberal() }));
+    const backend = createBackend(mode, family, o);
     const { settings, tcpBeLiberal: _, output: __, ...deps } = o;
     return new Reconciler({ ...deps, backend, config: proxyConfig(settings, family) });
   });

@@ -5,6 +5,8 @@
  */
 import { KIND_TEXT, type Explanation } from '../planner/explain.ts';
 import type { ListRow, WeightedEndpoint } from '../planner/list.ts';
+import { groupDrift, type DriftItem } from '../backends/drift.ts';
+import type { IPFamily } from '../state/ip.ts';
 
 /** Pads the columns of `rows` to their widest cell (the last column is not padded). */
 export function columns(rows: readonly (readonly string[])[], gap = '  '): string[] {
@@ -72,4 +74,30 @@ export function formatList(rows: readonly ListRow[], wide: boolean): string {
     table.push([r.name, r.protocol, frontends, `${r.internalTrafficPolicy}/${r.externalTrafficPolicy ?? '-'}`, r.flags.join(',') || '-', endpoints]);
   }
   return `${columns(table).join('\n')}\n`;
+}
+
+/** What `kproxy verify` found in one family. */
+export interface FamilyDrift {
+  readonly family: IPFamily;
+  readonly mode: string;
+  readonly items: readonly DriftItem[];
+}
+
+/** `kproxy verify`'s text form: per family, per service port, one line per difference. */
+export function formatDrift(reports: readonly FamilyDrift[]): string {
+  const lines: string[] = [];
+  for (const r of reports) {
+    if (r.items.length === 0) {
+      lines.push(`IPv${r.family} ${r.mode}: no drift`);
+      continue;
+    }
+    const groups = groupDrift(r.items);
+    lines.push(`IPv${r.family} ${r.mode}: ${r.items.length} difference(s) in ${groups.length} place(s)`);
+    for (const [servicePort, items] of groups) {
+      lines.push(`  ${servicePort ?? "kproxy's own chains and jumps"}`);
+      const rows = items.map((i) => [`    ${i.change} ${i.object}`, `${i.table} ${i.name}`, i.detail ?? '']);
+      lines.push(...columns(rows));
+    }
+  }
+  return `${lines.join('\n')}\n`;
 }

@@ -15,9 +15,15 @@ import type { Protocol } from '../state/model.ts';
 import type { ProxyStateStore } from '../state/store.ts';
 import { iptablesRuleNames } from '../backends/iptables/explain.ts';
 import { nftablesRuleNames } from '../backends/nftables/explain.ts';
-import { formatExplanation, formatList } from './format.ts';
+import { formatDrift, formatExplanation, formatList, type FamilyDrift } from './format.ts';
+import { tcpBeLiberal } from './host.ts';
 import { ALL_FAMILIES, loadApi, loadFiles, proxyConfig, settingsFromFlags, type NodeSettings } from './node.ts';
 import { collect, nodeFlags, nodeName, type ProxyFlags } from './options.ts';
+
+/** The JSON forms: every documented field present, `null` where the text form shows nothing. */
+function json(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (v === undefined ? null : v), 2);
+}
 
 /** A command finished with a status other than 0 that is not an error (explain's 3 and 4, verify's 1). */
 export class CommandExit extends Error {
@@ -104,9 +110,25 @@ export function inspectCommands(program: Command, log: Logger): void {
       } else source = { kind: flags.source.kind, ip: undefined };
       const names = flags.proxyMode === 'nftables' ? nftablesRuleNames(p) : iptablesRuleNames(p);
       const e = explainPacket(store.servicePortStates(), store.node, config, p, { destination: dest.ip, port: dest.port, protocol: flags.protocol.toUpperCase() as Protocol, source }, names);
-      process.stdout.write(flags.output === 'json' ? `${JSON.stringify(e, null, 2)}\n` : formatExplanation(e));
+      process.stdout.write(flags.output === 'json' ? `${json(e)}\n` : formatExplanation(e));
       const status = EXPLAIN_EXIT[e.verdict];
       if (status !== 0) throw new CommandExit(status);
+    });
+
+  inspectCommand(program, 'verify', "compare the rules in this network namespace's kernel with the rules kproxy would write now, per Service; changes nothing")
+    .addOption(new Option('--output <format>', 'text for a person, json for scripts').choices(['text', 'json']).default('text'))
+    .action(async (flags: InspectFlags & { output: 'text' | 'json' }) => {
+      const { store, settings } = await load(flags, log);
+      const { createBackend } = await import('./backends.ts');
+      const { nodeFamilies } = await import('./cleanup.ts');
+      const liberal = await tcpBeLiberal();
+      const reports: FamilyDrift[] = [];
+      for (const family of await nodeFamilies(flags.proxyMode, log)) {
+        const backend = createBackend(flags.proxyMode, family, { tcpBeLiberal: () => liberal, output: 'text' });
+        reports.push({ family, mode: flags.proxyMode, items: await backend.compare(backend.render(plan(store, settings, family))) });
+      }
+      process.stdout.write(flags.output === 'json' ? `${json(reports)}\n` : formatDrift(reports));
+      if (reports.some((r) => r.items.length > 0)) throw new CommandExit(1);
     });
 
   inspectCommand(program, 'list', 'list every service port this node proxies: frontends, policies, flags, and the endpoints in use with their weights')
@@ -114,6 +136,6 @@ export function inspectCommands(program: Command, log: Logger): void {
     .action(async (flags: InspectFlags & { output: 'text' | 'wide' | 'json' }) => {
       const { store, settings } = await load(flags, log);
       const rows = listServicePorts(ALL_FAMILIES.map((f) => plan(store, settings, f)));
-      process.stdout.write(flags.output === 'json' ? `${JSON.stringify(rows, null, 2)}\n` : formatList(rows, flags.output === 'wide'));
+      process.stdout.write(flags.output === 'json' ? `${json(rows)}\n` : formatList(rows, flags.output === 'wide'));
     });
 }

@@ -14,6 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { ProxyBackend, Rendered, RenderSkip, WriteReport } from '../backends/backend.ts';
+import { driftForLog } from '../backends/drift.ts';
 import { errorFacts } from '../backends/errors.ts';
 import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
 import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
@@ -185,7 +186,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
       if (report.verifying) this.#watchVerify(report.verifying);
       if (report.repaired !== undefined) {
         metrics?.repairs.inc();
-        log.warn({ difference: report.repaired }, "the kernel's rules differed from what kproxy wrote; rewrote them");
+        log.warn({ difference: report.repaired, ...(report.drift ? { drift: driftForLog(report.drift) } : {}) }, "the kernel's rules differed from what kproxy wrote; rewrote them");
       }
       if (report.verifyError !== undefined) {
         metrics?.verifyFailures.inc();

@@ -50,6 +50,9 @@ class FakeBackend implements ProxyBackend<FakeRules, FakeRules> {
   async cleanup() {
     return 0;
   }
+  async compare() {
+    return [];
+  }
   countFailure(metrics: ProxyMetrics, full: boolean) {
     metrics.restoreFailures.inc();
     if (!full) metrics.partialRestoreFailures.inc();

@@ -29,7 +29,7 @@ export function iptablesBackend(family: IPFamily, options: () => IptablesOptions
     async apply(rules, { full }): Promise<WriteReport> {
       if (!writer) {
         const m = await writerModule();
-        writer = new m.IptablesWriter(tools ?? m.systemIptables(family));
+        writer = new m.IptablesWriter(tools ?? m.systemIptables(family), { family });
       }
       const report = await writer.write(rules, { verify: full });
       return {
@@ -37,9 +37,15 @@ export function iptablesBackend(family: IPFamily, options: () => IptablesOptions
         rulesTotal: { filter: ruleCount(rules, 'filter'), nat: ruleCount(rules, 'nat') },
         chainsDeleted: report.chainsDeleted,
         ...(report.repaired === undefined ? {} : { repaired: report.repaired }),
+        ...(report.drift === undefined ? {} : { drift: report.drift }),
         ...(report.verifyError === undefined ? {} : { verifyError: report.verifyError }),
         ...(report.verifying === undefined ? {} : { verifying: report.verifying }),
       };
+    },
+    async compare(rules) {
+      const m = await writerModule();
+      const { compareIptables } = await import('./drift.ts');
+      return compareIptables(rules, await m.readIptablesKernel(family), family);
     },
     async cleanup() {
       const m = await writerModule();

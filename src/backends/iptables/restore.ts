@@ -16,6 +16,7 @@
  * @module
  */
 import { forChangedParts } from '../backend.ts';
+import type { DriftItem } from '../drift.ts';
 import { CHAIN, FIXED_CHAINS, isOwnedChain, type IptablesChain, type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
 
 /** What the kernel holds of one table, as `iptables-save` would show it (or as kernel.ts reads it chain by chain). */
@@ -335,14 +336,9 @@ export interface Drift {
   readonly jumps: readonly JumpRule[];
   /** The damage is wide (or sampling found it): rewrite whole tables rather than chains. */
   readonly wholeTables: boolean;
+  /** What differs, per service port (drift.ts). */
+  readonly items: readonly DriftItem[];
   readonly summary: string;
-}
-
-/** `-A` lines of a chain listing. */
-export function countListed(listing: string): number {
-  let n = 0;
-  for (const line of listing.split('\n')) if (line.startsWith('-A ')) n++;
-  return n;
 }
 
 /** Adds to `change` the rewrite of every drifted chain (as `next` has it), the removal of extra ones and the missing jumps. */

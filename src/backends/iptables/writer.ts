@@ -21,16 +21,17 @@ import { execa, ExecaError } from 'execa';
 import type { IPFamily } from '../../state/ip.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
 import { BackgroundCheck } from '../verify.ts';
+import { summarizeDrift, type DriftItem } from '../drift.ts';
+import { compareIptables, listedRules, type IptablesKernelView } from './drift.ts';
 import { BUILTIN_CHAINS, chainNamesFromNft, chainNamesFromSave, chainsToRead, mapLimit, parseChainListing, savedTable, type ChainListing } from './kernel.ts';
-import { type IptablesRuleset, type JumpRule, type TableName } from './render.ts';
+import { type IptablesRuleset, type TableName } from './render.ts';
 import {
   buildCleanupScript,
   buildRestoreScript,
   buildTableScript,
   changeScript,
-  countListed,
+  parseSave,
   diffRulesets,
-  missingJumps,
   staleChains,
   withRepairs,
   type Drift,
@@ -131,6 +132,24 @@ async function run(wrapper: readonly string[], bin: string, args: string[], inpu
   }
 }
 
+/**
+ * Reads kproxy's part of the kernel for `kproxy verify`: every chain name and rule of the filter
+ * and nat tables, by one `iptables-save` (`ip6tables-save`) per table. Slow on very large tables
+ * (kernel.ts), which the periodic check avoids by reading a sample; an operator's one-off check
+ * reads everything.
+ * @throws IptablesError when the tool fails
+ */
+export async function readIptablesKernel(family: IPFamily, wrapper: readonly string[] = []): Promise<IptablesKernelView> {
+  const prefix = family === 6 ? 'ip6tables' : 'iptables';
+  const view = { names: {} as Record<TableName, ReadonlySet<string>>, rules: {} as Record<TableName, Map<string, readonly string[] | undefined>> };
+  for (const table of TABLES) {
+    const saved = parseSave(await run(wrapper, `${prefix}-save`, ['-t', table]), table);
+    view.names[table] = saved.chains;
+    view.rules[table] = new Map([...saved.chains].map((c) => [c, saved.rules.get(c) ?? []]));
+  }
+  return view;
+}
+
 /** What one write did. */
 export interface IptablesWriteReport {
   /** How it wrote: only changes, whole tables, or whole chains by `--noflush` (whole tables refused). */
@@ -141,6 +160,8 @@ export interface IptablesWriteReport {
   readonly chainsDeleted: number;
   /** Set when a verify had found the kernel differing from what was committed: what differed (now repaired). */
   readonly repaired?: string;
+  /** The same, per service port. */
+  readonly drift?: readonly DriftItem[];
   /** Set when a verify could not read the kernel: why. The writes go on. */
   readonly verifyError?: Error;
   /**
@@ -164,13 +185,18 @@ const READS = 2;
 export class IptablesWriter {
   readonly #tools: IptablesTools;
   readonly #check: BackgroundCheck<Drift>;
+  readonly #family: IPFamily;
   #committed: IptablesRuleset | undefined;
   /** Where the next deep verify's sample of per-service chains starts. */
   #cursor = 0;
 
-  /** @param options.verifyBudget share of a core the deep verify may use (default: verify.ts's DEEP_READ_BUDGET, 1 %) */
-  constructor(tools: IptablesTools, options: { readonly verifyBudget?: number } = {}) {
+  /**
+   * @param options.verifyBudget share of a core the deep verify may use (default: verify.ts's DEEP_READ_BUDGET, 1 %)
+   * @param options.family the IP family of `tools` (default 4), which the verify's comparison needs
+   */
+  constructor(tools: IptablesTools, options: { readonly verifyBudget?: number; readonly family?: IPFamily } = {}) {
     this.#tools = tools;
+    this.#family = options.family ?? 4;
     this.#check = new BackgroundCheck(options.verifyBudget);
   }
 
@@ -193,7 +219,7 @@ export class IptablesWriter {
       if (this.#committed === undefined) {
         this.#check.reset();
         const report = await this.#writeTables(next);
-        return { ...report, ...verifyError, ...(found?.drift ? { repaired: found.drift.summary } : {}) };
+        return { ...report, ...verifyError, ...(found?.drift ? { repaired: found.drift.summary, drift: found.drift.items } : {}) };
       }
       const diff = diffRulesets(this.#committed, next);
       const change = found?.drift ? withRepairs(diff, next, found.drift) : diff;
@@ -206,7 +232,7 @@ export class IptablesWriter {
         how: script === undefined ? 'none' : 'incremental',
         rulesWritten: countRules(script ?? ''),
         chainsDeleted: change.remove.nat.length,
-        ...(found?.drift ? { repaired: found.drift.summary } : {}),
+        ...(found?.drift ? { repaired: found.drift.summary, drift: found.drift.items } : {}),
         ...verifyError,
         ...(verifying ? { verifying } : {}),
       };
@@ -251,62 +277,47 @@ export class IptablesWriter {
   }
 
   /**
-   * Compares the kernel with `snapshot` by rule counts (iptables prints rules in its own canonical
-   * form, so text is not compared: a rule edited in place is not seen; one added, deleted or
-   * flushed is). Every time: the jumps from the built-in chains and kproxy's fixed chains. Deep:
-   * also every chain name (missing and stale chains) and the next {@link VERIFY_SAMPLE}
+   * Compares the kernel with `snapshot`, rule by rule ({@link compareIptables}, which `kproxy
+   * verify` shares). Every time: the jumps from the built-in chains and kproxy's fixed chains.
+   * Deep: also every chain name (missing and stale chains) and the next {@link VERIFY_SAMPLE}
    * per-service chains. Chains in `touched` were written meanwhile and are left out.
    */
   async #verify(snapshot: IptablesRuleset, deep: boolean, touched: ReadonlySet<string>): Promise<Drift | undefined> {
     const tools = this.#tools;
-    const chains = { filter: new Set<string>(), nat: new Set<string>() };
-    const extra = { filter: [] as string[], nat: [] as string[] };
-    const jumps: JumpRule[] = [];
-    let sampledBad = 0;
-    let missing = 0;
+    const rules = { filter: new Map<string, readonly string[] | undefined>(), nat: new Map<string, readonly string[] | undefined>() };
     const allNames = deep ? await tools.chains() : undefined;
-    const differs = (table: TableName, name: string, want: number, listing: string | undefined): boolean =>
-      !touched.has(`${table} ${name}`) && (listing === undefined || countListed(listing) !== want);
+    const names = allNames ? { filter: new Set(allNames.filter), nat: new Set(allNames.nat) } : undefined;
+    const sampled = new Set<string>();
     for (const table of TABLES) {
       const builtins = await readChains(tools, table, BUILTIN_CHAINS[table], false);
-      jumps.push(...missingJumps(snapshot.jumps, table, savedTable(table, [...builtins.keys()], builtins)));
-      const fixed = [...snapshot.fixed[table]];
-      const listings = await mapLimit(fixed, READS, ([name]) => tools.listChain(table, name));
-      fixed.forEach(([name, rules], i) => {
-        if (differs(table, name, rules.length, listings[i])) chains[table].add(name);
-      });
-      if (!allNames) continue;
-      const names = new Set(allNames[table]);
-      const wanted = new Set(snapshot.fixed[table].keys());
-      if (table === 'nat') for (const part of snapshot.services.values()) for (const c of part.chains) wanted.add(c.name);
-      for (const name of wanted) {
-        if (!names.has(name) && !touched.has(`${table} ${name}`)) {
-          chains[table].add(name);
-          missing++;
+      for (const name of BUILTIN_CHAINS[table]) rules[table].set(name, builtins.get(name)?.lines.map((l) => l.slice(`-A ${name} `.length)) ?? []);
+      const read = [...snapshot.fixed[table].keys()];
+      if (table === 'nat' && names) {
+        for (const c of this.#sample(snapshot)) {
+          if (!names.nat.has(c.name)) continue;
+          read.push(c.name);
+          sampled.add(c.name);
         }
       }
-      for (const name of staleChains(snapshot, table, { chains: names })) if (!touched.has(`${table} ${name}`)) extra[table].push(name);
-      if (table === 'nat') {
-        const sample = this.#sample(snapshot).filter((c) => names.has(c.name) && !chains.nat.has(c.name));
-        const listed = await mapLimit(sample, READS, (c) => tools.listChain('nat', c.name));
-        sample.forEach((c, i) => {
-          if (!differs('nat', c.name, c.rules.length, listed[i])) return;
-          chains.nat.add(c.name);
-          sampledBad++;
-        });
-      }
+      const listings = await mapLimit(read, READS, (name) => tools.listChain(table, name));
+      read.forEach((name, i) => rules[table].set(name, listings[i] === undefined ? undefined : listedRules(name, listings[i])));
     }
-    const n = chains.filter.size + chains.nat.size;
-    const x = extra.filter.length + extra.nat.length;
-    if (n === 0 && x === 0 && jumps.length === 0) return undefined;
-    const parts = [
-      n > 0 ? `${n} chain(s) missing or changed (${[...chains.filter, ...chains.nat].slice(0, 5).join(', ')}${n > 5 ? ', …' : ''})` : '',
-      x > 0 ? `${x} stale chain(s)` : '',
-      jumps.length > 0 ? `${jumps.length} jump(s) from built-in chains missing` : '',
-    ];
+    const items = compareIptables(snapshot, { ...(names ? { names } : {}), rules, touched }, this.#family);
+    if (items.length === 0) return undefined;
+    const chains = { filter: new Set<string>(), nat: new Set<string>() };
+    const extra = { filter: [] as string[], nat: [] as string[] };
+    let missing = 0;
+    for (const item of items) {
+      const table = item.table as TableName;
+      if (item.object === 'jump') continue;
+      if (item.object === 'chain' && item.change === 'extra') extra[table].push(item.name);
+      else chains[table].add(item.name);
+      if (item.object === 'chain' && item.change === 'missing') missing++;
+    }
+    const jumps = snapshot.jumps.filter((j) => items.some((i) => i.object === 'jump' && i.table === j.table && i.name === j.from && i.detail === j.spec));
     // A damaged chain found by sampling stands for others not sampled: rewrite everything.
-    const wholeTables = sampledBad > 0 || missing > WIDE_DAMAGE;
-    return { chains, extra, jumps, wholeTables, summary: parts.filter(Boolean).join('; ') + (wholeTables ? '; rewrote whole tables' : '') };
+    const wholeTables = items.some((i) => sampled.has(i.name)) || missing > WIDE_DAMAGE;
+    return { chains, extra, jumps, wholeTables, items, summary: summarizeDrift(items) + (wholeTables ? '; rewrote whole tables' : '') };
   }
 
   /** The next {@link VERIFY_SAMPLE} per-service chains of `snapshot`, in rotation. */

@@ -54,9 +54,15 @@ export function nftablesBackend(family: IPFamily, output: NftOutput = 'text', to
         rulesTotal: { rules: totalRules, elements: totalElements },
         chainsDeleted: r.chainsDeleted,
         ...(r.repaired === undefined ? {} : { repaired: r.repaired }),
+        ...(r.drift === undefined ? {} : { drift: r.drift }),
         ...(r.verifyError === undefined ? {} : { verifyError: r.verifyError }),
         ...(r.verifying === undefined ? {} : { verifying: r.verifying }),
       };
+    },
+    async compare(rules) {
+      const m = await writerModule();
+      const { compareNft } = await import('./drift.ts');
+      return compareNft(rules, await (tools ?? m.systemNft()).list(rules.family, rules.table));
     },
     async cleanup() {
       const m = await writerModule();

@@ -19,6 +19,8 @@ import { toBatch, type NftCommand, type NftFamily } from './json.ts';
 import { TABLE } from './names.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
 import { BackgroundCheck } from '../verify.ts';
+import { summarizeDrift, type DriftItem } from '../drift.ts';
+import { compareNft, servicePortOfName } from './drift.ts';
 import type { NftRuleset } from './render.ts';
 import { commandText } from './text.ts';
 
@@ -116,6 +118,8 @@ export interface NftWriteReport extends Omit<NftBatchPlan, 'commands' | 'stale'>
   readonly full: boolean;
   /** Why the periodic check rewrote the table, when the kernel differed from what kproxy wrote. */
   readonly repaired: string | undefined;
+  /** What differed, per service port, when `repaired` is set. */
+  readonly drift?: readonly DriftItem[];
   /** Set when a verify could not read the kernel: why. The writes go on. */
   readonly verifyError?: Error;
   /**
@@ -134,7 +138,7 @@ const BISECT_BUDGET_MS = 60_000;
  */
 export class NftWriter {
   readonly #tools: NftTools;
-  readonly #check: BackgroundCheck<string>;
+  readonly #check: BackgroundCheck<readonly DriftItem[]>;
   #committed: NftRuleset | undefined;
   #deferred: readonly string[] = [];
 
@@ -160,7 +164,8 @@ export class NftWriter {
    */
   async write(next: NftRuleset, options: { readonly verify: boolean }): Promise<NftWriteReport> {
     const found = this.#check.take();
-    const repaired = this.#committed === undefined ? undefined : found?.drift;
+    const drift = this.#committed === undefined ? undefined : found?.drift;
+    const repaired = drift === undefined ? undefined : summarizeDrift(drift);
     if (repaired !== undefined) this.#committed = undefined;
     const full = this.#committed === undefined;
     const batch = this.#batchTo(next);
@@ -183,6 +188,7 @@ export class NftWriter {
     return {
       full,
       repaired,
+      ...(drift === undefined ? {} : { drift }),
       rules: batch.rules,
       elements: batch.elements,
       chainsWritten: batch.chainsWritten,
@@ -194,18 +200,22 @@ export class NftWriter {
 
   /**
    * Compares the kernel with `committed`: the chain names every time (a deleted table or chain),
-   * and when `deep`, the whole listing ({@link drift}). Names in `touched` were written meanwhile.
+   * and when `deep`, the whole listing, rule by rule and element by element ({@link compareNft}, which
+   * `kproxy verify` shares). Names in `touched` were written meanwhile.
    * @returns what differs, or undefined
    */
-  async #verify(committed: NftRuleset, deferred: readonly string[], deep: boolean, touched: ReadonlySet<string>): Promise<string | undefined> {
+  async #verify(committed: NftRuleset, deferred: readonly string[], deep: boolean, touched: ReadonlySet<string>): Promise<readonly DriftItem[] | undefined> {
+    const table = `${committed.family} ${committed.table}`;
     const names = await this.#tools.chains(committed.family, committed.table);
-    if (names === undefined) return `table ${committed.family} ${committed.table} is missing`;
+    if (names === undefined) return [{ servicePort: undefined, change: 'missing', object: 'table', table, name: committed.table }];
+    const items: DriftItem[] = [];
     const present = new Set(names);
-    for (const c of committed.chains) if (!present.has(c.name) && !touched.has(`chain ${c.name}`)) return `chain ${c.name} is missing`;
+    const owner = (name: string) => servicePortOfName(name);
+    for (const c of committed.chains) if (!present.has(c.name) && !touched.has(`chain ${c.name}`)) items.push({ servicePort: owner(c.name), change: 'missing', object: 'chain', table, name: c.name });
     const wanted = new Set([...committed.chains.map((c) => c.name), ...deferred]);
-    for (const name of names) if (!wanted.has(name) && !touched.has(`chain ${name}`)) return `unexpected chain ${name}`;
-    if (!deep) return undefined;
-    return drift(committed, deferred, await this.#tools.list(committed.family, committed.table), touched);
+    for (const name of names) if (!wanted.has(name) && !touched.has(`chain ${name}`)) items.push({ servicePort: owner(name), change: 'extra', object: 'chain', table, name });
+    if (deep && items.length === 0) items.push(...compareNft(committed, await this.#tools.list(committed.family, committed.table), deferred, touched));
+    return items.length > 0 ? items : undefined;
   }
 
   /** The full batch when nothing is committed, else the delta from the committed ruleset. */
@@ -242,51 +252,6 @@ export class NftWriter {
       { cause: err },
     );
   }
-}
-
-/**
- * Compares what `nft -j list table` shows with what kproxy committed: the same chains with the same
- * number of rules, the same sets with the same number of elements (sets with timeouts fill from
- * traffic and are only checked to exist).
- * @returns a description of the first difference, or undefined when they match
- */
-export function drift(committed: NftRuleset, deferred: readonly string[], listing: string | undefined, touched: ReadonlySet<string> = new Set()): string | undefined {
-  if (listing === undefined) return `table ${committed.family} ${committed.table} is missing`;
-  const chains = new Map<string, number>();
-  const sets = new Map<string, number>();
-  for (const item of (JSON.parse(listing) as { nftables: Record<string, { name?: string; chain?: string; elem?: unknown[] }>[] }).nftables) {
-    if (item.chain?.name !== undefined) chains.set(item.chain.name, chains.get(item.chain.name) ?? 0);
-    else if (item.rule?.chain !== undefined) chains.set(item.rule.chain, (chains.get(item.rule.chain) ?? 0) + 1);
-    const s = item.set ?? item.map;
-    if (s?.name !== undefined) sets.set(s.name, s.elem?.length ?? 0);
-  }
-  for (const c of committed.chains) {
-    const n = chains.get(c.name);
-    if (touched.has(`chain ${c.name}`)) {
-      chains.delete(c.name);
-      continue;
-    }
-    if (n === undefined) return `chain ${c.name} is missing`;
-    if (n !== c.rules.length) return `chain ${c.name} has ${n} rules, expected ${c.rules.length}`;
-    chains.delete(c.name);
-  }
-  for (const name of deferred) chains.delete(name);
-  for (const name of chains.keys()) if (touched.has(`chain ${name}`)) chains.delete(name);
-  if (chains.size > 0) return `unexpected chain ${[...chains.keys()][0]}`;
-  for (const s of committed.sets) {
-    const n = sets.get(s.name);
-    if (touched.has(`set ${s.name}`)) {
-      sets.delete(s.name);
-      continue;
-    }
-    if (n === undefined) return `set ${s.name} is missing`;
-    const want = committed.elements.get(s.name)?.length ?? 0;
-    if (s.timeout === undefined && n !== want) return `set ${s.name} has ${n} elements, expected ${want}`;
-    sets.delete(s.name);
-  }
-  for (const name of sets.keys()) if (touched.has(`set ${name}`)) sets.delete(name);
-  if (sets.size > 0) return `unexpected set ${[...sets.keys()][0]}`;
-  return undefined;
 }
 
 /** The chain or set a command changes, as a running verify's `touched` names it. */
