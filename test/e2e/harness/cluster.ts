@@ -239,6 +239,13 @@ export class TestCluster {
     return { stdout: r.stdout, stderr: r.stderr };
   }
 
+  /** Runs bin/kproxy inside node-1's namespace and resolves to its output and exit status, whatever the status. */
+  async kproxyResult(args: readonly string[]): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    const r = await execa('ip', ['netns', 'exec', this.ns('node-1'), KPROXY, ...args], { timeout: 60_000, reject: false });
+    if (r.exitCode === undefined) throw new Error(`kproxy ${args[0]} did not finish: ${r.shortMessage}`);
+    return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode };
+  }
+
   /**
    * Applies rules for `objects` with `kproxy sync` in node-1 (node name node-1) and forgets old
    * connections, so each scenario starts from the rules alone.
