@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../planner/plan.ts';
-import { readObjectFiles } from '../sources/file.ts';
+import { readObjectFiles, SourceError } from '../sources/file.ts';
 import type { ObjectBatch } from '../sources/objects.ts';
 import type { CIDR, IPFamily } from '../state/ip.ts';
 import { ProxyStateStore } from '../state/store.ts';
@@ -83,11 +83,20 @@ export async function loadFiles(paths: readonly string[], nodeName: string, log:
  * Reads Services, EndpointSlices and this node's Node once from the API server (the operator
  * commands without `--from`), with `run`'s selectors. The API client is loaded only here.
  * @param kubeconfig a kubeconfig file; default in-cluster, then `$KUBECONFIG` / `~/.kube/config`
- * @throws Error when no configuration loads or a list fails
+ * @throws Error when no configuration loads; SourceError naming the server when a list fails
  */
 export async function loadApi(kubeconfig: string | undefined, master: string | undefined, nodeName: string, log: Logger): Promise<ProxyStateStore> {
   const { listProxyObjects, loadKubeConfig } = await import('../sources/kube.ts');
-  return loadObjects(await listProxyObjects(loadKubeConfig(kubeconfig, master), nodeName), nodeName, log);
+  const kc = loadKubeConfig(kubeconfig, master);
+  const server = kc.getCurrentCluster()?.server ?? 'the API server';
+  let batch: ObjectBatch;
+  try {
+    batch = await listProxyObjects(kc, nodeName);
+  } catch (err) {
+    const cause = (err as Error & { cause?: Error }).cause?.message;
+    throw new SourceError(server, `reading Services, EndpointSlices and Nodes failed: ${(err as Error).message}${cause ? ` (${cause})` : ''}`, { cause: err });
+  }
+  return loadObjects(batch, nodeName, log);
 }
 
 /** Applies a batch of objects to a new store, logging every skipped one. */

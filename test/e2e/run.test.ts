@@ -138,7 +138,11 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
       .find((l) => l.includes('differed from what kproxy wrote'));
     const drift = (JSON.parse(line!) as { drift: Record<string, string[]> }).drift;
     if (mode === 'iptables') expect(drift['demo/web:http TCP']).toEqual([expect.stringMatching(/^missing rule nat KUBE-SERVICES: .*"demo\/web:http cluster IP"/)]);
-    else expect(drift.kproxy).toEqual([expect.stringMatching(/^missing rule ip kube-proxy services: ip daddr \. meta l4proto \. th dport vmap @service-ips$/), expect.stringMatching(/service-nodeports$/)]);
+    else
+      expect(drift.kproxy).toEqual([
+        expect.stringMatching(/^missing rule ip kube-proxy services: ip daddr \. meta l4proto \. th dport vmap @service-ips$/),
+        expect.stringMatching(/service-nodeports$/),
+      ]);
   });
 
   it('answers /healthz and /livez as upstream does, with node eligibility', async () => {

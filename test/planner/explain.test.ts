@@ -17,7 +17,8 @@ const NODE = 'node-1';
 const CONFIG: ProxyConfig = { ...TEST_CONFIG, clusterCIDR: parseCIDR('10.244.0.0/16'), localAddresses: [parseIP('192.0.2.21')!] };
 
 interface Ask {
-  source?: SourceKind | string;
+  /** A source kind (pod, node, external) or an address. */
+  source?: string;
   protocol?: Protocol;
   config?: Partial<ProxyConfig>;
   mode?: 'iptables' | 'nftables';
@@ -88,7 +89,11 @@ describe('explain: ClusterIP', () => {
   });
 
   it('internalTrafficPolicy Local: the local endpoints; none local: DROP', () => {
-    expect(explain(web({ internalTrafficPolicy: 'Local' }), '10.96.0.50:80', { source: 'pod' })).toMatchObject({ verdict: 'DNAT', endpointSet: { set: 'Local' }, endpoints: [{ address: '10.244.1.10' }] });
+    expect(explain(web({ internalTrafficPolicy: 'Local' }), '10.96.0.50:80', { source: 'pod' })).toMatchObject({
+      verdict: 'DNAT',
+      endpointSet: { set: 'Local' },
+      endpoints: [{ address: '10.244.1.10' }],
+    });
     const remote = [endpoint('10.244.2.10', { node: 'node-2' })];
     const e = explain(web({ internalTrafficPolicy: 'Local' }, remote), '10.96.0.50:80', { source: 'pod' });
     expect(e).toMatchObject({ verdict: 'DROP', unusedEndpoints: [{ address: '10.244.2.10', reason: 'on node-2, not node-1' }] });

@@ -57,7 +57,7 @@ const wantedElement = (e: NftElement) => elementText(e.key, e.value);
 function shown(canonical: string): string {
   try {
     const colon = canonical.indexOf(' : ');
-    if (!canonical.startsWith('{"expr"')) {
+    if (colon >= 0 || !canonical.includes('"expr":')) {
       const key = keyText(JSON.parse(colon < 0 ? canonical : canonical.slice(0, colon)) as NftKey);
       return colon < 0 ? key : `${key} : ${statementText(JSON.parse(canonical.slice(colon + 3)) as NftStatement)}`;
     }
