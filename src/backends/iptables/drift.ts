@@ -125,36 +125,56 @@ function byComment(rules: readonly string[] | undefined, byName: ReadonlyMap<str
 }
 
 /**
- * The differences between `want` and what `kernel` shows of kproxy's chains and jumps.
+ * The differences between `want` and what `kernel` shows of kproxy's chains and jumps. Costs what
+ * was read: the chains in `kernel.rules` are compared rule by rule, and only when every chain name
+ * is known are all of `want`'s chains walked (for missing and extra ones); who owns a difference
+ * is worked out only when there is one.
  * @returns items in table, then chain order; empty when they agree (as far as `kernel` was read)
  */
 export function compareIptables(want: IptablesRuleset, kernel: IptablesKernelView, family: IPFamily): DriftItem[] {
   const items: DriftItem[] = [];
   const touched = kernel.touched ?? new Set<string>();
-  // Who owns what: chains by name, shared rules by table, chain and canonical text, names from comments.
-  const chainOwner = new Map<string, string>();
-  const sharedOwner = new Map<string, string>();
-  const byName = new Map<string, string>();
-  for (const [key, part] of want.services) {
-    byName.set(key.slice(0, key.lastIndexOf(' ')), key);
-    for (const c of part.chains) chainOwner.set(c.name, key);
-    for (const r of part.shared) sharedOwner.set(`${r.table} ${r.chain} ${canonicalRule(r.rule, family)}`, key);
-  }
+  // Per-service chains by name, with their owner (built when first needed: 10^5 chains at 10k Services).
+  let index: Map<string, { readonly rules: () => readonly string[]; readonly owner: string }> | undefined;
+  const serviceChains = () => {
+    if (index) return index;
+    index = new Map();
+    for (const [key, part] of want.services) for (const c of part.chains) index.set(c.name, { rules: () => c.rules, owner: key });
+    return index;
+  };
+  // Owners of shared rules and of comments' names (built on the first difference).
+  let owners: { shared: Map<string, string>; byName: Map<string, string> } | undefined;
+  const ownerOf = (table: TableName, chain: string, canonical: string, shown: string): string | undefined => {
+    const fromChain = table === 'nat' && !want.fixed.nat.has(chain) ? serviceChains().get(chain)?.owner : undefined;
+    if (fromChain) return fromChain;
+    if (!owners) {
+      owners = { shared: new Map(), byName: new Map() };
+      for (const [key, part] of want.services) {
+        owners.byName.set(key.slice(0, key.lastIndexOf(' ')), key);
+        for (const r of part.shared) owners.shared.set(`${r.table} ${r.chain} ${canonicalRule(r.rule, family)}`, key);
+      }
+    }
+    return owners.shared.get(`${table} ${chain} ${canonical}`) ?? byComment([shown], owners.byName);
+  };
+  const wantedRules = (table: TableName, name: string): readonly string[] | undefined =>
+    want.fixed[table].get(name) ?? (table === 'nat' && isOwnedChain(table, name) ? serviceChains().get(name)?.rules() : undefined);
+
   for (const table of TABLES) {
     const read = kernel.rules[table];
     const names = kernel.names?.[table];
-    const wanted = new Map<string, () => readonly string[]>();
-    for (const [name, rules] of want.fixed[table]) wanted.set(name, () => rules);
-    if (table === 'nat') for (const part of want.services.values()) for (const c of part.chains) wanted.set(c.name, () => c.rules);
-    for (const [name, rules] of wanted) {
-      if (touched.has(`${table} ${name}`)) continue;
-      const owner = chainOwner.get(name);
-      const listed = read.get(name);
-      if (read.has(name) ? listed === undefined : names !== undefined && !names.has(name)) {
-        items.push({ servicePort: owner, change: 'missing', object: 'chain', table, name });
+    const reported = new Set<string>();
+    for (const [name, listed] of read) {
+      if (!isOwnedChain(table, name) || touched.has(`${table} ${name}`)) continue;
+      const rules = wantedRules(table, name);
+      reported.add(name);
+      if (rules === undefined) {
+        if (listed !== undefined) items.push({ servicePort: ownerOfExtraChain(listed), change: 'extra', object: 'chain', table, name });
         continue;
       }
-      if (listed === undefined) continue;
+      if (listed === undefined) {
+        items.push({ servicePort: want.fixed[table].has(name) ? undefined : serviceChains().get(name)?.owner, change: 'missing', object: 'chain', table, name });
+        continue;
+      }
       // Compared canonical; reported as written (wanted rules) or as iptables prints them (extra ones).
       const shown = new Map<string, string>();
       const canon = (list: readonly string[]) =>
@@ -163,17 +183,20 @@ export function compareIptables(want: IptablesRuleset, kernel: IptablesKernelVie
           if (!shown.has(c)) shown.set(c, r);
           return c;
         });
-      const w = canon(rules());
-      const d = diffLists(w, canon(listed));
-      const ruleOwner = (r: string) => owner ?? sharedOwner.get(`${table} ${name} ${r}`) ?? byComment([shown.get(r)!], byName);
-      for (const r of d.missing) items.push({ servicePort: ruleOwner(r), change: 'missing', object: 'rule', table, name, detail: shown.get(r)! });
-      for (const r of d.extra) items.push({ servicePort: ruleOwner(r), change: 'extra', object: 'rule', table, name, detail: shown.get(r)! });
-      if (d.reordered) items.push({ servicePort: owner, change: 'changed', object: 'chain', table, name, detail: 'rules in another order' });
+      const d = diffLists(canon(rules), canon(listed));
+      for (const r of d.missing) items.push({ servicePort: ownerOf(table, name, r, shown.get(r)!), change: 'missing', object: 'rule', table, name, detail: shown.get(r)! });
+      for (const r of d.extra) items.push({ servicePort: ownerOf(table, name, r, shown.get(r)!), change: 'extra', object: 'rule', table, name, detail: shown.get(r)! });
+      if (d.reordered) items.push({ servicePort: want.fixed[table].has(name) ? undefined : serviceChains().get(name)?.owner, change: 'changed', object: 'chain', table, name, detail: 'rules in another order' });
     }
     if (names) {
+      const missing = (name: string, owner: string | undefined) => {
+        if (!names.has(name) && !reported.has(name) && !touched.has(`${table} ${name}`)) items.push({ servicePort: owner, change: 'missing', object: 'chain', table, name });
+      };
+      for (const name of want.fixed[table].keys()) missing(name, undefined);
+      if (table === 'nat') for (const [name, c] of serviceChains()) missing(name, c.owner);
       for (const name of names) {
-        if (!isOwnedChain(table, name) || wanted.has(name) || touched.has(`${table} ${name}`)) continue;
-        items.push({ servicePort: byComment(read.get(name), byName), change: 'extra', object: 'chain', table, name });
+        if (reported.has(name) || !isOwnedChain(table, name) || touched.has(`${table} ${name}`) || wantedRules(table, name) !== undefined) continue;
+        items.push({ servicePort: ownerOfExtraChain(read.get(name)), change: 'extra', object: 'chain', table, name });
       }
     }
     for (const j of want.jumps) {
@@ -183,4 +206,12 @@ export function compareIptables(want: IptablesRuleset, kernel: IptablesKernelVie
     }
   }
   return items;
+
+  /** A stale chain's Service, from the comments of its rules when they were read. */
+  function ownerOfExtraChain(rules: readonly string[] | undefined): string | undefined {
+    if (!rules || rules.length === 0) return undefined;
+    const byName = new Map<string, string>();
+    for (const key of want.services.keys()) byName.set(key.slice(0, key.lastIndexOf(' ')), key);
+    return byComment(rules, byName);
+  }
 }
