@@ -1,6 +1,7 @@
 /**
  * The file commands never load the API client, prom-client or execa (issue 12): a child process
- * runs `kproxy dry-run` with a module hook that records every package it resolves.
+ * runs `kproxy dry-run` (and the operator commands `list` and `explain` with `--from`) with a
+ * module hook that records every package it resolves.
  */
 import { execa } from 'execa';
 import { join } from 'node:path';
@@ -15,7 +16,12 @@ process.on('exit', () => process.stderr.write('PACKAGES ' + JSON.stringify([...s
 `;
 
 describe('commands that read files', () => {
-  it.each(['iptables', 'nftables'])('dry-run (%s) loads neither client-node nor prom-client nor execa', async (mode) => {
+  it.each([
+    ['dry-run', 'iptables'],
+    ['dry-run', 'nftables'],
+    ['list', 'iptables'],
+    ['explain', 'nftables'],
+  ])('%s (%s) loads neither client-node nor prom-client nor execa', async (command, mode) => {
     const r = await execa(
       process.execPath,
       [
@@ -23,7 +29,8 @@ describe('commands that read files', () => {
         '--import',
         `data:text/javascript,${encodeURIComponent(HOOK)}`,
         join(ROOT, 'src/cli/main.ts'),
-        'dry-run',
+        command,
+        ...(command === 'explain' ? ['10.96.0.10:53'] : []),
         '--from',
         join(ROOT, 'examples'),
         '--proxy-mode',
