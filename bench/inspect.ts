@@ -6,12 +6,13 @@
  * `verify` reads the whole table (`iptables-save` per table, `nft -j list table`); a read that does
  * not finish within `--timeout` seconds is recorded as such.
  *
- * Usage (root, for verify): `node bench/inspect.ts [--sizes 1000,10000] [--runs 3] [--timeout 300]
- * [--out bench/results/inspect.json]`. Only the namespace it creates is touched; it is removed at the end.
+ * Usage (root, for verify): `node bench/inspect.ts [--sizes 1000,10000] [--modes iptables,nftables]
+ * [--runs 3] [--timeout 300] [--out bench/results/inspect.json] [--keep]` (`--keep`: rows not measured
+ * this time stay from the earlier file). Only the namespace it creates is touched; it is removed at the end.
  * @module
  */
 import { execa } from 'execa';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,6 +24,8 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '3' },
     timeout: { type: 'string', default: '300' },
     out: { type: 'string', default: 'bench/results/inspect.json' },
+    modes: { type: 'string', default: 'iptables,nftables' },
+    keep: { type: 'boolean', default: false },
   },
 });
 const ROOT = join(import.meta.dirname, '..');
@@ -78,7 +81,7 @@ try {
     for (let i = 0; i < n; i++) items.push(benchService(i), benchSlice(i, 10));
     writeFileSync(file, JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
     const flags = ['--from', file, '--hostname-override', BENCH_NODE, '--cluster-cidr', '10.64.0.0/10'];
-    for (const mode of ['iptables', 'nftables']) {
+    for (const mode of args.modes.split(',')) {
       const modeFlags = [...flags, '--proxy-mode', mode];
       for (const [command, argv] of [
         ['list', ['list', ...modeFlags]],
@@ -87,7 +90,15 @@ try {
         await measure(argv, false); // fills the compile cache
         const runs = [];
         for (let i = 0; i < Number(args.runs); i++) runs.push(await measure(argv, false));
-        const row = { services: n, mode, command, wallSeconds: median(runs.map((r) => r.wallSeconds!)), processSeconds: median(runs.map((r) => r.processSeconds!)), maxRssMiB: median(runs.map((r) => r.maxRssMiB!)), exitCode: runs[0]!.exitCode };
+        const row = {
+          services: n,
+          mode,
+          command,
+          wallSeconds: median(runs.map((r) => r.wallSeconds!)),
+          processSeconds: median(runs.map((r) => r.processSeconds!)),
+          maxRssMiB: median(runs.map((r) => r.maxRssMiB!)),
+          exitCode: runs[0]!.exitCode,
+        };
         rows.push(row);
         console.log(JSON.stringify(row));
       }
@@ -108,5 +119,14 @@ try {
   rmSync(scratch, { recursive: true, force: true });
 }
 const { stdout: kernel } = await execa('uname', ['-r']);
+// --keep: rows of an earlier run that this one did not measure stay (each row keeps its own date).
+const date = new Date().toISOString();
+let all: (Row & { date?: string })[] = rows.map((r) => ({ ...r, date }));
+if (args.keep) {
+  const earlier = (JSON.parse(readFileSync(args.out, 'utf8')) as { date: string; rows: (Row & { date?: string })[] }) ?? { rows: [] };
+  const same = (a: Row, b: Row) => a.services === b.services && a.mode === b.mode && a.command === b.command;
+  all = [...earlier.rows.filter((r) => !rows.some((n) => same(n, r))).map((r) => ({ ...r, date: r.date ?? earlier.date })), ...all];
+  all.sort((a, b) => a.services - b.services || (a.mode < b.mode ? -1 : a.mode > b.mode ? 1 : 0));
+}
 mkdirSync(dirname(args.out), { recursive: true });
-writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), runs: Number(args.runs), kernel, rows }, null, 2)}\n`);
+writeFileSync(args.out, `${JSON.stringify({ date, runs: Number(args.runs), kernel, rows: all }, null, 2)}\n`);

@@ -307,6 +307,33 @@ function startupTable(): string[] {
   return out;
 }
 
+/** bench/results/inspect.json: the operator commands at scale (inspect.ts). */
+function inspectTable(): string[] {
+  let doc: {
+    date: string;
+    runs: number;
+    kernel: string;
+    rows: { services: number; mode: string; command: string; wallSeconds?: number | null; processSeconds?: number | null; maxRssMiB?: number | null; exitCode?: number | null; note?: string }[];
+  };
+  try {
+    doc = JSON.parse(readFileSync(join(DIR, 'results/inspect.json'), 'utf8')) as typeof doc;
+  } catch {
+    return ['No results yet: run `node bench/inspect.ts` (as root).'];
+  }
+  const out = [
+    `\`bench/inspect.ts\` (${doc.date.slice(0, 10)}, kernel ${doc.kernel}): \`bin/kproxy\` as an operator runs it, N Services × 10 endpoints from a file; \`list\` and \`explain\` medians of ${doc.runs} runs, \`verify\` once, right after \`sync\` in a fresh network namespace.`,
+    '',
+    '| Services | mode | command | wall time | peak RSS | |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const r of doc.rows) {
+    const wall = typeof r.wallSeconds === 'number' ? `${r.wallSeconds.toFixed(2)} s` : '—';
+    const rss = typeof r.maxRssMiB === 'number' ? `${r.maxRssMiB} MiB` : '—';
+    out.push(`| ${r.services} | ${r.mode} | \`${r.command}\` | ${wall} | ${rss} | ${r.note ?? ''} |`);
+  }
+  return out;
+}
+
 /** bench/results/memory.json: the live heap per stage of a cold sync (memory.ts). */
 function memoryTable(): string[] {
   let doc: { date: string; node: string; rows: { services: number; endpoints: number; mode: string; heapMiB: number; stages: { stage: string; addedMiB: number }[] }[] };
@@ -442,6 +469,7 @@ const floor = nftFloorTable().join('\n');
 const memory = memoryTable().join('\n');
 const startup = startupTable().join('\n');
 const dualStack = dualStackTable().join('\n');
+const inspect = inspectTable().join('\n');
 let readme = readFileSync(join(DIR, 'README.md'), 'utf8');
 for (const [name, body] of [
   ['results', table],
@@ -450,6 +478,7 @@ for (const [name, body] of [
   ['memory', memory],
   ['startup', startup],
   ['dualstack', dualStack],
+  ['inspect', inspect],
 ] as const)
   readme = between(readme, name, body);
 writeFileSync(join(DIR, 'README.md'), readme);

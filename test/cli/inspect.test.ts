@@ -3,7 +3,7 @@
  * report on the example cluster (test/golden/), exit statuses, bad arguments, and the one-shot
  * read of a live API server (`--kubeconfig`, the protocol-faithful test server on port 0).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -85,6 +85,13 @@ describe('kproxy list (golden)', () => {
     await expect((await kproxy('list', '--output', 'wide', '--from', join(EXAMPLES, 'dualstack'), '--hostname-override', 'node-1')).stdout).toMatchFileSnapshot(golden('list-dualstack-wide.txt'));
     const rows = JSON.parse((await kproxy('list', '--output', 'json', ...FLAGS)).stdout) as { name: string; flags: string[] }[];
     expect(rows.find((r) => r.name === 'shop/payments:http')?.flags).toEqual(['no-endpoints']);
+  });
+});
+
+describe('README', () => {
+  it("shows the commands' real output (the golden files)", () => {
+    const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
+    for (const file of ['list.txt', 'explain-frontend-lb-allowed.txt']) expect(readme).toContain(readFileSync(golden(file), 'utf8').trimEnd());
   });
 });
 

@@ -186,7 +186,8 @@ export function compareIptables(want: IptablesRuleset, kernel: IptablesKernelVie
       const d = diffLists(canon(rules), canon(listed));
       for (const r of d.missing) items.push({ servicePort: ownerOf(table, name, r, shown.get(r)!), change: 'missing', object: 'rule', table, name, detail: shown.get(r)! });
       for (const r of d.extra) items.push({ servicePort: ownerOf(table, name, r, shown.get(r)!), change: 'extra', object: 'rule', table, name, detail: shown.get(r)! });
-      if (d.reordered) items.push({ servicePort: want.fixed[table].has(name) ? undefined : serviceChains().get(name)?.owner, change: 'changed', object: 'chain', table, name, detail: 'rules in another order' });
+      if (d.reordered)
+        items.push({ servicePort: want.fixed[table].has(name) ? undefined : serviceChains().get(name)?.owner, change: 'changed', object: 'chain', table, name, detail: 'rules in another order' });
     }
     if (names) {
       const missing = (name: string, owner: string | undefined) => {
