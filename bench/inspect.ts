@@ -123,7 +123,7 @@ const { stdout: kernel } = await execa('uname', ['-r']);
 const date = new Date().toISOString();
 let all: (Row & { date?: string })[] = rows.map((r) => ({ ...r, date }));
 if (args.keep) {
-  const earlier = (JSON.parse(readFileSync(args.out, 'utf8')) as { date: string; rows: (Row & { date?: string })[] }) ?? { rows: [] };
+  const earlier = JSON.parse(readFileSync(args.out, 'utf8')) as { date: string; rows: (Row & { date?: string })[] };
   const same = (a: Row, b: Row) => a.services === b.services && a.mode === b.mode && a.command === b.command;
   all = [...earlier.rows.filter((r) => !rows.some((n) => same(n, r))).map((r) => ({ ...r, date: r.date ?? earlier.date })), ...all];
   all.sort((a, b) => a.services - b.services || (a.mode < b.mode ? -1 : a.mode > b.mode ? 1 : 0));
