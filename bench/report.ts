@@ -320,16 +320,16 @@ function inspectTable(): string[] {
   } catch {
     return ['No results yet: run `node bench/inspect.ts` (as root).'];
   }
+  const notes = doc.rows.some((r) => r.note);
   const out = [
-    `\`bench/inspect.ts\` (${doc.date.slice(0, 10)}, kernel ${doc.kernel}): \`bin/kproxy\` as an operator runs it, N Services × 10 endpoints from a file; \`list\` and \`explain\` medians of ${doc.runs} runs, \`verify\` once, right after \`sync\` in a fresh network namespace.`,
+    `\`bench/inspect.ts\` (${doc.date.slice(0, 10)}, kernel ${doc.kernel}; each row's own date in \`results/inspect.json\`): \`bin/kproxy\` as an operator runs it, N Services × 10 endpoints from a file; \`list\` and \`explain\` medians of ${doc.runs} runs, \`verify\` once, right after \`sync\` in a fresh network namespace.`,
     '',
-    '| Services | mode | command | wall time | peak RSS | |',
-    '|---|---|---|---|---|---|',
+    ...(notes ? ['| Services | mode | command | wall time | peak RSS | note |', '|---|---|---|---|---|---|'] : ['| Services | mode | command | wall time | peak RSS |', '|---|---|---|---|---|']),
   ];
   for (const r of doc.rows) {
     const wall = typeof r.wallSeconds === 'number' ? `${r.wallSeconds.toFixed(2)} s` : '—';
     const rss = typeof r.maxRssMiB === 'number' ? `${r.maxRssMiB} MiB` : '—';
-    out.push(`| ${r.services} | ${r.mode} | \`${r.command}\` | ${wall} | ${rss} | ${r.note ?? ''} |`);
+    out.push(`| ${r.services} | ${r.mode} | \`${r.command}\` | ${wall} | ${rss} |${notes ? ` ${r.note ?? ''} |` : ''}`);
   }
   return out;
 }

@@ -142,9 +142,9 @@ const LIST_BATCH = 2_000;
  * Reads kproxy's part of the kernel for `kproxy verify`: every chain name (cheap, kernel.ts), and
  * every rule of kproxy's chains and of the built-in ones. Up to {@link SAVE_MAX_CHAINS} owned
  * chains, by one `iptables-save` (`ip6tables-save`) per table; above that, or when the save fails,
- * chain by chain (`iptables -S CHAIN`, ~1.3 ms each, in batches run by one shell so no process is
- * started per chain from here). `iptables-save` of a 10k-Service nat table (112k chains) runs for
- * 90 s and dies with SIGSEGV (iptables 1.8.9, nf_tables), and so does `iptables -t nat -S`.
+ * chain by chain (`iptables -S CHAIN`, in batches run by one shell so no process is started per
+ * chain from here). `iptables-save` of a 10k-Service nat table dies with SIGSEGV (iptables 1.8.9,
+ * nf_tables; kernel.ts), and so does `iptables -t nat -S`; bench/README.md has what each read costs.
  * @throws IptablesError when the tools fail
  */
 export async function readIptablesKernel(family: IPFamily, wrapper: readonly string[] = []): Promise<IptablesKernelView & { readonly how: 'save' | 'chains' }> {
