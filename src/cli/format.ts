@@ -95,7 +95,9 @@ export function formatDrift(reports: readonly FamilyDrift[]): string {
     lines.push(`IPv${r.family} ${r.mode}: ${r.items.length} difference(s) in ${groups.length} place(s)`);
     for (const [servicePort, items] of groups) {
       lines.push(`  ${servicePort ?? "kproxy's own chains and jumps"}`);
-      const rows = items.map((i) => [`    ${i.change} ${i.object}`, `${i.table} ${i.name}`, i.detail ?? '']);
+      // What the kernel holds may have been written by anyone: no control characters reach the terminal.
+      const safe = (text: string) => text.replace(/\p{Cc}/gu, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+      const rows = items.map((i) => [`    ${i.change} ${i.object}`, safe(`${i.table} ${i.name}`), safe(i.detail ?? '')]);
       lines.push(...columns(rows));
     }
   }

@@ -105,7 +105,10 @@ export function inspectCommands(program: Command, log: Logger): void {
       const p = plan(store, settings, family);
       let source: PacketSource;
       if ('ip' in flags.source) {
-        if (flags.source.ip.family !== family) throw new InvalidArgumentError(`--source ${flags.source.ip.text} is not of DEST's IP family`);
+        if (flags.source.ip.family !== family) {
+          log.error(`--source ${flags.source.ip.text} is not of DEST's IP family (IPv${family})`);
+          throw new CommandExit(2);
+        }
         source = { kind: classifySource(flags.source.ip, store.node, config), ip: flags.source.ip };
       } else source = { kind: flags.source.kind, ip: undefined };
       const names = flags.proxyMode === 'nftables' ? nftablesRuleNames(p) : iptablesRuleNames(p);

@@ -73,6 +73,7 @@ describe('kproxy explain, text form (golden)', () => {
     expect((await kproxy('explain', '10.96.0.10', ...FLAGS)).status).toBe(2);
     expect((await kproxy('explain', '10.96.0.10:70000', ...FLAGS)).status).toBe(2);
     expect((await kproxy('explain', '10.96.0.10:53', '--source', 'nobody', ...FLAGS)).status).toBe(2);
+    expect((await kproxy('explain', '10.96.0.10:53', '--source', 'fd00::1', ...FLAGS)).status).toBe(2);
     expect(() => parseDestination('fd00::1:80')).toThrow(/\[IPv6\]:PORT/);
     expect(parseDestination('[fd00::1]:80')).toMatchObject({ ip: { text: 'fd00::1' }, port: 80 });
     expect(parseSource('10.0.0.1')).toMatchObject({ ip: { text: '10.0.0.1' } });
@@ -108,6 +109,9 @@ describe("kproxy verify's report (golden)", () => {
         { family: 6, mode: 'iptables', items: [] },
       ]),
     ).toMatchFileSnapshot(golden('verify-report.txt'));
+    // A rule someone else wrote cannot put control characters on the operator's terminal.
+    const odd: DriftItem = { servicePort: undefined, change: 'extra', object: 'rule', table: 'nat', name: 'KUBE-SERVICES', detail: '-j ACCEPT \u001b[2J\n' };
+    expect(formatDrift([{ family: 4, mode: 'iptables', items: [odd] }])).toContain('-j ACCEPT \\x1b[2J\\x0a');
   });
 });
 
