@@ -122,7 +122,25 @@ function targets(): string[] {
   return out;
 }
 
-const table = [...hotTable, '', ...targets(), '', ...modes.flatMap((m) => [...e2eTable(m), ''])].join('\n');
+/** bench/results/names.json: how much of iptables mode's cold render is upstream's SHA-256 chain names (names.ts). */
+function namesTable(): string[] {
+  let doc: { date: string; node: string; runs: number; rows: { services: number; hashes: number; planMs: number; renderMs: number; namesMs: number }[] };
+  try {
+    doc = JSON.parse(readFileSync(join(DIR, 'results/names.json'), 'utf8')) as typeof doc;
+  } catch {
+    return ['(no results yet: run `node --expose-gc bench/names.ts`)'];
+  }
+  const out = [
+    `Where iptables mode's cold plan + render goes (\`bench/names.ts\`, ${doc.date.slice(0, 10)}, Node ${doc.node}; medians of ${doc.runs}, a GC before each): the chain names alone are one SHA-256 per service port and per endpoint, as upstream names its chains.`,
+    '',
+    '| Services | cold plan | cold render, iptables | of it: the chain names | SHA-256 digests |',
+    '|---|---|---|---|---|',
+  ];
+  for (const r of doc.rows) out.push(`| ${k(r.services)} | ${s(r.planMs)} | ${s(r.renderMs)} | ${s(r.namesMs)} (${Math.round((100 * r.namesMs) / r.renderMs)} %) | ${r.hashes} |`);
+  return out;
+}
+
+const table = [...hotTable, '', ...targets(), '', ...namesTable(), '', ...modes.flatMap((m) => [...e2eTable(m), ''])].join('\n');
 
 /** A log-log line chart: cold start, its floor, and one change, against the Service count. */
 function chart(rows: readonly Row[], mode: string): string {

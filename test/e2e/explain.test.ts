@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Explanation } from '../../src/planner/explain.ts';
 import type { ListRow } from '../../src/planner/list.ts';
 import { EXAMPLES } from '../support/objects.ts';
-import { MODES, NODE1_EXT_IP, TestCluster, type PodSpec, type ProbeResult } from './harness/cluster.ts';
+import { MODES, NODE1_EXT_IP, TestCluster, type PodSpec } from './harness/cluster.ts';
+import { expectExplained } from './harness/expect.ts';
 
 const PODS: PodSpec[] = [
   { name: 'apiserver', ip: '10.254.254.1', node: 'node-1', tcp: [6443] },
@@ -48,29 +49,6 @@ const FLAGS = ['--from', EXAMPLES, '--hostname-override', 'node-1', '--cluster-c
 function destinations(row: ListRow): string[] {
   const f = row.frontends;
   return [f.clusterIP, ...f.externalIPs, ...f.loadBalancerIPs, ...(f.nodePort ? [`${NODE1_EXT_IP}:${f.nodePort}`] : [])];
-}
-
-/** What the packets showed agrees with what explain said. */
-function check(e: Explanation, r: ProbeResult, source: (typeof SOURCES)[number], label: string): void {
-  if (e.verdict === 'DNAT') {
-    expect(r.answers.length, `${label}: every probe answered (${JSON.stringify(r)})`).toBeGreaterThan(0);
-    expect(r.refused + r.timeout, label).toBe(0);
-    const expected = e.endpoints.map((ep) => podByIP.get(ep.address));
-    const answered = [...new Set(r.answers.map((a) => a.name))].sort();
-    if (typeof e.affinityTimeoutSeconds === 'number') {
-      expect(answered, `${label}: affinity keeps one endpoint`).toHaveLength(1);
-      expect(expected, label).toContain(answered[0]);
-    } else expect(answered, `${label}: the endpoints that answer`).toEqual([...expected].sort());
-    const peers = new Set(r.answers.map((a) => a.peer));
-    if (e.masquerade!.masquerade) expect(peers.has(source.address), `${label}: masqueraded, so not seen from ${source.address}`).toBe(false);
-    else expect([...peers], `${label}: not masqueraded, the source is kept`).toEqual([source.address]);
-  } else if (e.verdict === 'REJECT') {
-    expect(r, label).toMatchObject({ answers: [], refused: r.refused });
-    expect(r.refused, `${label}: refused`).toBeGreaterThan(0);
-  } else {
-    // DROP, or no rule (the packet goes on unchanged to where nothing answers).
-    expect(r, label).toMatchObject({ answers: [], refused: 0 });
-  }
 }
 
 describe.each(MODES)('%s mode: kproxy explain agrees with real packets', (mode) => {
@@ -119,7 +97,7 @@ describe.each(MODES)('%s mode: kproxy explain agrees with real packets', (mode) 
         const count = e.verdict === 'DNAT' ? Math.max(12, 12 * e.endpoints.length) : 2;
         const [host, port] = [dest.slice(0, dest.lastIndexOf(':')), Number(dest.slice(dest.lastIndexOf(':') + 1))];
         const r = await c.probe(source.origin, row.protocol === 'UDP' ? 'udp' : 'tcp', host, port, { count, ...(source.bind ? { bind: source.bind } : {}), timeoutMs: 800 });
-        check(e, r, source, label);
+        expectExplained(e, r, source.address, podByIP, label);
         verdicts.push(`${label}: ${e.verdict}`);
       }
     }

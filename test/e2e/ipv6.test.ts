@@ -12,7 +12,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpoint, endpointSlice, service, type ServiceOptions } from '../support/objects.ts';
 import { CLIENT_IP6, NODE1_EXT_IP6, NODE1_IP6, onlyFrom, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
-import { expectUniform } from './harness/expect.ts';
+import { expectExplained, expectUniform } from './harness/expect.ts';
+import type { Explanation } from '../../src/planner/explain.ts';
 
 const ALLOWED = '2001:db8:100::5';
 const BLOCKED = '2001:db8:200::5';
@@ -204,6 +205,47 @@ describe.each(MODES)('%s mode: IPv6 and dual-stack', (mode) => {
     const r = await c.probe('src', 'udp', 'fd00:10:96::a', 53, { count: 40 });
     expect(r.answers).toHaveLength(40);
     expect(Object.keys(tally(r)).sort()).toEqual(['a1', 'b1']);
+  });
+
+  it('kproxy explain agrees with IPv6 packets: ClusterIP, eTP Local NodePort, LB source ranges, no endpoints; from a pod, the node and a client', async () => {
+    const objects = [
+      v6('web', 0x50),
+      endpointSlice('demo/web', EP_PORTS, three6()),
+      v6('local', 0x51, { type: 'NodePort', ports: [{ ...PORTS[0]!, nodePort: 30651 }], externalTrafficPolicy: 'Local' }),
+      endpointSlice('demo/local', EP_PORTS, [ep6('fd00:10:244:1::10'), ep6('fd00:10:244:2::10')]),
+      v6('lb', 0x52, { type: 'LoadBalancer', loadBalancerIPs: ['2001:db8:f::52'], loadBalancerSourceRanges: ['2001:db8:100::/56'] }),
+      endpointSlice('demo/lb', EP_PORTS, [ep6('fd00:10:244:2::10')]),
+      v6('empty', 0x53),
+      endpointSlice('demo/empty', EP_PORTS, []),
+    ];
+    const file = c.writeObjects(objects);
+    const flags = ['--from', file, '--proxy-mode', mode, '--hostname-override', 'node-1', ...FLAGS];
+    await c.kproxy(['sync', ...flags]);
+    await c.flushConntrack();
+    const podByIP = new Map([...c.pods.values()].flatMap((p) => (p.ip6 ? [[p.ip6, p.name] as const] : [])));
+    const sources = [
+      { origin: 'src', address: 'fd00:10:244:1::99', bind: undefined },
+      { origin: 'node-1', address: NODE1_EXT_IP6, bind: undefined },
+      { origin: 'client', address: ALLOWED, bind: ALLOWED },
+    ];
+    const verdicts = new Set<string>();
+    for (const dest of ['[fd00:10:96::50]:80', `[${NODE1_EXT_IP6}]:30651`, '[2001:db8:f::52]:80', '[fd00:10:96::53]:80']) {
+      for (const source of sources) {
+        const r = await c.kproxyResult(['explain', dest, '--source', source.address, '--output', 'json', ...flags]);
+        const e = JSON.parse(r.stdout) as Explanation;
+        const host = dest.slice(1, dest.indexOf(']'));
+        const port = Number(dest.slice(dest.indexOf(']') + 2));
+        // An ICMPv6 error for a SYN is dropped while connect() holds the socket: wait past the 1 s retransmit.
+        const probe = await c.probe(source.origin, 'tcp', host, port, {
+          count: e.verdict === 'DNAT' ? 12 * e.endpoints.length : 2,
+          timeoutMs: e.verdict === 'DNAT' ? 1000 : 3000,
+          ...(source.bind ? { bind: source.bind } : {}),
+        });
+        expectExplained(e, probe, source.address, podByIP, `${dest} from ${source.origin}`);
+        verdicts.add(e.verdict);
+      }
+    }
+    expect([...verdicts].sort()).toEqual(['DNAT', 'DROP', 'REJECT']);
   });
 
   it('an IPv6 Service whose slice is IPv4 gets no endpoint rules: its ClusterIP REJECTs, no IPv4 address is written', async () => {

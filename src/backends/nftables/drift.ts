@@ -75,14 +75,15 @@ export function servicePortOfName(name: string): string | undefined {
   return `${m[1]}/${m[2]}${m[4] ? `:${m[4]}` : ''} ${m[3]!.toUpperCase()}`;
 }
 
+/** The listing by chain and set, its rules and elements as parsed (made canonical one chain or set at a time, so that 10^5 canonical texts never live at once). */
 interface Listed {
-  readonly chains: Map<string, { hook: string | undefined; rules: string[] }>;
-  readonly sets: Map<string, { timeout: boolean; elements: string[] }>;
+  readonly chains: Map<string, { hook: string | undefined; rules: { expr: unknown; comment: unknown }[] }>;
+  readonly sets: Map<string, { timeout: boolean; elements: unknown[] }>;
 }
 
 function parseListing(listing: string): Listed {
-  const chains = new Map<string, { hook: string | undefined; rules: string[] }>();
-  const sets = new Map<string, { timeout: boolean; elements: string[] }>();
+  const chains: Listed['chains'] = new Map();
+  const sets: Listed['sets'] = new Map();
   type Item = Record<string, Record<string, unknown> | undefined>;
   for (const item of (JSON.parse(listing) as { nftables: Item[] }).nftables) {
     const chain = item.chain;
@@ -93,12 +94,11 @@ function parseListing(listing: string): Listed {
     if (rule && typeof rule.chain === 'string') {
       let c = chains.get(rule.chain);
       if (!c) chains.set(rule.chain, (c = { hook: undefined, rules: [] }));
-      c.rules.push(ruleText(rule.expr, rule.comment));
+      c.rules.push({ expr: rule.expr, comment: rule.comment });
     }
     const set = item.set ?? item.map;
     if (set && typeof set.name === 'string') {
-      const elem = Array.isArray(set.elem) ? (set.elem as unknown[]) : [];
-      sets.set(set.name, { timeout: set.timeout !== undefined, elements: elem.map(listedElement) });
+      sets.set(set.name, { timeout: set.timeout !== undefined, elements: Array.isArray(set.elem) ? (set.elem as unknown[]) : [] });
     }
   }
   return { chains, sets };
@@ -138,7 +138,7 @@ export function compareNft(want: NftRuleset, listing: string | undefined, deferr
     }
     const d = diffLists(
       c.rules.map((r) => ruleText(r.expr, r.comment)),
-      have.rules,
+      have.rules.map((r) => ruleText(r.expr, r.comment)),
     );
     for (const r of d.missing) items.push({ servicePort: owner, change: 'missing', object: 'rule', table, name: c.name, detail: shown(r) });
     for (const r of d.extra) items.push({ servicePort: owner, change: 'extra', object: 'rule', table, name: c.name, detail: shown(r) });
@@ -158,7 +158,7 @@ export function compareNft(want: NftRuleset, listing: string | undefined, deferr
       continue;
     }
     if (s.timeout !== undefined) continue;
-    const d = diffLists((want.elements.get(s.name) ?? []).map(wantedElement), have.elements);
+    const d = diffLists((want.elements.get(s.name) ?? []).map(wantedElement), have.elements.map(listedElement));
     const owner = (e: string) => elementOwner.get(`${s.name} ${e}`) ?? servicePortOfName(/"(?:goto|jump)": ?\{"target": ?"([^"]+)"/.exec(e)?.[1] ?? '');
     for (const e of d.missing) items.push({ servicePort: owner(e), change: 'missing', object: 'element', table, name: s.name, detail: shown(e) });
     for (const e of d.extra) items.push({ servicePort: owner(e), change: 'extra', object: 'element', table, name: s.name, detail: shown(e) });
