@@ -15,7 +15,9 @@ import { endpointChainName, serviceChainNames } from '../src/backends/iptables/n
 import { renderIptables } from '../src/backends/iptables/render.ts';
 import { benchPlan, benchStore } from './cluster.ts';
 
-const { values: args } = parseArgs({ options: { sizes: { type: 'string', default: '1000,10000' }, runs: { type: 'string', default: '9' }, out: { type: 'string', default: 'bench/results/names.json' } } });
+const { values: args } = parseArgs({
+  options: { sizes: { type: 'string', default: '1000,10000' }, runs: { type: 'string', default: '9' }, out: { type: 'string', default: 'bench/results/names.json' } },
+});
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with --expose-gc');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

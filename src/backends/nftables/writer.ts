@@ -210,7 +210,8 @@ export class NftWriter {
     if (names === undefined) return [{ servicePort: undefined, change: 'missing', object: 'table', table, name: committed.table }];
     const items: DriftItem[] = [];
     const present = new Set(names);
-    for (const c of committed.chains) if (!present.has(c.name) && !touched.has(`chain ${c.name}`)) items.push({ servicePort: servicePortOfName(c.name), change: 'missing', object: 'chain', table, name: c.name });
+    for (const c of committed.chains)
+      if (!present.has(c.name) && !touched.has(`chain ${c.name}`)) items.push({ servicePort: servicePortOfName(c.name), change: 'missing', object: 'chain', table, name: c.name });
     const wanted = new Set([...committed.chains.map((c) => c.name), ...deferred]);
     for (const name of names) if (!wanted.has(name) && !touched.has(`chain ${name}`)) items.push({ servicePort: servicePortOfName(name), change: 'extra', object: 'chain', table, name });
     if (deep && items.length === 0) items.push(...compareNft(committed, await this.#tools.list(committed.family, committed.table), deferred, touched));
