@@ -61,22 +61,21 @@ export function driftForLog(items: readonly DriftItem[], max = 20): Record<strin
  * and the reverse. Equal multisets in another order come back as `reordered`.
  */
 export function diffLists(want: readonly string[], have: readonly string[]): { missing: string[]; extra: string[]; reordered: boolean } {
-  const count = new Map<string, number>();
-  for (const r of have) count.set(r, (count.get(r) ?? 0) + 1);
-  const missing: string[] = [];
-  for (const r of want) {
-    const n = count.get(r) ?? 0;
-    if (n > 0) count.set(r, n - 1);
-    else missing.push(r);
-  }
-  const left = new Map<string, number>();
-  for (const r of want) left.set(r, (left.get(r) ?? 0) + 1);
-  const extra: string[] = [];
-  for (const r of have) {
-    const n = left.get(r) ?? 0;
-    if (n > 0) left.set(r, n - 1);
-    else extra.push(r);
-  }
+  const missing = minus(want, have);
+  const extra = minus(have, want);
   const reordered = missing.length === 0 && extra.length === 0 && want.some((r, i) => have[i] !== r);
   return { missing, extra, reordered };
+}
+
+/** The items of `a` that `b` does not match one for one, in `a`'s order. */
+function minus(a: readonly string[], b: readonly string[]): string[] {
+  const count = new Map<string, number>();
+  for (const x of b) count.set(x, (count.get(x) ?? 0) + 1);
+  const out: string[] = [];
+  for (const x of a) {
+    const n = count.get(x) ?? 0;
+    if (n > 0) count.set(x, n - 1);
+    else out.push(x);
+  }
+  return out;
 }

@@ -10,25 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Explanation } from '../../src/planner/explain.ts';
 import type { ListRow } from '../../src/planner/list.ts';
 import { EXAMPLES } from '../support/objects.ts';
-import { MODES, NODE1_EXT_IP, TestCluster, type PodSpec } from './harness/cluster.ts';
+import { FIXTURE_PODS, MODES, NODE1_EXT_IP, TestCluster } from './harness/cluster.ts';
 import { expectExplained } from './harness/expect.ts';
 
-const PODS: PodSpec[] = [
-  { name: 'apiserver', ip: '10.254.254.1', node: 'node-1', tcp: [6443] },
-  { name: 'coredns-0', ip: '10.244.1.2', node: 'node-1', tcp: [53, 9153], udp: [53] },
-  { name: 'coredns-1', ip: '10.244.2.2', node: 'node-2', tcp: [53, 9153], udp: [53] },
-  { name: 'api-0', ip: '10.244.1.20', node: 'node-1', tcp: [9000] },
-  { name: 'api-1', ip: '10.244.2.20', node: 'node-2', tcp: [9000] },
-  { name: 'api-2', ip: '10.244.2.21', node: 'node-2', tcp: [9000] },
-  { name: 'checkout-0', ip: '10.244.1.30', node: 'node-1', tcp: [8080] },
-  { name: 'checkout-1', ip: '10.244.2.30', node: 'node-2', tcp: [8080] },
-  { name: 'frontend-0', ip: '10.244.1.10', node: 'node-1', tcp: [8080, 8443] },
-  { name: 'frontend-1', ip: '10.244.1.11', node: 'node-1', tcp: [8080, 8443] },
-  { name: 'frontend-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080, 8443] },
-  { name: 'metrics-0', ip: '10.244.1.50', node: 'node-1', udp: [8125] },
-  { name: 'metrics-1', ip: '10.244.2.50', node: 'node-2', udp: [8125] },
-  { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-];
 /** External client addresses inside and outside shop/frontend's loadBalancerSourceRanges. */
 const CLIENT = '203.0.113.2';
 const BLOCKED = '198.51.100.200';
@@ -42,7 +26,7 @@ const SOURCES = [
   { kind: 'external', origin: 'client', address: CLIENT, bind: CLIENT },
 ] as const;
 
-const podByIP = new Map(PODS.map((p) => [p.ip, p.name]));
+const podByIP = new Map(FIXTURE_PODS.map((p) => [p.ip, p.name]));
 const FLAGS = ['--from', EXAMPLES, '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16'];
 
 /** Every destination of a listed service port: `host:port`. */
@@ -61,7 +45,7 @@ describe.each(MODES)('%s mode: kproxy explain agrees with real packets', (mode) 
   };
 
   beforeAll(async () => {
-    c = await TestCluster.create(PODS, [CLIENT, BLOCKED], mode);
+    c = await TestCluster.create(FIXTURE_PODS, [CLIENT, BLOCKED], mode);
     await c.kproxy(['sync', '--proxy-mode', mode, ...FLAGS]);
     rows = JSON.parse((await c.kproxy(['list', '--output', 'json', '--proxy-mode', mode, ...FLAGS])).stdout) as ListRow[];
   });

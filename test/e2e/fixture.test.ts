@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXAMPLES } from '../support/objects.ts';
-import { CLIENT_IP, NODE1_EXT_IP, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
+import { CLIENT_IP, FIXTURE_PODS, NODE1_EXT_IP, peers, tally, MODES, TestCluster } from './harness/cluster.ts';
 
 const CLIENT = '203.0.113.2';
 const BLOCKED = '198.51.100.200';
@@ -13,26 +13,7 @@ const BLOCKED = '198.51.100.200';
 describe.each(MODES)('%s mode: the fixture cluster on node-1', (mode) => {
   let c: TestCluster;
   beforeAll(async () => {
-    c = await TestCluster.create(
-      [
-        { name: 'apiserver', ip: '10.254.254.1', node: 'node-1', tcp: [6443] },
-        { name: 'coredns-0', ip: '10.244.1.2', node: 'node-1', tcp: [53, 9153], udp: [53] },
-        { name: 'coredns-1', ip: '10.244.2.2', node: 'node-2', tcp: [53, 9153], udp: [53] },
-        { name: 'api-0', ip: '10.244.1.20', node: 'node-1', tcp: [9000] },
-        { name: 'api-1', ip: '10.244.2.20', node: 'node-2', tcp: [9000] },
-        { name: 'api-2', ip: '10.244.2.21', node: 'node-2', tcp: [9000] },
-        { name: 'checkout-0', ip: '10.244.1.30', node: 'node-1', tcp: [8080] },
-        { name: 'checkout-1', ip: '10.244.2.30', node: 'node-2', tcp: [8080] },
-        { name: 'frontend-0', ip: '10.244.1.10', node: 'node-1', tcp: [8080, 8443] },
-        { name: 'frontend-1', ip: '10.244.1.11', node: 'node-1', tcp: [8080, 8443] },
-        { name: 'frontend-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080, 8443] },
-        { name: 'metrics-0', ip: '10.244.1.50', node: 'node-1', udp: [8125] },
-        { name: 'metrics-1', ip: '10.244.2.50', node: 'node-2', udp: [8125] },
-        { name: 'src', ip: '10.244.1.99', node: 'node-1' },
-      ],
-      [CLIENT, BLOCKED],
-      mode,
-    );
+    c = await TestCluster.create(FIXTURE_PODS, [CLIENT, BLOCKED], mode);
     await c.kproxy(['sync', '--from', EXAMPLES, '--proxy-mode', mode, '--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16']);
   });
   afterAll(async () => {

@@ -55,6 +55,27 @@ export interface PodSpec {
   readonly udp?: readonly number[];
 }
 
+/**
+ * The pods of the bundled fixture cluster (examples/, test/fixtures/README.md): one at every
+ * endpoint address, answering on the endpoint's ports, and `src`, a client pod on node-1.
+ */
+export const FIXTURE_PODS: readonly PodSpec[] = [
+  { name: 'apiserver', ip: '10.254.254.1', node: 'node-1', tcp: [6443] },
+  { name: 'coredns-0', ip: '10.244.1.2', node: 'node-1', tcp: [53, 9153], udp: [53] },
+  { name: 'coredns-1', ip: '10.244.2.2', node: 'node-2', tcp: [53, 9153], udp: [53] },
+  { name: 'api-0', ip: '10.244.1.20', node: 'node-1', tcp: [9000] },
+  { name: 'api-1', ip: '10.244.2.20', node: 'node-2', tcp: [9000] },
+  { name: 'api-2', ip: '10.244.2.21', node: 'node-2', tcp: [9000] },
+  { name: 'checkout-0', ip: '10.244.1.30', node: 'node-1', tcp: [8080] },
+  { name: 'checkout-1', ip: '10.244.2.30', node: 'node-2', tcp: [8080] },
+  { name: 'frontend-0', ip: '10.244.1.10', node: 'node-1', tcp: [8080, 8443] },
+  { name: 'frontend-1', ip: '10.244.1.11', node: 'node-1', tcp: [8080, 8443] },
+  { name: 'frontend-2', ip: '10.244.2.10', node: 'node-2', tcp: [8080, 8443] },
+  { name: 'metrics-0', ip: '10.244.1.50', node: 'node-1', udp: [8125] },
+  { name: 'metrics-1', ip: '10.244.2.50', node: 'node-2', udp: [8125] },
+  { name: 'src', ip: '10.244.1.99', node: 'node-1' },
+];
+
 /** What a probe saw. */
 export interface ProbeResult {
   readonly answers: readonly { readonly name: string; readonly peer: string }[];
