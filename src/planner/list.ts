@@ -31,8 +31,9 @@ export interface ListRow {
   /** Where traffic to external destinations from outside goes; undefined when the port has none. */
   readonly externalEndpoints: readonly WeightedEndpoint[] | undefined;
   /**
-   * `affinity=<s>s`, `no-endpoints` (REJECT), `no-local-endpoints` (DROP of the Local-policy
-   * traffic), `source-ranges` (loadBalancerSourceRanges), `health-check=<port>`.
+   * `affinity=<s>s`, `local-only` (internal or external traffic uses only this node's endpoints),
+   * `no-endpoints` (REJECT), `no-local-endpoints` (DROP of the Local-policy traffic),
+   * `source-ranges` (loadBalancerSourceRanges), `health-check=<port>`.
    */
   readonly flags: readonly string[];
 }
@@ -50,6 +51,7 @@ function row(sp: ServicePortPlan, family: IPFamily): ListRow {
   const weighted = (list: readonly PlannedEndpoint[]) => list.map((e) => ({ endpoint: e.hostPort, weight: 1 / list.length }));
   const flags: string[] = [];
   if (sp.affinityTimeoutSeconds !== undefined) flags.push(`affinity=${sp.affinityTimeoutSeconds}s`);
+  if (sp.internalPolicyLocal || sp.externalPolicyLocal) flags.push('local-only');
   if (sp.internalNoEndpoints === 'REJECT') flags.push('no-endpoints');
   else if (sp.internalNoEndpoints === 'DROP' || sp.externalNoEndpoints === 'DROP') flags.push('no-local-endpoints');
   if (sp.usesFirewallChain) flags.push('source-ranges');
