@@ -24,7 +24,7 @@
  * Sources: upstream pkg/proxy/iptables/proxier.go `syncProxyRules` and pkg/proxy/nftables/proxier.go.
  * @module
  */
-import { cidrContains, parseCIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
+import { cidrContains, isLoopback, parseCIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
 import type { Endpoint, NodeInfo, Protocol, ServicePortState } from '../state/model.ts';
 import type { FrontendKind } from './frontends.ts';
 import type { PlannedEndpoint, ProxyConfig, ProxyPlan, ServicePortPlan } from './plan.ts';
@@ -365,10 +365,6 @@ function acceptsNodePorts(plan: ProxyPlan, node: NodeInfo, config: ProxyConfig, 
   if (plan.nodePortDestinations.kind === 'addresses') return plan.nodePortDestinations.addresses.includes(ip.text);
   if (isLoopback(ip)) return false;
   return [...node.addresses, ...config.localAddresses].some((a) => a.text === ip.text);
-}
-
-function isLoopback(a: IPAddress): boolean {
-  return a.family === 4 ? a.text.startsWith('127.') : a.text === '::1';
 }
 
 /** Why a packet that matches nothing might have been expected to. */

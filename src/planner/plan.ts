@@ -16,7 +16,7 @@
  *   rule order, which its iptables mode randomises.
  * @module
  */
-import { cidrContains, type CIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
+import { cidrContains, isLoopback, type CIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
 import type { Endpoint, NodeInfo, Protocol, ServicePort, ServicePortState } from '../state/model.ts';
 import { IdentityCache } from './cache.ts';
 import { FrontendMemo, resolveFrontends, type FrontendConflict } from './frontends.ts';
@@ -259,8 +259,4 @@ function ofFamilyRun(list: readonly Endpoint[], family: IPFamily): readonly Endp
 
 function planned(e: Endpoint, nodeName: string): PlannedEndpoint {
   return { ip: e.ip.text, port: e.port, hostPort: e.hostPort, mayBeLocal: e.nodeName === undefined || e.nodeName === nodeName };
-}
-
-function isLoopback(a: IPAddress): boolean {
-  return a.family === 4 ? a.bytes[0] === 127 : a.text === '::1';
 }

@@ -99,6 +99,11 @@ export function parseCIDR(input: string): CIDR | undefined {
   return { family: addr.family, text: `${network}/${prefix}`, bytes, prefix };
 }
 
+/** True for 127.0.0.0/8 and ::1: NodePorts are never served there (kproxy writes no localhost NodePorts). */
+export function isLoopback(a: IPAddress): boolean {
+  return a.family === 4 ? a.bytes[0] === 127 : a.text === '::1';
+}
+
 /** True when `ip` lies inside `cidr` (same family only). */
 export function cidrContains(cidr: CIDR, ip: IPAddress): boolean {
   if (cidr.family !== ip.family) return false;

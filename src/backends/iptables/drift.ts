@@ -142,19 +142,18 @@ export function compareIptables(want: IptablesRuleset, kernel: IptablesKernelVie
     for (const [key, part] of want.services) for (const c of part.chains) index.set(c.name, { rules: () => c.rules, owner: key });
     return index;
   };
-  // Owners of shared rules and of comments' names (built on the first difference).
-  let owners: { shared: Map<string, string>; byName: Map<string, string> } | undefined;
+  // Service ports by the name their comments start with, and owners of shared rules (built on the first difference).
+  let byName: Map<string, string> | undefined;
+  const servicePortsByName = () => (byName ??= new Map([...want.services.keys()].map((key) => [key.slice(0, key.lastIndexOf(' ')), key])));
+  let shared: Map<string, string> | undefined;
   const ownerOf = (table: TableName, chain: string, canonical: string, shown: string): string | undefined => {
     const fromChain = table === 'nat' && !want.fixed.nat.has(chain) ? serviceChains().get(chain)?.owner : undefined;
     if (fromChain) return fromChain;
-    if (!owners) {
-      owners = { shared: new Map(), byName: new Map() };
-      for (const [key, part] of want.services) {
-        owners.byName.set(key.slice(0, key.lastIndexOf(' ')), key);
-        for (const r of part.shared) owners.shared.set(`${r.table} ${r.chain} ${canonicalRule(r.rule, family)}`, key);
-      }
+    if (!shared) {
+      shared = new Map();
+      for (const [key, part] of want.services) for (const r of part.shared) shared.set(`${r.table} ${r.chain} ${canonicalRule(r.rule, family)}`, key);
     }
-    return owners.shared.get(`${table} ${chain} ${canonical}`) ?? byComment([shown], owners.byName);
+    return shared.get(`${table} ${chain} ${canonical}`) ?? byComment([shown], servicePortsByName());
   };
   const wantedRules = (table: TableName, name: string): readonly string[] | undefined =>
     want.fixed[table].get(name) ?? (table === 'nat' && isOwnedChain(table, name) ? serviceChains().get(name)?.rules() : undefined);
@@ -210,9 +209,6 @@ export function compareIptables(want: IptablesRuleset, kernel: IptablesKernelVie
 
   /** A stale chain's Service, from the comments of its rules when they were read. */
   function ownerOfExtraChain(rules: readonly string[] | undefined): string | undefined {
-    if (!rules || rules.length === 0) return undefined;
-    const byName = new Map<string, string>();
-    for (const key of want.services.keys()) byName.set(key.slice(0, key.lastIndexOf(' ')), key);
-    return byComment(rules, byName);
+    return rules && rules.length > 0 ? byComment(rules, servicePortsByName()) : undefined;
   }
 }

@@ -11,7 +11,7 @@
 import { diffLists, type DriftItem } from '../drift.ts';
 import { keyText, type NftElement, type NftKey, type NftStatement } from './json.ts';
 import { statementText } from './text.ts';
-import { TABLE } from './names.ts';
+import { servicePortOfName, TABLE } from './names.ts';
 import type { NftRuleset } from './render.ts';
 
 /**
@@ -66,13 +66,6 @@ function shown(canonical: string): string {
   } catch {
     return canonical;
   }
-}
-
-/** `namespace/name:port PROTOCOL` from a kproxy chain or set name (`service-HASH-ns/name/proto/port`, `affinity-HASH-…__ip/port`), if it is one. */
-export function servicePortOfName(name: string): string | undefined {
-  const m = /^(?:service|local|external|firewall|endpoint|affinity)-[A-Z2-7]{8}-([^/]+)\/([^/]+)\/(tcp|udp|sctp)\/([^_]*)/.exec(name);
-  if (!m) return undefined;
-  return `${m[1]}/${m[2]}${m[4] ? `:${m[4]}` : ''} ${m[3]!.toUpperCase()}`;
 }
 
 /** The listing by chain and set, its rules and elements as parsed (made canonical one chain or set at a time, so that 10^5 canonical texts never live at once). */

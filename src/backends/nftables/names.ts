@@ -67,6 +67,17 @@ export function serviceNames(name: string, protocol: Protocol): ServiceNames {
   return { service: flat('service-', hashed), local: flat('local-', hashed), external: flat('external-', hashed), firewall: flat('firewall-', hashed), base };
 }
 
+/**
+ * The inverse of {@link serviceNames} and {@link endpointNames}: `namespace/name:port PROTOCOL` (a
+ * service port's key) from one of kproxy's chain or set names, if it is one (drift reports name
+ * the Service of a chain kproxy no longer knows).
+ */
+export function servicePortOfName(name: string): string | undefined {
+  const m = /^(?:service|local|external|firewall|endpoint|affinity)-[A-Z2-7]{8}-([^/]+)\/([^/]+)\/(tcp|udp|sctp)\/([^_]*)/.exec(name);
+  if (!m) return undefined;
+  return `${m[1]}/${m[2]}${m[4] ? `:${m[4]}` : ''} ${m[3]!.toUpperCase()}`;
+}
+
 /** Names of one endpoint's chain and (ClientIP affinity) set. */
 export function endpointNames(serviceBase: string, ip: string, port: number): { readonly chain: string; readonly affinity: string } {
   const hashed = hashAndTruncate(`${serviceBase}__${ip.replaceAll(':', '.')}/${port}`);

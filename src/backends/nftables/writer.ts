@@ -16,11 +16,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deltaBatch, fullBatch, type NftBatchPlan } from './batch.ts';
 import { toBatch, type NftCommand, type NftFamily } from './json.ts';
-import { TABLE } from './names.ts';
+import { servicePortOfName, TABLE } from './names.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
 import { BackgroundCheck } from '../verify.ts';
 import { summarizeDrift, type DriftItem } from '../drift.ts';
-import { compareNft, servicePortOfName } from './drift.ts';
+import { compareNft } from './drift.ts';
 import type { NftRuleset } from './render.ts';
 import { commandText } from './text.ts';
 
