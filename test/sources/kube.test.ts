@@ -5,7 +5,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { keepIdentityOnly, KubeSource, listCollection, PROXY_LABEL_SELECTOR, proxyResources } from '../../src/sources/kube.ts';
+import { keepIdentityOnly, KubeSource, listCollection, LIST_PAGE_SIZE, PROXY_LABEL_SELECTOR, proxyResources } from '../../src/sources/kube.ts';
 import { EventQueue, type SourceEvent } from '../../src/sources/queue.ts';
 import { TestApiServer, wire } from '../support/apiserver.ts';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';
@@ -96,7 +96,7 @@ describe('listCollection', () => {
   it('pages with limit/continue and applies the selector to the list', async () => {
     const { api, kc } = await fixtureServer();
     cleanup.push(() => api.close());
-    const all = await listCollection(kc, proxyResources('node-1')[1]!, 2);
+    const all = await listCollection(kc, proxyResources('node-1')[1]!, { pageSize: 2 });
     const pages = api.requests.filter((r) => r.includes('endpointslices'));
     expect(pages.length).toBeGreaterThan(3);
     expect(new URL(`http://x${pages[0]!.slice(4)}`).searchParams.get('labelSelector')).toBe(PROXY_LABEL_SELECTOR);
@@ -110,9 +110,9 @@ describe('listCollection', () => {
   it('restarts the list once when a continue token expires (410 with the captured Status)', async () => {
     const { api, kc } = await fixtureServer();
     cleanup.push(() => api.close());
-    const first = await listCollection(kc, proxyResources('node-1')[0]!, 100);
+    const first = await listCollection(kc, proxyResources('node-1')[0]!, { pageSize: 100 });
     api.expireContinueTokensAfterNextPage();
-    const paged = await listCollection(kc, proxyResources('node-1')[0]!, 2);
+    const paged = await listCollection(kc, proxyResources('node-1')[0]!, { pageSize: 2 });
     expect(paged.items.map((i) => i.metadata?.name)).toEqual(first.items.map((i) => i.metadata?.name));
     // The first list, then the paged one's first page, its 410'd second page, and a fresh first page.
     expect(api.requests.filter((r) => r.startsWith('GET /api/v1/services?') && !r.includes('continue=')).length).toBe(3);
@@ -196,6 +196,17 @@ describe('supervised informers', () => {
     await mirror.until(() => mirror.synced.get('Service') === 2);
     expect(mirror.keys('Service')).toContain('demo/during-gap');
     expect(mirror.keys('Service')).not.toContain('shop/checkout');
+  });
+
+  it("lists first from the watch cache (resourceVersion=0, as client-go's reflector), and after a 410 consistently, paged", async () => {
+    const { api, mirror } = await started();
+    const lists = () => api.requests.filter((r) => r.startsWith('GET /api/v1/services?') && !r.includes('watch=')).map((r) => new URL(`http://x${r.slice(4)}`).searchParams);
+    expect(lists().map((q) => q.get('resourceVersion'))).toEqual(['0']);
+    api.expireWatches();
+    await mirror.until(() => mirror.synced.get('Service') === 2);
+    const relist = lists()[1]!;
+    expect(relist.get('resourceVersion')).toBeNull();
+    expect(relist.get('limit')).toBe(String(LIST_PAGE_SIZE));
   });
 
   it('a re-list of unchanged objects emits no update: the identity kept in the cache still matches', async () => {

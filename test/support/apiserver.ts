@@ -5,7 +5,8 @@
  *
  * - lists: `{kind: XList, apiVersion, metadata: {resourceVersion[, continue, remainingItemCount]},
  *   items}`, items without kind/apiVersion; `limit` + opaque `continue` tokens; an expired token
- *   gets the captured 410 `Status` (list-continue-expired.json);
+ *   gets the captured 410 `Status` (list-continue-expired.json); `resourceVersion=0` is answered
+ *   as v1.26's watch cache answers it, whole, ignoring `limit`;
  * - watches: `?watch=true|1&resourceVersion=N`, chunked newline-delimited `{type, object}` events
  *   with every change after N, then live ones; BOOKMARK objects carrying only kind, apiVersion and
  *   metadata.resourceVersion (watch-endpointslices.ndjson) when `allowWatchBookmarks=true`;
@@ -222,10 +223,11 @@ export class TestApiServer {
       const fail = this.#failNext.list.shift();
       if (fail !== undefined) return json(res, fail, status(fail, 'InternalError', 'injected list failure'));
       const all = [...this.#store.get(collection)!.values()].filter(select).sort((a, b) => key(a).localeCompare(key(b)));
-      const limit = Number(url.searchParams.get('limit') ?? 0);
+      const cont = url.searchParams.get('continue');
+      const fromCache = url.searchParams.get('resourceVersion') === '0' && !cont;
+      const limit = fromCache ? 0 : Number(url.searchParams.get('limit') ?? 0);
       let start = 0;
       let rv = this.#rv;
-      const cont = url.searchParams.get('continue');
       if (cont) {
         const token = JSON.parse(Buffer.from(cont, 'base64url').toString()) as { rv: number; start: number; epoch: number };
         if (token.epoch !== this.#tokenEpoch) return json(res, 410, wire('list-continue-expired.json'));
