@@ -26,15 +26,14 @@ class SyncFailed extends Error {
 }
 
 /**
- * Syncs each family once, in order (the one-shot commands' use of the reconcilers).
+ * Syncs each family once, both at once as `run` does (the one-shot commands' use of the
+ * reconcilers); the log lines and outcomes come in family order, IPv4 first.
  * @throws SyncFailed when a family failed (every family is still tried)
  */
 async function reconcileOnce(reconcilers: readonly Reconciler[], store: ProxyStateStore, log: Logger, message: string): Promise<FamilyOutcome[]> {
   const states = store.servicePortStates();
-  const outcomes: FamilyOutcome[] = [];
-  for (const r of reconcilers) {
-    const o = await r.reconcile(states, store.node);
-    outcomes.push(o);
+  const outcomes = await Promise.all(reconcilers.map((r) => r.reconcile(states, store.node)));
+  for (const o of outcomes) {
     if (o.ok)
       log.info(
         {

@@ -28,6 +28,8 @@ class FakeBackend implements ProxyBackend<FakeRules, FakeRules> {
   writes: { rules: string[]; full: boolean }[] = [];
   failures = 0;
   attempts = 0;
+  /** When set, a write waits for it: a slow kernel. */
+  gate: Promise<void> | undefined;
   constructor(family: IPFamily = 4) {
     this.family = family;
   }
@@ -40,6 +42,7 @@ class FakeBackend implements ProxyBackend<FakeRules, FakeRules> {
   }
   async apply({ list }: FakeRules, o: { full: boolean }) {
     this.attempts++;
+    await this.gate;
     if (this.failures > 0) {
       this.failures--;
       throw new Error('iptables-restore: line 3 failed');
@@ -302,6 +305,23 @@ describe('ProxyRunner, dual-stack', () => {
     v6.failures = 0;
     await until(() => v6.writes.length === 1);
     expect(v6.writes[0]).toEqual({ rules: ['demo/a:http [fd00:10:244:1::1]:80'], full: true });
+  });
+
+  it("writes the families at once: IPv6's write does not wait for IPv4's", async () => {
+    const { queue, backends, synced, health } = start({ families: [4, 6] });
+    const [v4, v6] = backends as [FakeBackend, FakeBackend];
+    let release!: () => void;
+    v4.gate = new Promise((r) => (release = r));
+    for (const object of dual()) queue.push({ type: 'upsert', kind: object.kind as 'Service', object });
+    synced();
+    await until(() => v6.writes.length === 1);
+    expect(v4.attempts).toBe(1);
+    expect(v4.writes).toEqual([]);
+    // The node counts as updated only once every family is current.
+    expect(health.lastUpdatedMs).toBe(0);
+    release();
+    await until(() => v4.writes.length === 1);
+    await until(() => health.lastUpdatedMs > 0);
   });
 
   it('dry-run prints each family’s change, tagged with the family', async () => {
