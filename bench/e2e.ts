@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { IptablesRenderCache, renderIptables, type IptablesRuleset } from '../src/backends/iptables/render.ts';
-import { buildChangeScript, buildTableScript, parseSave } from '../src/backends/iptables/restore.ts';
+import { buildChangeScript } from '../src/backends/iptables/restore.ts';
 import { IptablesWriter, systemIptables } from '../src/backends/iptables/writer.ts';
 import { deltaBatch, fullBatch } from '../src/backends/nftables/batch.ts';
 import { toBatch, type NftCommand } from '../src/backends/nftables/json.ts';
@@ -36,6 +36,7 @@ import { PlanCache, planProxy } from '../src/planner/plan.ts';
 import type { IPFamily } from '../src/state/ip.ts';
 import type { ProxyStateStore } from '../src/state/store.ts';
 import { benchConfig, benchPlan, benchSlice, benchStore } from './cluster.ts';
+import { applyAlone, iptablesFloorInput, nftFloorInput } from './floor.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -72,18 +73,9 @@ async function netns(): Promise<string> {
   return ns;
 }
 
-async function nftIn(ns: string, ...a: string[]): Promise<void> {
-  await execa('ip', ['netns', 'exec', ns, 'nft', ...a], { timeout: 600_000 });
-}
-
-/** Applies a batch with plain `nft -j -f` (the floor); returns ms. */
-async function floor(ns: string, commands: readonly NftCommand[]): Promise<number> {
-  const file = join(dir, 'floor.json');
-  writeFileSync(file, JSON.stringify(toBatch(commands)));
-  const t = performance.now();
-  await nftIn(ns, '-j', '-f', file);
-  return performance.now() - t;
-}
+/** Applies an nft batch with plain `nft -j -f` (the floor); returns ms. */
+const floor = (ns: string, commands: readonly NftCommand[]): Promise<number> =>
+  applyAlone(ns, { mode: 'nftables', family: 4, text: JSON.stringify(toBatch(commands)), commands: commands.length }, dir);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number) => Math.round(x);
@@ -133,8 +125,8 @@ function nftables(family: IPFamily): ModeUnderTest<NftRuleset> {
       return { write: (rules) => w.write(rules, { verify: false }) };
     },
     async coldFloor(ns, rules) {
-      const full = fullBatch(rules); // replaces the table
-      return [await floor(ns, full.commands), full.commands.length, JSON.stringify(toBatch(full.commands)).length];
+      const input = nftFloorInput(rules, family); // replaces the table
+      return [await applyAlone(ns, input, dir), input.commands, input.text.length];
     },
     async changeFloor(ns, previous, next) {
       const delta = deltaBatch(previous, next, stale);
@@ -147,13 +139,6 @@ function nftables(family: IPFamily): ModeUnderTest<NftRuleset> {
 function iptables(family: IPFamily): ModeUnderTest<IptablesRuleset> {
   const plans = new PlanCache();
   const cache = new IptablesRenderCache();
-  const restore = async (ns: string, script: string, flags: string[]) => {
-    const file = join(dir, 'floor.txt');
-    writeFileSync(file, script);
-    const t = performance.now();
-    await execa('ip', ['netns', 'exec', ns, family === 6 ? 'ip6tables-restore' : 'iptables-restore', ...flags, file], { timeout: 1_800_000 });
-    return performance.now() - t;
-  };
   const lines = (script: string) => script.split('\n').filter((l) => l.startsWith('-') || l.startsWith(':')).length;
   return {
     render: (store) => renderIptables(planProxy(store.servicePortStates(), store.node, benchConfig(family), plans), { conntrackTCPBeLiberal: false }, cache),
@@ -163,21 +148,15 @@ function iptables(family: IPFamily): ModeUnderTest<IptablesRuleset> {
     },
     async coldFloor(ns, rules) {
       // The same whole tables the writer restores into an empty namespace.
-      const empty = parseSave('', 'filter');
-      const script = buildTableScript(rules, { filter: { ...empty, headers: BUILTINS.filter }, nat: { ...empty, headers: BUILTINS.nat } });
-      return [await restore(ns, script, []), lines(script), script.length];
+      const input = iptablesFloorInput(rules, family);
+      return [await applyAlone(ns, input, dir), input.commands, input.text.length];
     },
     async changeFloor(ns, previous, next) {
-      const script = buildChangeScript(previous, next) ?? '';
-      return [await restore(ns, script, ['--noflush']), lines(script), script.length];
+      const text = buildChangeScript(previous, next) ?? '';
+      return [await applyAlone(ns, { mode: 'iptables', family, text, commands: lines(text) }, dir, ['--noflush']), lines(text), text.length];
     },
   };
 }
-
-const BUILTINS = {
-  filter: new Map(['INPUT', 'FORWARD', 'OUTPUT'].map((c) => [c, `:${c} ACCEPT [0:0]`])),
-  nat: new Map(['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'].map((c) => [c, `:${c} ACCEPT [0:0]`])),
-};
 
 /** One family's mode under test with its writer and the rules it last wrote. */
 interface FamilyUnderTest<R> {

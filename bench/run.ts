@@ -21,10 +21,14 @@
  *   returned), as `nft list chain` costs 0.9 s at 10k and cannot be polled.
  * - **churn**: one change a second for `--churn-seconds`: CPU share, then RSS.
  * - **restart on a loaded node** (kproxy only): kill -9, start again → first full sync.
+ * - **the floor** (kproxy only), measured just before kproxy starts: the tool alone applying the
+ *   synthetic cluster's rules (floor.ts; the same mix of Services and endpoints, without
+ *   default/kubernetes) into a fresh namespace, `--floor-runs` times, next to the same API server
+ *   and on the same kernel as the run that follows: the floor of the cold-start target.
  *
  * Usage: `KUBEBUILDER_ASSETS=… node bench/run.ts [--services 1000,10000] [--endpoints 10]
  * [--proxies kproxy-iptables,kproxy-nftables,upstream,upstream-minimize] [--cold-limit 600]
- * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--out bench/results/run.json]
+ * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--floor-runs 3] [--out bench/results/run.json]
  * [--keep earlier.json --why "…"]`. With `--keep`, the rows of an earlier results file that this
  * invocation does not run (by proxy and size) are carried into `--out`, and `invocations` says
  * which rows came from which invocation, and why (`--why`).
@@ -33,13 +37,15 @@
  * @module
  */
 import { execa } from 'execa';
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ASSETS, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../test/support/envtest.ts';
 import { TestCluster } from '../test/e2e/harness/cluster.ts';
 import { endpointChainName } from '../src/backends/iptables/names.ts';
 import { benchNode, benchService, benchSlice } from './cluster.ts';
+import { applyAlone, benchFloorInput, type FloorInput } from './floor.ts';
 
 const PROXIES = ['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize'] as const;
 type Proxy = (typeof PROXIES)[number];
@@ -54,6 +60,7 @@ const { values: args } = parseArgs({
     changes: { type: 'string', default: '7' },
     'churn-seconds': { type: 'string', default: '300' },
     'sync-period': { type: 'string', default: '30s' },
+    'floor-runs': { type: 'string', default: '3' },
     out: { type: 'string', default: 'bench/results/run.json' },
     keep: { type: 'string' },
     why: { type: 'string' },
@@ -159,6 +166,8 @@ export interface RunRow {
   churnCoreShare?: number;
   rssAfterChurnMiB?: number;
   restartSeconds?: number;
+  /** kproxy only: the tool alone applying the same rules into a fresh namespace, just before the cold start, each run (floor.ts). */
+  coldFloorSeconds?: number[];
 }
 
 /** Marks of a kproxy cold start, seconds after process start: every initial list received, the first complete sync begun. */
@@ -313,6 +322,27 @@ async function changeEndpoint(api: RealApiServer, i: number, generation: number)
 
 let generation = 1;
 
+const scratch = mkdtempSync(join(tmpdir(), 'kproxy-run-'));
+const floorInputs = new Map<string, FloorInput>();
+
+/** The tool alone applying the rules of `n` Services into a fresh namespace, `--floor-runs` times: seconds each. */
+async function coldFloor(mode: 'iptables' | 'nftables', n: number): Promise<number[]> {
+  const key = `${mode} ${n}`;
+  let input = floorInputs.get(key);
+  if (!input) floorInputs.set(key, (input = benchFloorInput(mode, n, E)));
+  const out: number[] = [];
+  for (let r = 0; r < Number(args['floor-runs']); r++) {
+    const ns = `kpfloor-${process.pid}-${r}`;
+    await execa('ip', ['netns', 'add', ns]);
+    try {
+      out.push((await applyAlone(ns, input, scratch)) / 1000);
+    } finally {
+      await execa('ip', ['netns', 'del', ns], { reject: false });
+    }
+  }
+  return out;
+}
+
 async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<RunRow> {
   const mode = proxy === 'kproxy-nftables' ? 'nftables' : 'iptables';
   const c = await TestCluster.create([], [], mode);
@@ -325,6 +355,10 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
     // +1: the API server's own default/kubernetes Service.
     const start = () => (ours ? startKproxy(c, kubeconfig, n + 1) : startUpstream(c, kubeconfig, proxy === 'upstream-minimize'));
 
+    if (ours) {
+      row.coldFloorSeconds = await coldFloor(mode, n);
+      say(`${proxy} at ${n}: the tool alone, same rules: ${row.coldFloorSeconds.map((x) => x.toFixed(2)).join(', ')} s`);
+    }
     say(`${proxy} at ${n}: cold start`);
     const began = Date.now();
     const p = await start();
@@ -465,6 +499,7 @@ try {
   }
 } finally {
   await api.stop();
+  rmSync(scratch, { recursive: true, force: true });
 }
 save();
 console.log(JSON.stringify(rows, null, 2));
