@@ -234,6 +234,14 @@ function runTable(): string[] {
       line('RSS after the cold sync', (r) => mib(r.rssAfterColdMiB) + ratio(r.rssAfterColdMiB, base?.rssAfterColdMiB)),
       line('of which V8 heap, used / reserved (kproxy /metrics)', (r) => (r.heapAfterCold ? `${r.heapAfterCold.usedMiB} / ${r.heapAfterCold.totalMiB} MiB` : '–')),
       line('cold start: lists received / complete sync begun', (r) => (r.coldPhases ? `${sec(r.coldPhases.listedSeconds)} / ${sec(r.coldPhases.syncBeganSeconds)}` : '–')),
+      line('of the complete sync, per family: plan / render / write', (r) => {
+        const phases = r.coldPhases?.phasesMs;
+        if (!phases) return '–';
+        const ms = (x: number) => (x < 1000 ? `${Math.round(x)} ms` : `${(x / 1000).toFixed(2)} s`);
+        return Object.entries(phases)
+          .map(([family, p]) => `${family} ${ms(p.plan)} / ${ms(p.render)} / ${ms(p.write)}`)
+          .join('; ');
+      }),
       line('floor: the tool alone, the same rules, just before (median of runs)', (r) =>
         r.coldFloorSeconds ? `${sec(runFloor(r))} (${r.coldFloorSeconds.map((x) => x.toFixed(2)).join(', ')})` : '–',
       ),

@@ -44,6 +44,7 @@ import { parseArgs } from 'node:util';
 import { ASSETS, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../test/support/envtest.ts';
 import { TestCluster } from '../test/e2e/harness/cluster.ts';
 import { endpointChainName } from '../src/backends/iptables/names.ts';
+import type { SyncPhases } from '../src/runner/reconciler.ts';
 import { benchNode, benchService, benchSlice } from './cluster.ts';
 import { applyAlone, benchFloorInput, type FloorInput } from './floor.ts';
 
@@ -117,6 +118,7 @@ interface LogLine {
   readonly servicePorts?: number;
   readonly programmingSeconds?: number;
   readonly seconds?: number;
+  readonly phasesMs?: Record<string, SyncPhases>;
 }
 /** The JSON lines of a log; none while the file does not exist yet (execa creates it as the process starts). */
 const logLines = (file: string): LogLine[] =>
@@ -174,6 +176,8 @@ export interface RunRow {
 export interface ColdPhases {
   listedSeconds: number;
   syncBeganSeconds: number;
+  /** The complete sync's own account of its time, per family (its log line's `phasesMs`). */
+  phasesMs?: Record<string, SyncPhases>;
 }
 
 /** V8's heap (used, and reserved by the collector) and memory outside it that V8 tracks (Buffers, strings handed to C++), MiB. */
@@ -251,7 +255,7 @@ function startKproxy(c: TestCluster, kubeconfig: string, n: number): Promise<Run
       const listed = lines.filter((l) => l.msg === 'initial list received').at(-1);
       if (!done || !listed || done.seconds === undefined) return undefined;
       const at = (l: LogLine) => (Date.parse(l.time) - began) / 1000;
-      return { listedSeconds: at(listed), syncBeganSeconds: Math.round((at(done) - done.seconds) * 1000) / 1000 };
+      return { listedSeconds: at(listed), syncBeganSeconds: Math.round((at(done) - done.seconds) * 1000) / 1000, ...(done.phasesMs ? { phasesMs: done.phasesMs } : {}) };
     },
     stop: () => c.stopAgent('SIGKILL'),
   }));

@@ -40,6 +40,7 @@ async function reconcileOnce(reconcilers: readonly Reconciler[], store: ProxySta
           ipFamily: `IPv${o.family}`,
           servicePorts: o.plan!.servicePorts.length,
           endpoints: o.plan!.totalEndpoints,
+          phasesMs: o.phasesMs,
           ...(o.report ? { rulesWritten: o.report.rulesWritten, chainsDeleted: o.report.chainsDeleted } : {}),
         },
         message,

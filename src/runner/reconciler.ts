@@ -61,6 +61,16 @@ export interface FamilyOutcome {
   readonly plan: ProxyPlan | undefined;
   readonly report: WriteReport | undefined;
   readonly error: string | undefined;
+  /** Where this sync's time went, in milliseconds (a phase not reached is 0): for the sync log line. */
+  readonly phasesMs: SyncPhases;
+}
+
+/** Milliseconds of one family's sync per phase: plan, render, and the write (or print) with what follows it. */
+export interface SyncPhases {
+  readonly plan: number;
+  readonly render: number;
+  /** The backend's apply (reading what it must, writing, verifying in the background excluded) and the conntrack cleanup. */
+  readonly write: number;
 }
 
 /** One family's reconciler. Not re-entrant: one `reconcile` at a time (the runner's loop). */
@@ -148,10 +158,18 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
     this.#pending = false;
     let plan: ProxyPlan | undefined;
     let report: WriteReport | undefined;
+    const marks = [performance.now()];
+    const phasesMs = (): SyncPhases => {
+      const at = (i: number) => marks[Math.min(i, marks.length - 1)]!;
+      const ms = (i: number) => Math.round((at(i + 1) - at(i)) * 10) / 10;
+      return { plan: ms(0), render: ms(1), write: ms(2) };
+    };
     try {
       plan = planProxy(states, node, this.#d.config(), this.#plans);
+      marks.push(performance.now());
       this.#conflicts = reportConflicts(log, plan, this.#conflicts);
       const rules = backend.render(plan);
+      marks.push(performance.now());
       this.#skipped = reportSkipped(log, metrics, rules.skipped, this.#skipped);
       if (applier.kind === 'print') {
         const change = backend.diff(this.#printed, rules);
@@ -166,7 +184,9 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
         const errors = await this.#d.conntrack(stale, backend.family);
         for (const e of errors) log.warn({ err: e }, 'deleting stale UDP conntrack entries failed');
       }
+      marks.push(performance.now());
     } catch (err) {
+      marks.push(performance.now());
       this.#failures++;
       this.#needFull = true;
       this.#pending = true;
@@ -175,7 +195,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
       if (metrics) backend.countFailure(metrics, full);
       if (this.#d.retries === false) log.error({ err: errorFacts(err) }, `syncing proxy rules failed: ${(err as Error).message}`);
       else log.error({ err: errorFacts(err), retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
-      return { family: backend.family, ok: false, full, plan, report, error: (err as Error).message };
+      return { family: backend.family, ok: false, full, plan, report, error: (err as Error).message, phasesMs: phasesMs() };
     }
     this.#failures = 0;
     this.#needFull = false;
@@ -193,7 +213,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
         log.warn({ err: errorFacts(report.verifyError) }, "verifying the kernel's rules failed; will try again next sync period");
       }
     }
-    return { family: backend.family, ok: true, full, plan, report, error: undefined };
+    return { family: backend.family, ok: true, full, plan, report, error: undefined, phasesMs: phasesMs() };
   }
 
   /** When a background verify finds something, this family syncs soon: the next write repairs it (or reports the read error). */

@@ -221,6 +221,8 @@ export class ProxyRunner {
         seconds: Number(seconds.toFixed(4)),
         servicesChanged: dirty.size,
         ipFamilies: good.map((o) => `IPv${o.family}`),
+        // Per family, so a slow sync says where its time went (the families run at once).
+        phasesMs: Object.fromEntries(outcomes.map((o) => [`IPv${o.family}`, o.phasesMs])),
         servicePorts: sum((p) => p.servicePorts.length),
         endpoints: sum((p) => p.totalEndpoints),
         ...(written.length > 0 ? { rulesWritten: sumRecords(written.map((o) => o.report!.rulesWritten)), chainsDeleted: written.reduce((n, o) => n + o.report!.chainsDeleted, 0) } : {}),

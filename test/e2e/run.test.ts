@@ -71,6 +71,13 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
 
   it('programs the listed Services, then follows endpoint and Service changes', async () => {
     await eventually(toWeb, onlyFrom('web-1'));
+    // Each sync's log line says where its time went, per family.
+    const synced = readFileSync(logs.stderr, 'utf8')
+      .split('\n')
+      .find((l) => l.includes('"proxy rules synced"'));
+    const phases = (JSON.parse(synced!) as { phasesMs: Record<string, { plan: number; render: number; write: number }> }).phasesMs;
+    expect(phases.IPv4).toEqual({ plan: expect.any(Number), render: expect.any(Number), write: expect.any(Number) });
+    expect(phases.IPv4!.write).toBeGreaterThan(0);
     api.apply('endpointslices', web(['10.244.2.10', '10.244.1.11']) as never);
     await eventually(toWeb, onlyFrom('web-2', 'web-3'));
     api.apply('services', service('demo/web', { clusterIP: CIP, ports: [{ name: 'http', port: 81, targetPort: 8080 }] }) as never);
