@@ -18,6 +18,18 @@ describe('tool errors', () => {
     expect(facts.cause).toEqual(expect.stringContaining('exit code 1'));
   });
 
+  it('a streamed script the tool stops reading fails the same way, naming the failing line', async () => {
+    const tools = systemIptables(4, failing('iptables-restore: line 3 failed'));
+    // Megabytes the stand-in never reads: the tool's exit, not the broken pipe, is the error.
+    const chunks = function* () {
+      yield '*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j NOWHERE\n';
+      for (let i = 0; i < 64; i++) yield `${'-A KUBE-SERVICES -j RETURN\n'.repeat(4096)}`;
+      yield 'COMMIT\n';
+    };
+    const err = await tools.restore(chunks).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'IPTABLES_FAILED', tool: 'iptables-restore', failedLine: '-A KUBE-SERVICES -j NOWHERE' });
+  });
+
   it('a tool the wrapper cannot find is NOT_FOUND, in both modes', async () => {
     const ipt = await systemIptables(4, failing('exec of "iptables-restore" failed: No such file or directory'))
       .restore('')

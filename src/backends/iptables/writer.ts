@@ -19,6 +19,7 @@
  */
 import { execa, ExecaError } from 'execa';
 import { hash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import type { IPFamily } from '../../state/ip.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
 import { BackgroundCheck } from '../verify.ts';
@@ -29,11 +30,11 @@ import { isOwnedChain, type IptablesRuleset, type TableName } from './render.ts'
 import {
   buildCleanupScript,
   buildRestoreScript,
-  buildTableScript,
   changeScript,
   parseSave,
   diffRulesets,
   staleChains,
+  tableScriptChunks,
   withRepairs,
   type Drift,
   type IptablesChange,
@@ -65,8 +66,15 @@ export interface IptablesTools {
    */
   listChain(table: TableName, chain: string, options?: { readonly counters?: boolean }): Promise<string | undefined>;
   /** `iptables-restore -w 5 -W 100000`, with `--noflush` unless `wholeTables`, then with `--counters`. */
-  restore(script: string, options?: { readonly wholeTables?: boolean }): Promise<void>;
+  restore(script: RestoreInput, options?: { readonly wholeTables?: boolean }): Promise<void>;
 }
+
+/**
+ * What `iptables-restore` reads: the script, or a function that makes it in chunks, which are
+ * streamed into the tool as they are made (and made again, only to name the failing line when
+ * the tool refuses one).
+ */
+export type RestoreInput = string | (() => Iterable<string>);
 
 /** Time limit for one iptables-save or iptables-restore run. */
 export const IPTABLES_TIMEOUT_MS = 600_000;
@@ -113,10 +121,11 @@ export function systemIptables(family: IPFamily, wrapper: readonly string[] = []
   };
 }
 
-async function run(wrapper: readonly string[], bin: string, args: string[], input?: string): Promise<string> {
+async function run(wrapper: readonly string[], bin: string, args: string[], input?: RestoreInput): Promise<string> {
   try {
     const [cmd, ...argv] = [...wrapper, bin, ...args] as [string, ...string[]];
-    const result = await execa(cmd, argv, { input: input ?? '', timeout: IPTABLES_TIMEOUT_MS, stripFinalNewline: false, maxBuffer: 1 << 30 });
+    const stdin = typeof input === 'function' ? Readable.from(input(), { objectMode: false }) : (input ?? '');
+    const result = await execa(cmd, argv, { input: stdin, timeout: IPTABLES_TIMEOUT_MS, stripFinalNewline: false, maxBuffer: 1 << 30 });
     return result.stdout;
   } catch (err) {
     if (!(err instanceof ExecaError)) throw err;
@@ -124,7 +133,8 @@ async function run(wrapper: readonly string[], bin: string, args: string[], inpu
     const raw: unknown = err.stderr;
     const stderr = typeof raw === 'string' ? raw.trim() : '';
     const lineNo = /line (\d+) failed/.exec(stderr)?.[1];
-    const failedLine = lineNo && input ? input.split('\n')[Number(lineNo) - 1] : undefined;
+    const text = typeof input === 'function' ? [...input()].join('') : input;
+    const failedLine = lineNo && text ? text.split('\n')[Number(lineNo) - 1] : undefined;
     // execa reports a missing program as ENOENT; a wrapper such as `ip netns exec` as its own message.
     const missing = err.code === 'ENOENT' || stderr.startsWith(`exec of "${bin}" failed: No such file`);
     const code: IptablesErrorCode = missing ? 'IPTABLES_NOT_FOUND' : err.timedOut ? 'IPTABLES_TIMEOUT' : 'IPTABLES_FAILED';
@@ -293,10 +303,10 @@ export class IptablesWriter {
     const current = await readTables(this.#tools, 'foreign');
     const stale = staleChains(next, 'filter', current.filter).length + staleChains(next, 'nat', current.nat).length;
     try {
-      const script = buildTableScript(next, current);
-      await this.#tools.restore(script, { wholeTables: true });
+      const rulesWritten = { filter: 0, nat: 0 };
+      await this.#tools.restore(() => tableScriptChunks(next, current, rulesWritten), { wholeTables: true });
       this.#committed = next;
-      return { how: 'tables', rulesWritten: countRules(script), chainsDeleted: stale };
+      return { how: 'tables', rulesWritten, chainsDeleted: stale };
     } catch (err) {
       // Something in the foreign rules could not be restored as read (say, a rule iptables prints
       // but cannot parse back); fall back to rewriting only kproxy's chains.

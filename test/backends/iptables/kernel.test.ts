@@ -1,7 +1,7 @@
 /** Reading iptables chain by chain: `-S -v` listings as save lines, chain names, what to read. */
 import { describe, expect, it } from 'vitest';
 import { chainNamesFromNft, chainsToRead, mapLimit, parseChainListing, savedTable } from '../../../src/backends/iptables/kernel.ts';
-import { buildTableScript } from '../../../src/backends/iptables/restore.ts';
+import { buildTableScript, tableScriptChunks } from '../../../src/backends/iptables/restore.ts';
 
 describe('parseChainListing', () => {
   it('moves -c counters to the front, as iptables-save -c prints them, and keeps a policy with its counters', () => {
@@ -58,6 +58,31 @@ describe('reading tables', () => {
     expect(script).toContain('[5:6] -A DOCKER -i docker0 -j RETURN\n');
     // A stale chain of kproxy's is not declared: the whole-table restore drops it.
     expect(script).not.toContain('KUBE-SVC-OLD');
+  });
+
+  it('streams the whole-table restore in chunks of about 64 KiB, counting the rules of each table as it goes', () => {
+    const nat = Array.from({ length: 2_000 }, (_, i) => ({
+      name: `KUBE-SEP-${String(i).padStart(16, '0')}`,
+      rules: Array.from({ length: 10 }, (_, r) => `-m comment --comment "rule ${r}" -j RETURN`),
+    }));
+    const ruleset = {
+      filter: [],
+      nat,
+      fixed: { filter: new Map(), nat: new Map() },
+      jumps: [{ table: 'nat' as const, from: 'PREROUTING', target: 'KUBE-SERVICES', spec: '-j KUBE-SERVICES' }],
+      services: new Map(),
+      skipped: [],
+    };
+    const current = { filter: savedTable('filter', [], new Map()), nat: savedTable('nat', [], new Map()) };
+    const counts = { filter: 0, nat: 0 };
+    const chunks = [...tableScriptChunks(ruleset, current, counts)];
+    expect(chunks.length).toBeGreaterThan(10);
+    expect(Math.max(...chunks.map((c) => c.length))).toBeLessThan(66 * 1024);
+    expect(chunks.every((c) => c.endsWith('\n'))).toBe(true);
+    const text = chunks.join('');
+    expect(text).toBe(buildTableScript(ruleset, current));
+    expect(counts).toEqual({ filter: 0, nat: 20_001 });
+    expect(text.split('\n').filter((l) => l.startsWith('-A ')).length).toBe(20_001);
   });
 
   it('mapLimit keeps order and bounds concurrency', async () => {
