@@ -230,7 +230,11 @@ function runTable(): string[] {
       `| | ${rows.map((r) => PROXY_NAMES[r.proxy]).join(' | ')} |`,
       `|---|${rows.map(() => '---|').join('')}`,
       line('process start → every rule in the kernel', cold),
-      line('CPU seconds over the cold start', (r) => `${r.coldCpuSeconds.toFixed(1)}${ratio(r.coldCpuSeconds, base?.coldStartSeconds === undefined ? undefined : base.coldCpuSeconds)}`),
+      line(
+        'CPU seconds over the cold start (of which its tools: iptables-restore, nft, …)',
+        (r) =>
+          `${r.coldCpuSeconds.toFixed(1)}${r.coldChildCpuSeconds === undefined ? '' : ` (${r.coldChildCpuSeconds.toFixed(1)})`}${ratio(r.coldCpuSeconds, base?.coldStartSeconds === undefined ? undefined : base.coldCpuSeconds)}`,
+      ),
       line('RSS after the cold sync', (r) => mib(r.rssAfterColdMiB) + ratio(r.rssAfterColdMiB, base?.rssAfterColdMiB)),
       line('of which V8 heap, used / reserved (kproxy /metrics)', (r) => (r.heapAfterCold ? `${r.heapAfterCold.usedMiB} / ${r.heapAfterCold.totalMiB} MiB` : '–')),
       line('cold start: lists received / complete sync begun', (r) => (r.coldPhases ? `${sec(r.coldPhases.listedSeconds)} / ${sec(r.coldPhases.syncBeganSeconds)}` : '–')),

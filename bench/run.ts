@@ -127,13 +127,13 @@ const logLines = (file: string): LogLine[] =>
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as LogLine);
 
-/** CPU seconds (own and of waited-for children) and RSS of a process, from /proc. */
-function usage(pid: number): { cpu: number; rssMiB: number } {
+/** CPU seconds (own and of waited-for children; of the children alone) and RSS of a process, from /proc. */
+function usage(pid: number): { cpu: number; childCpu: number; rssMiB: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+  const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((i) => Number(fields[i]));
   const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return { cpu: ticks / 100, rssMiB: Number(rss) / 1024 };
+  return { cpu: (utime! + stime! + cutime! + cstime!) / 100, childCpu: (cutime! + cstime!) / 100, rssMiB: Number(rss) / 1024 };
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -150,6 +150,8 @@ export interface RunRow {
   coldStartSeconds?: number;
   coldLimitSeconds: number;
   coldCpuSeconds: number;
+  /** Of coldCpuSeconds, the children's that had exited (iptables-restore, nft, …). */
+  coldChildCpuSeconds?: number;
   /** RSS when a cold start that did not finish was stopped. */
   rssAtLimitMiB?: number;
   rssAfterColdMiB?: number;
@@ -367,7 +369,9 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
     const began = Date.now();
     const p = await start();
     const cold = await p.synced(began, row.coldLimitSeconds * 1000);
-    row.coldCpuSeconds = usage(p.pid).cpu;
+    const coldUsage = usage(p.pid);
+    row.coldCpuSeconds = coldUsage.cpu;
+    row.coldChildCpuSeconds = coldUsage.childCpu;
     if (cold === undefined) {
       row.rssAtLimitMiB = Math.round(usage(p.pid).rssMiB);
       say(`${proxy} at ${n}: no complete sync within ${row.coldLimitSeconds} s (${row.coldCpuSeconds.toFixed(0)} CPU s); stopped`);
