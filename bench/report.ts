@@ -221,7 +221,9 @@ function runTable(): string[] {
     const cold = (r: RunRow) =>
       r.coldStartSeconds === undefined
         ? `not done in ${r.coldLimitSeconds} s (stopped; ${r.coldCpuSeconds.toFixed(0)} CPU s, RSS ${mib(r.rssAtLimitMiB)})`
-        : sec(r.coldStartSeconds) + ratio(r.coldStartSeconds, base?.coldStartSeconds);
+        : sec(r.coldStartSeconds) +
+          ratio(r.coldStartSeconds, base?.coldStartSeconds) +
+          (r.coldStartRuns && r.coldStartRuns.length > 1 ? `, median of ${r.coldStartRuns.map((x) => x.toFixed(2)).join(', ')}` : '');
     const line = (label: string, cell: (r: RunRow) => string) => `| ${label} | ${rows.map(cell).join(' | ')} |`;
     out.push(
       '',
@@ -246,7 +248,7 @@ function runTable(): string[] {
           .map(([family, p]) => `${family} ${ms(p.plan)} / ${ms(p.render)} / ${ms(p.write)}`)
           .join('; ');
       }),
-      line('floor: the tool alone, the same rules, just before (median of runs)', (r) =>
+      line('floor: the tool alone, the same rules, before each cold start (median)', (r) =>
         r.coldFloorSeconds ? `${sec(runFloor(r))} (${r.coldFloorSeconds.map((x) => x.toFixed(2)).join(', ')})` : '–',
       ),
       line('CPU, nothing changing', (r) => (r.quietSeconds === undefined ? '–' : `${pct(r.quietCoreShare)} over ${r.quietSeconds} s`)),

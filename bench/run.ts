@@ -21,14 +21,15 @@
  *   returned), as `nft list chain` costs 0.9 s at 10k and cannot be polled.
  * - **churn**: one change a second for `--churn-seconds`: CPU share, then RSS.
  * - **restart on a loaded node** (kproxy only): kill -9, start again → first full sync.
- * - **the floor** (kproxy only), measured just before kproxy starts: the tool alone applying the
- *   synthetic cluster's rules (floor.ts; the same mix of Services and endpoints, without
- *   default/kubernetes) into a fresh namespace, `--floor-runs` times, next to the same API server
- *   and on the same kernel as the run that follows: the floor of the cold-start target.
+ * - **the floor** (kproxy only): the tool alone applying the synthetic cluster's rules (floor.ts;
+ *   the same mix of Services and endpoints, without default/kubernetes) into a fresh namespace,
+ *   next to the same API server and on the same kernel, once before each of `--cold-runs` cold
+ *   starts (each in a fresh node namespace; the row gives their median, and the last is the one
+ *   the later phases follow): the floor of the cold-start target.
  *
  * Usage: `KUBEBUILDER_ASSETS=… node bench/run.ts [--services 1000,10000] [--endpoints 10]
  * [--proxies kproxy-iptables,kproxy-nftables,upstream,upstream-minimize] [--cold-limit 600]
- * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--floor-runs 3] [--out bench/results/run.json]
+ * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--cold-runs 3] [--out bench/results/run.json]
  * [--keep earlier.json --why "…"]`. With `--keep`, the rows of an earlier results file that this
  * invocation does not run (by proxy and size) are carried into `--out`, and `invocations` says
  * which rows came from which invocation, and why (`--why`).
@@ -61,7 +62,7 @@ const { values: args } = parseArgs({
     changes: { type: 'string', default: '7' },
     'churn-seconds': { type: 'string', default: '300' },
     'sync-period': { type: 'string', default: '30s' },
-    'floor-runs': { type: 'string', default: '3' },
+    'cold-runs': { type: 'string', default: '3' },
     out: { type: 'string', default: 'bench/results/run.json' },
     keep: { type: 'string' },
     why: { type: 'string' },
@@ -146,8 +147,10 @@ export interface RunRow {
   proxy: Proxy;
   services: number;
   endpoints: number;
-  /** Process start → every rule in the kernel; undefined when it did not finish within coldLimitSeconds. */
+  /** Process start → every rule in the kernel (kproxy: the median of coldStartRuns); undefined when one did not finish within coldLimitSeconds. */
   coldStartSeconds?: number;
+  /** kproxy: each cold start, each in a fresh node namespace, the last one the row's other phases follow. */
+  coldStartRuns?: number[];
   coldLimitSeconds: number;
   coldCpuSeconds: number;
   /** Of coldCpuSeconds, the children's that had exited (iptables-restore, nft, …). */
@@ -170,7 +173,7 @@ export interface RunRow {
   churnCoreShare?: number;
   rssAfterChurnMiB?: number;
   restartSeconds?: number;
-  /** kproxy only: the tool alone applying the same rules into a fresh namespace, just before the cold start, each run (floor.ts). */
+  /** kproxy only: the tool alone applying the same rules into a fresh namespace, one run before each cold start (floor.ts). */
   coldFloorSeconds?: number[];
 }
 
@@ -331,22 +334,41 @@ let generation = 1;
 const scratch = mkdtempSync(join(tmpdir(), 'kproxy-run-'));
 const floorInputs = new Map<string, FloorInput>();
 
-/** The tool alone applying the rules of `n` Services into a fresh namespace, `--floor-runs` times: seconds each. */
-async function coldFloor(mode: 'iptables' | 'nftables', n: number): Promise<number[]> {
+/** The tool alone applying the rules of `n` Services into a fresh namespace, once: seconds. */
+async function floorOnce(mode: 'iptables' | 'nftables', n: number): Promise<number> {
   const key = `${mode} ${n}`;
   let input = floorInputs.get(key);
   if (!input) floorInputs.set(key, (input = benchFloorInput(mode, n, E)));
-  const out: number[] = [];
-  for (let r = 0; r < Number(args['floor-runs']); r++) {
-    const ns = `kpfloor-${process.pid}-${r}`;
-    await execa('ip', ['netns', 'add', ns]);
-    try {
-      out.push((await applyAlone(ns, input, scratch)) / 1000);
-    } finally {
-      await execa('ip', ['netns', 'del', ns], { reject: false });
-    }
+  const ns = `kpfloor-${process.pid}`;
+  await execa('ip', ['netns', 'add', ns]);
+  try {
+    return (await applyAlone(ns, input, scratch)) / 1000;
+  } finally {
+    await execa('ip', ['netns', 'del', ns], { reject: false });
   }
-  return out;
+}
+
+/** Serves the API server into the cluster's node namespace; returns the kubeconfig for a proxy there. */
+async function connect(c: TestCluster, ours: boolean): Promise<string> {
+  const port = await c.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
+  const kubeconfig = join(c.dir, 'kubeconfig');
+  writeFileSync(kubeconfig, api.kubeconfig(ours ? api.kproxyToken : api.adminToken, `https://127.0.0.1:${port}`));
+  return kubeconfig;
+}
+
+/** One more cold start of kproxy, in a node namespace of its own that is removed after: seconds, or undefined past the limit. */
+async function coldOnce(mode: 'iptables' | 'nftables', n: number): Promise<number | undefined> {
+  const c = await TestCluster.create([], [], mode);
+  try {
+    const kubeconfig = await connect(c, true);
+    const began = Date.now();
+    const p = await startKproxy(c, kubeconfig, n + 1);
+    const cold = await p.synced(began, Number(args['cold-limit']) * 1000);
+    await p.stop();
+    return cold;
+  } finally {
+    await c.destroy();
+  }
 }
 
 async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<RunRow> {
@@ -354,16 +376,24 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
   const c = await TestCluster.create([], [], mode);
   const row: RunRow = { proxy, services: n, endpoints: E, coldLimitSeconds: Number(args['cold-limit']), coldCpuSeconds: 0 };
   try {
-    const port = await c.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
-    const kubeconfig = join(c.dir, 'kubeconfig');
     const ours = proxy.startsWith('kproxy');
-    writeFileSync(kubeconfig, api.kubeconfig(ours ? api.kproxyToken : api.adminToken, `https://127.0.0.1:${port}`));
+    const kubeconfig = await connect(c, ours);
     // +1: the API server's own default/kubernetes Service.
     const start = () => (ours ? startKproxy(c, kubeconfig, n + 1) : startUpstream(c, kubeconfig, proxy === 'upstream-minimize'));
 
+    // kproxy: floors and cold starts taken in turn, so a drift of the machine's speed touches both
+    // alike; the last cold start is the one the later phases follow.
+    const colds: (number | undefined)[] = [];
     if (ours) {
-      row.coldFloorSeconds = await coldFloor(mode, n);
-      say(`${proxy} at ${n}: the tool alone, same rules: ${row.coldFloorSeconds.map((x) => x.toFixed(2)).join(', ')} s`);
+      row.coldFloorSeconds = [];
+      const runs = Math.max(1, Number(args['cold-runs']));
+      for (let r = 0; r < runs; r++) {
+        row.coldFloorSeconds.push(await floorOnce(mode, n));
+        if (r < runs - 1) colds.push(await coldOnce(mode, n));
+      }
+      say(
+        `${proxy} at ${n}: the tool alone, same rules: ${row.coldFloorSeconds.map((x) => x.toFixed(2)).join(', ')} s; cold starts before the last: ${colds.map((x) => x?.toFixed(2) ?? 'not done').join(', ')} s`,
+      );
     }
     say(`${proxy} at ${n}: cold start`);
     const began = Date.now();
@@ -378,7 +408,11 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
       await p.stop();
       return row;
     }
-    row.coldStartSeconds = cold;
+    colds.push(cold);
+    if (colds.every((x) => x !== undefined)) {
+      row.coldStartRuns = colds;
+      row.coldStartSeconds = quantile(row.coldStartRuns, 0.5);
+    }
     const phases = p.coldPhases?.(began);
     if (phases) {
       row.coldPhases = phases;
