@@ -337,7 +337,7 @@ function targetTable(): string[] {
   out.push(
     '',
     run.rows.some((r) => r.coldFloorSeconds)
-      ? `Floors: the tool alone writing the same rules into an empty namespace, measured by \`run.ts\` just before each cold start, on the same kernel and next to the same API server (the "floor" row above); for comparison, the floors of the end-to-end tables above (\`e2e.ts\`, ${[...new Set(modes.map((m) => m.date.slice(0, 10)))].join(' and ')}), measured in a process of their own without an API server.`
+      ? `Floors: the tool alone writing the same rules into an empty namespace, measured by \`run.ts\` once before each of its cold starts, on the same kernel and next to the same API server (the "floor" row above; each side is the median of its three runs); for comparison, the floors of the end-to-end tables above (\`e2e.ts\`, ${[...new Set(modes.map((m) => m.date.slice(0, 10)))].join(' and ')}), measured in a process of their own without an API server.`
       : `Floors: the tool alone writing the same rules into an empty namespace, from the end-to-end tables above (\`e2e.ts\`, ${[...new Set(modes.map((m) => m.date.slice(0, 10)))].join(' and ')}).`,
   );
   return out;
