@@ -159,9 +159,11 @@ export class ProxyRunner {
   /**
    * Plans, renders and writes (or prints) the rules of `families` at once, as upstream's
    * per-family proxiers run side by side (pkg/proxy/metaproxier): one family's write (at 10k
-   * Services an `iptables-restore` of 11 s) overlaps the other's reads, planning and write. Each
-   * reconciler owns its errors and retries, so a failing family does not hold the other back.
-   * A print applier prints before its first await, so IPv4's change still comes first.
+   * Services an `iptables-restore` of 11 s) overlaps the other's reads, planning and write (with
+   * iptables-legacy, whose one lock both families take, the other waits for it with `-w 5`, as
+   * upstream's proxiers do). Each reconciler owns its errors and retries, so a failing family
+   * does not hold the other back. A print applier prints before its first await, so IPv4's
+   * change still comes first.
    */
   async #sync(families: readonly Reconciler[]): Promise<SyncOutcome> {
     const { store, metrics, health, log, reconcilers } = this.#d;
