@@ -36,7 +36,7 @@ import { PlanCache, planProxy } from '../src/planner/plan.ts';
 import type { IPFamily } from '../src/state/ip.ts';
 import type { ProxyStateStore } from '../src/state/store.ts';
 import { benchConfig, benchPlan, benchSlice, benchStore } from './cluster.ts';
-import { applyAlone, iptablesFloorInput, nftFloorInput } from './floor.ts';
+import { applyAlone, iptablesFloorInput, nftFloorInput, restoreCommands } from './floor.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -139,7 +139,6 @@ function nftables(family: IPFamily): ModeUnderTest<NftRuleset> {
 function iptables(family: IPFamily): ModeUnderTest<IptablesRuleset> {
   const plans = new PlanCache();
   const cache = new IptablesRenderCache();
-  const lines = (script: string) => script.split('\n').filter((l) => l.startsWith('-') || l.startsWith(':')).length;
   return {
     render: (store) => renderIptables(planProxy(store.servicePortStates(), store.node, benchConfig(family), plans), { conntrackTCPBeLiberal: false }, cache),
     writer(ns) {
@@ -153,7 +152,7 @@ function iptables(family: IPFamily): ModeUnderTest<IptablesRuleset> {
     },
     async changeFloor(ns, previous, next) {
       const text = buildChangeScript(previous, next) ?? '';
-      return [await applyAlone(ns, { mode: 'iptables', family, text, commands: lines(text) }, dir, ['--noflush']), lines(text), text.length];
+      return [await applyAlone(ns, { mode: 'iptables', family, text, commands: restoreCommands(text) }, dir, ['--noflush']), restoreCommands(text), text.length];
     },
   };
 }

@@ -32,12 +32,16 @@ export interface FloorInput {
   readonly commands: number;
 }
 
+/** Lines of a restore script that declare a chain or change a rule: its size in commands. */
+export function restoreCommands(text: string): number {
+  return text.split('\n').filter((l) => l.startsWith('-') || l.startsWith(':')).length;
+}
+
 /** The whole-table `iptables-restore` script kproxy's writer sends into an empty namespace. */
 export function iptablesFloorInput(rules: IptablesRuleset, family: IPFamily): FloorInput {
   const empty = parseSave('', 'filter');
   const text = buildTableScript(rules, { filter: { ...empty, headers: BUILTINS.filter }, nat: { ...empty, headers: BUILTINS.nat } });
-  const commands = text.split('\n').filter((l) => l.startsWith('-') || l.startsWith(':')).length;
-  return { mode: 'iptables', family, text, commands };
+  return { mode: 'iptables', family, text, commands: restoreCommands(text) };
 }
 
 /** The `nft -j -f` batch that replaces kproxy's table, as its writer sends it. */

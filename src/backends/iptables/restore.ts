@@ -86,6 +86,9 @@ export function buildTableScript(ruleset: IptablesRuleset, current: Readonly<Rec
   return [...tableScriptChunks(ruleset, current)].join('');
 }
 
+/** A restore line that adds a rule (`-A`, `-I`): what the writers count as rules written. */
+export const isRuleLine = (line: string): boolean => line.startsWith('-A ') || line.startsWith('-I ');
+
 /** Characters per chunk of a streamed restore script: a pipe's worth, so the tool parses while the rest is made. */
 const CHUNK_CHARS = 64 * 1024;
 
@@ -102,7 +105,7 @@ export function* tableScriptChunks(ruleset: IptablesRuleset, current: Readonly<R
   const add = (line: string) => {
     lines.push(line);
     chars += line.length + 1;
-    if (line.startsWith('-A ') || line.startsWith('-I ')) rules++;
+    if (isRuleLine(line)) rules++;
   };
   const take = () => {
     const chunk = `${lines.join('\n')}\n`;

@@ -33,6 +33,7 @@ import {
   changeScript,
   parseSave,
   diffRulesets,
+  isRuleLine,
   staleChains,
   tableScriptChunks,
   withRepairs,
@@ -460,7 +461,7 @@ function countRules(script: string): { filter: number; nat: number } {
   let table: 'filter' | 'nat' | undefined;
   for (const line of script.split('\n')) {
     if (line === '*filter' || line === '*nat') table = line.slice(1) as 'filter' | 'nat';
-    else if (table && (line.startsWith('-A ') || line.startsWith('-I '))) counts[table]++;
+    else if (table && isRuleLine(line)) counts[table]++;
   }
   return counts;
 }
