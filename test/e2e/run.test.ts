@@ -71,10 +71,16 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
 
   it('programs the listed Services, then follows endpoint and Service changes', async () => {
     await eventually(toWeb, onlyFrom('web-1'));
-    // Each sync's log line says where its time went, per family.
-    const synced = readFileSync(logs.stderr, 'utf8')
-      .split('\n')
-      .find((l) => l.includes('"proxy rules synced"'));
+    // Each sync's log line says where its time went, per family. The line is written after the
+    // rules are, so traffic can flow before it reaches the file: wait for it.
+    const synced = await eventually(
+      async () =>
+        readFileSync(logs.stderr, 'utf8')
+          .split('\n')
+          .find((l) => l.includes('"proxy rules synced"')),
+      (l) => l !== undefined,
+      5_000,
+    );
     const phases = (JSON.parse(synced!) as { phasesMs: Record<string, { plan: number; render: number; write: number }> }).phasesMs;
     expect(phases.IPv4).toEqual({ plan: expect.any(Number), render: expect.any(Number), write: expect.any(Number) });
     expect(phases.IPv4!.write).toBeGreaterThan(0);
