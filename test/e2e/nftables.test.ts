@@ -3,13 +3,15 @@
  * apply as is and give the same table; sync leaves other tables alone, is idempotent and removes
  * stale chains; cleanup deletes only kproxy's table; switching modes removes the other mode's
  * rules; incremental batches leave the kernel exactly as a full write would; a failed batch is
- * named command by command; the periodic check repairs what someone else changed.
+ * named command by command; the periodic check repairs what someone else changed; a large table
+ * written where there is none goes in stages that traffic sees as one.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderNftables } from '../../src/backends/nftables/render.ts';
-import { NftError, NftWriter, systemNft } from '../../src/backends/nftables/writer.ts';
+import { stagedFullBatch } from '../../src/backends/nftables/batch.ts';
+import { NftError, NftWriter, systemNft, type NftTools } from '../../src/backends/nftables/writer.ts';
 import { endpoint, endpointSlice, service, webServices } from '../support/objects.ts';
 import { plan } from '../support/pipeline.ts';
 import { tally, TestCluster } from './harness/cluster.ts';
@@ -164,6 +166,57 @@ describe('nftables mode on a real kernel', () => {
       await nft('delete', 'table', 'ip', 'kube-proxy');
       await new NftWriter(tools).write(steps.at(-1)!, { verify: false });
       expect(incremental).toEqual(await contents());
+      await nft('delete', 'table', 'ip', 'kube-proxy');
+    });
+
+    it('writes a large table where there is none in stages that traffic sees as one; over a table, or after a failed stage, in one', async () => {
+      const real = systemNft(['ip', 'netns', 'exec', c.ns('node-1')]);
+      const rs = renderNftables(plan([...objects('a'), ...Array.from({ length: 20 }, (_, i) => svc(i + 1, [`10.1.${i}.1`, `10.1.${i}.2`])).flat()]));
+      const STAGE = 40;
+      const stages = stagedFullBatch(rs, STAGE).stages.length;
+      expect(stages).toBeGreaterThan(3);
+      const toA = () => c.probe('src', 'tcp', '10.96.3.1', 80, { count: 2, timeoutMs: 300 });
+      const baseRules = async () => (await nft('list', 'chain', 'ip', 'kube-proxy', 'nat-prerouting')).split('\n').filter((l) => l.includes('jump')).length;
+      /** The real nft, which fails the `failAt`th write, and checks the table and traffic before the last one. */
+      const watched = (failAt?: number) => {
+        let n = 0;
+        const before: { baseRules: number; answers: number }[] = [];
+        const tools: NftTools = {
+          ...real,
+          async apply(json, check) {
+            if (!check && ++n === failAt) throw new NftError('nft failed (test)', { code: 'NFT_FAILED', stderr: '', failedCommand: undefined });
+            if (!check && n === stages) before.push({ baseRules: await baseRules(), answers: (await toA()).answers.length });
+            return real.apply(json, check);
+          },
+        };
+        return { tools, before, writes: () => n };
+      };
+
+      const staged = watched();
+      const report = await new NftWriter(staged.tools, { stageCommands: STAGE }).write(rs, { verify: false });
+      expect(report.transactions).toBe(stages);
+      // Just before the last transaction: every other one is in, and neither rules nor traffic show it.
+      expect(staged.before).toEqual([{ baseRules: 0, answers: 0 }]);
+      expect(tally(await toA())).toEqual({ web: 2 });
+      const inStages = await contents();
+      await nft('delete', 'table', 'ip', 'kube-proxy');
+      expect((await new NftWriter(real).write(rs, { verify: false })).transactions).toBe(1);
+      expect(await contents()).toEqual(inStages);
+      // Over a live table a replacement is one transaction: in stages, the first would delete it.
+      const live = watched();
+      expect((await new NftWriter(live.tools, { stageCommands: STAGE }).write(rs, { verify: false })).transactions).toBe(1);
+      expect(await contents()).toEqual(inStages);
+
+      // A stage fails: what is in the kernel reaches no traffic; the next write replaces it in one go.
+      await nft('delete', 'table', 'ip', 'kube-proxy');
+      const failing = watched(3);
+      const writer = new NftWriter(failing.tools, { stageCommands: STAGE });
+      await expect(writer.write(rs, { verify: false })).rejects.toThrow(NftError);
+      expect(await baseRules()).toBe(0);
+      expect((await toA()).answers).toEqual([]);
+      const retry = await writer.write(rs, { verify: false });
+      expect(retry).toMatchObject({ full: true, transactions: 1 });
+      expect(await contents()).toEqual(inStages);
       await nft('delete', 'table', 'ip', 'kube-proxy');
     });
 

@@ -1,8 +1,9 @@
 /**
  * The nftables proxy backend of one IP family: renders with {@link renderNftables} into the
  * `ip kube-proxy` or `ip6 kube-proxy` table, diffs with {@link fullBatch} / {@link deltaBatch},
- * writes one `nft -j -f` transaction per sync through an {@link NftWriter} that keeps the
- * committed table in memory. Each family is its own transaction: atomic per family, and a
+ * writes one `nft -j -f` transaction per sync (several for a large table written where there
+ * is none: batch.ts `stagedFullBatch`) through an {@link NftWriter} that keeps the committed table
+ * in memory. Each family is its own transaction: atomic per family, and a
  * failure in one family's table cannot hold the other's back (upstream does the same, one
  * knftables transaction per family).
  * @module

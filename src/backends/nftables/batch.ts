@@ -54,6 +54,51 @@ export function fullBatch(next: NftRuleset): NftBatchPlan {
   return { commands, rules, elements, chainsWritten: next.chains.length, chainsDeleted: 0, stale: [] };
 }
 
+/**
+ * The full batch of {@link fullBatch}, cut into transactions of at most `limit` commands each (an
+ * `add element` weighs as many as its elements, and a longer list is cut too) and a last one of the
+ * base chains' rules (a dozen), for a table that does not exist yet. nft holds a whole transaction in memory, about 8.5 KiB per command at its
+ * peak (1.2 GB at 10k Services × 10 endpoints, bench/README.md), and on a VM whose host takes back
+ * free memory every fresh page costs a host fault too (3 s of nft's 10 s there); cut, the peak is
+ * one transaction's and each run reuses the pages the one before it freed.
+ *
+ * Traffic still sees the table appear at once: every transaction but the last declares objects or
+ * fills chains and sets that nothing reachable jumps to yet, and the last one holds only the rules
+ * of the base chains (declared first, with no rules, they accept everything and change nothing).
+ * Only for a table that is absent: over a live table the first transaction, which deletes it,
+ * would leave the node without Service rules until the last.
+ * @param limit commands per transaction, at least 1
+ * @returns the transactions in order; one (the full batch unchanged) when it is within `limit`
+ */
+export function stagedFullBatch(next: NftRuleset, limit: number): { readonly plan: NftBatchPlan; readonly stages: readonly (readonly NftCommand[])[] } {
+  const plan = fullBatch(next);
+  const weight = (c: NftCommand) => ('add' in c && 'element' in c.add ? c.add.element.elem.length : 1);
+  if (plan.commands.reduce((n, c) => n + weight(c), 0) <= limit) return { plan, stages: [plan.commands] };
+  const base = new Set(next.chains.filter((c) => c.hook).map((c) => c.name));
+  const last: NftCommand[] = [];
+  const stages: NftCommand[][] = [];
+  let stage: NftCommand[] = [];
+  let used = 0;
+  const put = (c: NftCommand, w: number) => {
+    if (used + w > limit && stage.length > 0) {
+      stages.push(stage);
+      stage = [];
+      used = 0;
+    }
+    stage.push(c);
+    used += w;
+  };
+  for (const c of plan.commands) {
+    if ('add' in c && 'rule' in c.add && base.has(c.add.rule.chain)) last.push(c);
+    else if ('add' in c && 'element' in c.add && c.add.element.elem.length > limit) {
+      const { elem, ...set } = c.add.element;
+      for (let i = 0; i < elem.length; i += limit) put({ add: { element: { ...set, elem: elem.slice(i, i + limit) } } }, Math.min(limit, elem.length - i));
+    } else put(c, weight(c));
+  }
+  for (const s of [stage, last]) if (s.length > 0) stages.push(s);
+  return { plan, stages };
+}
+
 /** Sets whose elements several service ports share (a ClusterIP, an endpoint): diffed in full, not per part. */
 const SHARED_SETS: ReadonlySet<string> = new Set([NFT.clusterIPs, NFT.hairpin, NFT.nodePortIPs]);
 

@@ -14,7 +14,7 @@ import { execa, ExecaError } from 'execa';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deltaBatch, fullBatch, type NftBatchPlan } from './batch.ts';
+import { deltaBatch, stagedFullBatch, type NftBatchPlan } from './batch.ts';
 import { toBatch, type NftCommand, type NftFamily } from './json.ts';
 import { servicePortOfName, TABLE } from './names.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
@@ -116,6 +116,8 @@ async function runNft(wrapper: readonly string[], args: string[]): Promise<strin
 export interface NftWriteReport extends Omit<NftBatchPlan, 'commands' | 'stale'> {
   /** Full: the table was replaced; otherwise only the delta was sent (or nothing, when none). */
   readonly full: boolean;
+  /** nft runs the write took: one, or more for a large table written where there was none ({@link stagedFullBatch}). */
+  readonly transactions: number;
   /** Why the periodic check rewrote the table, when the kernel differed from what kproxy wrote. */
   readonly repaired: string | undefined;
   /** What differed, per service port, when `repaired` is set. */
@@ -129,6 +131,12 @@ export interface NftWriteReport extends Omit<NftBatchPlan, 'commands' | 'stale'>
   readonly verifying?: Promise<boolean>;
 }
 
+/**
+ * Commands per nft run when a large table is written where there is none ({@link stagedFullBatch}):
+ * about 210 MB of nft at its peak, where the whole 10k-Service table in one run takes 1.2 GB.
+ */
+export const STAGE_COMMANDS = 25_000;
+
 /** Bounds of the search for the failing command. */
 const BISECT_STEPS = 24;
 const BISECT_BUDGET_MS = 60_000;
@@ -141,11 +149,16 @@ export class NftWriter {
   readonly #check: BackgroundCheck<readonly DriftItem[]>;
   #committed: NftRuleset | undefined;
   #deferred: readonly string[] = [];
+  readonly #stageCommands: number;
 
-  /** @param options.verifyBudget share of a core the deep verify may use (default: verify.ts's DEEP_READ_BUDGET, 1 %) */
-  constructor(tools: NftTools, options: { readonly verifyBudget?: number } = {}) {
+  /**
+   * @param options.verifyBudget share of a core the deep verify may use (default: verify.ts's DEEP_READ_BUDGET, 1 %)
+   * @param options.stageCommands commands per nft run when the table is written where there is none (default {@link STAGE_COMMANDS})
+   */
+  constructor(tools: NftTools, options: { readonly verifyBudget?: number; readonly stageCommands?: number } = {}) {
     this.#tools = tools;
     this.#check = new BackgroundCheck(options.verifyBudget);
+    this.#stageCommands = Math.max(1, options.stageCommands ?? STAGE_COMMANDS);
   }
 
   /** The ruleset the kernel holds after the last successful write; undefined before it or after a failure. */
@@ -155,12 +168,14 @@ export class NftWriter {
 
   /**
    * Makes the table match `next`. The first write, the first after a failure, and the first after
-   * a verify found the kernel differing, replace the table; otherwise only the delta is sent.
+   * a verify found the kernel differing, replace the table (in one transaction; in several when it
+   * is large and the kernel has none, see {@link stagedFullBatch}); otherwise only the delta is sent.
    * @param verify start a verify in the background after writing (unless one is running): every
    *   time it compares the chain names, and, within its CPU budget ({@link BackgroundCheck}), the
    *   whole table by rule and element counts
-   * @throws NftError naming the failing command; the kernel keeps its previous table, and the next
-   *   write replaces it
+   * @throws NftError naming the failing command; the kernel keeps its previous table (or, when a
+   *   staged write failed, a partial one that no base chain's rule reaches yet), and the next write
+   *   replaces it
    */
   async write(next: NftRuleset, options: { readonly verify: boolean }): Promise<NftWriteReport> {
     const found = this.#check.take();
@@ -168,17 +183,18 @@ export class NftWriter {
     const repaired = drift === undefined ? undefined : summarizeDrift(drift);
     if (repaired !== undefined) this.#committed = undefined;
     const full = this.#committed === undefined;
-    const batch = this.#batchTo(next);
+    const { plan: batch, stages } = this.#committed === undefined ? await this.#replacement(next) : { plan: deltaBatch(this.#committed, next, this.#deferred), stages: undefined };
     if (full) this.#check.reset();
     else for (const c of batch.commands) this.#check.touch(touchedName(c));
-    if (batch.commands.length > 0) {
+    const transactions = batch.commands.length === 0 ? [] : (stages ?? [batch.commands]);
+    for (const [i, commands] of transactions.entries()) {
       try {
-        await this.#tools.apply(JSON.stringify(toBatch(batch.commands)));
+        await this.#tools.apply(JSON.stringify(toBatch(commands)));
       } catch (err) {
         this.#committed = undefined;
         this.#deferred = [];
         this.#check.reset();
-        throw await this.#explain(err as Error, batch.commands);
+        throw await this.#explain(err as Error, commands, transactions.length > 1 ? `transaction ${i + 1} of ${transactions.length}` : undefined);
       }
     }
     this.#committed = next;
@@ -187,6 +203,7 @@ export class NftWriter {
     const verifying = options.verify && !full ? this.#check.start((deep, touched) => this.#verify(snapshot.committed, snapshot.deferred, deep, touched)) : undefined;
     return {
       full,
+      transactions: transactions.length,
       repaired,
       ...(drift === undefined ? {} : { drift }),
       rules: batch.rules,
@@ -218,13 +235,25 @@ export class NftWriter {
     return items.length > 0 ? items : undefined;
   }
 
-  /** The full batch when nothing is committed, else the delta from the committed ruleset. */
-  #batchTo(next: NftRuleset): NftBatchPlan {
-    return this.#committed === undefined ? fullBatch(next) : deltaBatch(this.#committed, next, this.#deferred);
+  /**
+   * The batch that replaces the table, in one transaction, or in stages when it is larger than
+   * one stage and the kernel has no such table (a failed read counts as a table: one transaction).
+   */
+  async #replacement(next: NftRuleset): Promise<{ readonly plan: NftBatchPlan; readonly stages: readonly (readonly NftCommand[])[] }> {
+    const staged = stagedFullBatch(next, this.#stageCommands);
+    if (staged.stages.length === 1) return staged;
+    const absent = await this.#tools.chains(next.family, next.table).then(
+      (names) => names === undefined,
+      () => false,
+    );
+    return absent ? staged : { plan: staged.plan, stages: [staged.plan.commands] };
   }
 
-  /** Finds the first command whose prefix of the batch fails `nft --check`, within bounds. */
-  async #explain(err: Error, commands: readonly NftCommand[]): Promise<Error> {
+  /**
+   * Finds the first command whose prefix of the transaction fails `nft --check`, within bounds.
+   * @param where which of several transactions failed, for the message
+   */
+  async #explain(err: Error, commands: readonly NftCommand[], where?: string): Promise<Error> {
     if (!(err instanceof NftError)) return err;
     const deadline = Date.now() + BISECT_BUDGET_MS;
     const fails = async (n: number) =>
@@ -247,7 +276,7 @@ export class NftWriter {
     if (bad - ok > 1) return err;
     const text = commandText(commands[bad - 1]!);
     return new NftError(
-      `${err.message} (command ${bad} of ${commands.length}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`,
+      `${err.message} (command ${bad} of ${commands.length}${where === undefined ? '' : ` of ${where}`}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`,
       { code: err.code, stderr: err.stderr, failedCommand: text },
       { cause: err },
     );

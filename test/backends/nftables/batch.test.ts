@@ -6,7 +6,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { deltaBatch, fullBatch } from '../../../src/backends/nftables/batch.ts';
+import { deltaBatch, fullBatch, stagedFullBatch } from '../../../src/backends/nftables/batch.ts';
+import type { NftCommand } from '../../../src/backends/nftables/json.ts';
 import { renderNftables } from '../../../src/backends/nftables/render.ts';
 import { batchText } from '../../../src/backends/nftables/text.ts';
 import { cluster } from '../../support/arbitraries.ts';
@@ -105,6 +106,44 @@ describe('incremental nft batches', () => {
         fake.apply(deltaBatch(rulesets.at(-1)!, rulesets.at(-1)!, deferred).commands);
         const fresh = new FakeNft();
         fresh.apply(fullBatch(rulesets.at(-1)!).commands);
+        expect(fake.dump()).toEqual(fresh.dump());
+      }),
+      { numRuns: 150 },
+    );
+  });
+});
+
+describe('a large table written where there is none, in stages', () => {
+  const weight = (c: NftCommand) => ('add' in c && 'element' in c.add ? c.add.element.elem.length : 1);
+
+  it('is the full batch, unchanged, when it fits in one stage', () => {
+    const rs = world(3);
+    const full = fullBatch(rs).commands;
+    expect(
+      stagedFullBatch(
+        rs,
+        full.reduce((n, c) => n + weight(c), 0),
+      ).stages,
+    ).toEqual([full]);
+  });
+
+  it('stages within the limit build the same table, and no base chain has a rule before the last one', () => {
+    fc.assert(
+      fc.property(cluster, fc.integer({ min: 1, max: 40 }), (objs, limit) => {
+        const rs = render(objs);
+        const { plan, stages } = stagedFullBatch(rs, limit);
+        expect(plan).toEqual(fullBatch(rs));
+        if (stages.length > 1) for (const stage of stages.slice(0, -1)) expect(stage.reduce((n, c) => n + weight(c), 0)).toBeLessThanOrEqual(limit);
+        const base = new Set(rs.chains.filter((c) => c.hook).map((c) => c.name));
+        const fake = new FakeNft();
+        for (const stage of stages.slice(0, -1)) fake.apply(stage);
+        if (stages.length > 1) {
+          for (const name of base) expect(fake.dump()!.chains[name]).toEqual([]);
+          expect(stages.at(-1)!.every((c) => 'add' in c && 'rule' in c.add && base.has(c.add.rule.chain))).toBe(true);
+        }
+        fake.apply(stages.at(-1)!);
+        const fresh = new FakeNft();
+        fresh.apply(plan.commands);
         expect(fake.dump()).toEqual(fresh.dump());
       }),
       { numRuns: 150 },
