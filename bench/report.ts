@@ -422,6 +422,10 @@ function nftFloorTable(): string[] {
     fullTextBytes: number;
     coldJsonSeconds: number;
     coldTextSeconds: number;
+    stageCommands?: number;
+    stages?: number;
+    /** Keys `one|stages reused|fresh`; absent in older results. */
+    coldLayouts?: Record<string, { seconds: number; peakMiB: number }>;
     changeSeconds: Record<string, number>;
   };
   try {
@@ -437,9 +441,22 @@ function nftFloorTable(): string[] {
     `| \`nft -j -f\` (JSON, what kproxy sends) | ${doc.coldJsonSeconds.toFixed(2)} s | ${kb(doc.fullJsonBytes)} |`,
     `| \`nft -f\` (the same batch as text) | ${doc.coldTextSeconds.toFixed(2)} s (JSON is ${(doc.coldJsonSeconds / doc.coldTextSeconds).toFixed(2)}×) | ${kb(doc.fullTextBytes)} |`,
     '',
+  ];
+  const l = doc.coldLayouts;
+  if (l) {
+    const cell = (key: string) => `${l[key]!.seconds.toFixed(2)} s`;
+    out.push(
+      `| cold, \`nft -j -f\` | pages as the last run left them | fresh pages (another process holds 2 GiB) | nft's peak RSS |`,
+      '|---|---|---|---|',
+      `| one transaction | ${cell('one reused')} | ${cell('one fresh')} | ${l['one reused']!.peakMiB} MiB |`,
+      `| ${doc.stages} transactions of ≤ ${k(doc.stageCommands!)} commands (kproxy, where there is no table) | ${cell('stages reused')} | ${cell('stages fresh')} | ${l['stages reused']!.peakMiB} MiB |`,
+      '',
+    );
+  }
+  out.push(
     '| one transaction on the loaded table | milliseconds |',
     '|---|---|',
-  ];
+  );
   for (const [name, seconds] of Object.entries(doc.changeSeconds)) out.push(`| ${name} | ${Math.round(seconds * 1000)} ms |`);
   return out;
 }
