@@ -119,6 +119,7 @@ try {
   const fullText = file('full.nft', full, 'text');
   results.fullJsonBytes = formatBatch(full, 'json').length;
   results.fullTextBytes = formatBatch(full, 'text').length;
+  results.fullCommands = full.length;
   const cold = { json: [] as number[], text: [] as number[] };
   for (let r = 0; r < Math.min(RUNS, 3); r++) {
     for (const form of ['json', 'text'] as const) {

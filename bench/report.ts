@@ -422,6 +422,7 @@ function nftFloorTable(): string[] {
     fullTextBytes: number;
     coldJsonSeconds: number;
     coldTextSeconds: number;
+    fullCommands?: number;
     stageCommands?: number;
     stages?: number;
     /** Keys `one|stages reused|fresh`; absent in older results. */
@@ -448,15 +449,12 @@ function nftFloorTable(): string[] {
     out.push(
       `| cold, \`nft -j -f\` | pages as the last run left them | fresh pages (another process holds 2 GiB) | nft's peak RSS |`,
       '|---|---|---|---|',
-      `| one transaction | ${cell('one reused')} | ${cell('one fresh')} | ${l['one reused']!.peakMiB} MiB |`,
+      `| one transaction | ${cell('one reused')} | ${cell('one fresh')} | ${l['one reused']!.peakMiB} MiB${doc.fullCommands ? ` (${((l['one reused']!.peakMiB * 1024) / doc.fullCommands).toFixed(1)} KiB per command, ${doc.fullCommands.toLocaleString('en')} commands)` : ''} |`,
       `| ${doc.stages} transactions of ≤ ${k(doc.stageCommands!)} commands (kproxy, where there is no table) | ${cell('stages reused')} | ${cell('stages fresh')} | ${l['stages reused']!.peakMiB} MiB |`,
       '',
     );
   }
-  out.push(
-    '| one transaction on the loaded table | milliseconds |',
-    '|---|---|',
-  );
+  out.push('| one transaction on the loaded table | milliseconds |', '|---|---|');
   for (const [name, seconds] of Object.entries(doc.changeSeconds)) out.push(`| ${name} | ${Math.round(seconds * 1000)} ms |`);
   return out;
 }

@@ -57,10 +57,11 @@ export function fullBatch(next: NftRuleset): NftBatchPlan {
 /**
  * The full batch of {@link fullBatch}, cut into transactions of at most `limit` commands each (an
  * `add element` weighs as many as its elements, and a longer list is cut too) and a last one of the
- * base chains' rules (a dozen), for a table that does not exist yet. nft holds a whole transaction in memory, about 8.5 KiB per command at its
- * peak (1.2 GB at 10k Services × 10 endpoints, bench/README.md), and on a VM whose host takes back
- * free memory every fresh page costs a host fault too (3 s of nft's 10 s there); cut, the peak is
- * one transaction's and each run reuses the pages the one before it freed.
+ * base chains' rules (a dozen), for a table that does not exist yet. nft holds a whole transaction
+ * in memory, about 8.6 KiB per command at its peak (1188 MiB at 10k Services × 10 endpoints), and on
+ * a VM whose host takes back free memory each page fresh to the process costs a host fault too
+ * (there, 9.18 s where reused pages take 6.76 s); cut, the peak is one transaction's (229 MiB) and
+ * each run reuses the pages the one before it freed (7.78 s). Figures: bench/README.md, "nftables floors".
  *
  * Traffic still sees the table appear at once: every transaction but the last declares objects or
  * fills chains and sets that nothing reachable jumps to yet, and the last one holds only the rules

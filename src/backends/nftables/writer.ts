@@ -133,7 +133,8 @@ export interface NftWriteReport extends Omit<NftBatchPlan, 'commands' | 'stale'>
 
 /**
  * Commands per nft run when a large table is written where there is none ({@link stagedFullBatch}):
- * about 210 MB of nft at its peak, where the whole 10k-Service table in one run takes 1.2 GB.
+ * 229 MiB of nft at its peak for a 10k-Service table, which takes 1188 MiB in one run (bench/README.md,
+ * "nftables floors").
  */
 export const STAGE_COMMANDS = 25_000;
 
