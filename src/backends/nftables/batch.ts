@@ -73,8 +73,7 @@ export function fullBatch(next: NftRuleset): NftBatchPlan {
  */
 export function stagedFullBatch(next: NftRuleset, limit: number): { readonly plan: NftBatchPlan; readonly stages: readonly (readonly NftCommand[])[] } {
   const plan = fullBatch(next);
-  const weight = (c: NftCommand) => ('add' in c && 'element' in c.add ? c.add.element.elem.length : 1);
-  if (plan.commands.reduce((n, c) => n + weight(c), 0) <= limit) return { plan, stages: [plan.commands] };
+  if (plan.commands.reduce((n, c) => n + commandWeight(c), 0) <= limit) return { plan, stages: [plan.commands] };
   const base = new Set(next.chains.filter((c) => c.hook).map((c) => c.name));
   const last: NftCommand[] = [];
   const stages: NftCommand[][] = [];
@@ -94,10 +93,15 @@ export function stagedFullBatch(next: NftRuleset, limit: number): { readonly pla
     else if ('add' in c && 'element' in c.add && c.add.element.elem.length > limit) {
       const { elem, ...set } = c.add.element;
       for (let i = 0; i < elem.length; i += limit) put({ add: { element: { ...set, elem: elem.slice(i, i + limit) } } }, Math.min(limit, elem.length - i));
-    } else put(c, weight(c));
+    } else put(c, commandWeight(c));
   }
   for (const s of [stage, last]) if (s.length > 0) stages.push(s);
   return { plan, stages };
+}
+
+/** What a command weighs against {@link stagedFullBatch}'s limit: its elements for an `add element`, else 1. */
+export function commandWeight(c: NftCommand): number {
+  return 'add' in c && 'element' in c.add ? c.add.element.elem.length : 1;
 }
 
 /** Sets whose elements several service ports share (a ClusterIP, an endpoint): diffed in full, not per part. */

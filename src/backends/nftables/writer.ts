@@ -277,7 +277,7 @@ export class NftWriter {
     if (bad - ok > 1) return err;
     const text = commandText(commands[bad - 1]!);
     return new NftError(
-      `${err.message} (command ${bad} of ${commands.length}${where === undefined ? '' : ` of ${where}`}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`,
+      `${err.message} (${where === undefined ? '' : `${where}, `}command ${bad} of ${commands.length}: ${text.length > 500 ? `${text.slice(0, 500)}…` : text})`,
       { code: err.code, stderr: err.stderr, failedCommand: text },
       { cause: err },
     );

@@ -6,8 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { deltaBatch, fullBatch, stagedFullBatch } from '../../../src/backends/nftables/batch.ts';
-import type { NftCommand } from '../../../src/backends/nftables/json.ts';
+import { commandWeight as weight, deltaBatch, fullBatch, stagedFullBatch } from '../../../src/backends/nftables/batch.ts';
 import { renderNftables } from '../../../src/backends/nftables/render.ts';
 import { batchText } from '../../../src/backends/nftables/text.ts';
 import { cluster } from '../../support/arbitraries.ts';
@@ -114,8 +113,6 @@ describe('incremental nft batches', () => {
 });
 
 describe('a large table written where there is none, in stages', () => {
-  const weight = (c: NftCommand) => ('add' in c && 'element' in c.add ? c.add.element.elem.length : 1);
-
   it('is the full batch, unchanged, when it fits in one stage', () => {
     const rs = world(3);
     const full = fullBatch(rs).commands;
