@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../planner/plan.ts';
 import { readObjectFiles, SourceError } from '../sources/file.ts';
-import type { ObjectBatch } from '../sources/objects.ts';
+import type { ObjectBatch, RawObject } from '../sources/objects.ts';
 import type { CIDR, IPFamily } from '../state/ip.ts';
 import { ProxyStateStore } from '../state/store.ts';
 import { logApplyResult } from '../runner/runner.ts';
@@ -103,9 +103,10 @@ export async function loadApi(kubeconfig: string | undefined, master: string | u
 function loadObjects(input: ObjectBatch, nodeName: string, log: Logger): ProxyStateStore {
   const store = new ProxyStateStore(nodeName);
   let invalid = 0;
-  for (const o of input.nodes) invalid += logApplyResult(log, 'Node', store.applyNode(o));
-  for (const o of input.services) invalid += logApplyResult(log, 'Service', store.applyService(o));
-  for (const o of input.endpointSlices) invalid += logApplyResult(log, 'EndpointSlice', store.applyEndpointSlice(o));
+  const at = (o: RawObject) => input.origins?.get(o);
+  for (const o of input.nodes) invalid += logApplyResult(log, 'Node', store.applyNode(o), at(o));
+  for (const o of input.services) invalid += logApplyResult(log, 'Service', store.applyService(o), at(o));
+  for (const o of input.endpointSlices) invalid += logApplyResult(log, 'EndpointSlice', store.applyEndpointSlice(o), at(o));
   log.info({ services: store.serviceCount, invalid, node: store.node.name, zone: store.node.zone }, 'input loaded');
   return store;
 }

@@ -281,13 +281,14 @@ function mergeTargets(perFamily: readonly (readonly HealthCheckTarget[])[]): Hea
 /**
  * Logs what applying one object did: a warning per skipped object or endpoint, naming it and the
  * field; a debug line when it is deliberately not proxied. Shared by `run` and the file commands.
+ * @param origin where the object came from, when it came from a file (`cluster.yaml, document 2.items[3]`)
  * @returns the number of issues logged
  */
-export function logApplyResult(log: Logger, kind: ObjectKind, result: ApplyResult): number {
+export function logApplyResult(log: Logger, kind: ObjectKind, result: ApplyResult, origin?: string): number {
   for (const issue of result.issues) {
     log.warn(
-      { kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped },
-      `skipping ${issue.skipped === 'object' ? issue.kind : `endpoint of ${issue.kind}`} ${issue.object}: ${issue.message}`,
+      { kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped, ...(origin === undefined ? {} : { origin }) },
+      `skipping ${issue.skipped === 'object' ? issue.kind : `endpoint of ${issue.kind}`} ${issue.object}${origin === undefined ? '' : ` (${origin})`}: ${issue.message}`,
     );
   }
   if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);

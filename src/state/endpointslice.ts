@@ -31,6 +31,7 @@ export function normaliseEndpointSlice(raw: RawObject): NormaliseResult<Endpoint
     const namespace = meta.namespace === undefined ? 'default' : v.dnsLabel(meta.namespace, 'metadata.namespace');
     const name = v.dnsSubdomain(meta.name, 'metadata.name');
     key = `${namespace}/${name}`;
+    v.nesting(raw);
     const labels = v.record(meta.labels, 'metadata.labels');
     const serviceName = labels[SERVICE_NAME_LABEL];
     if (serviceName === undefined) return { status: 'ignored', key, reason: `no ${SERVICE_NAME_LABEL} label` };

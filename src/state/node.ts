@@ -20,6 +20,7 @@ export function normaliseNode(raw: RawObject): { node: NodeInfo } | { issue: Inp
   try {
     const meta = v.record(raw.metadata, 'metadata');
     const name = v.dnsSubdomain(meta.name, 'metadata.name');
+    v.nesting(raw);
     const labels = v.record(meta.labels, 'metadata.labels');
     const zone = labels[ZONE_LABEL] === undefined ? undefined : v.labelValue(labels[ZONE_LABEL], `metadata.labels["${ZONE_LABEL}"]`);
     const status = v.record(raw.status, 'status');

@@ -34,6 +34,7 @@ export function normaliseService(raw: RawObject): NormaliseResult<Service> {
     const namespace = meta.namespace === undefined ? 'default' : v.dnsLabel(meta.namespace, 'metadata.namespace');
     const name = v.dnsLabel(meta.name, 'metadata.name');
     key = `${namespace}/${name}`;
+    v.nesting(raw);
     const labels = v.record(meta.labels, 'metadata.labels');
     const createdAt = v.optionalTime(meta.creationTimestamp);
     if (SERVICE_PROXY_NAME_LABEL in labels) {

@@ -10,6 +10,7 @@
  */
 import { parseCIDR, parseIP, type CIDR, type IPAddress } from './ip.ts';
 import type { InputIssue, Protocol } from './model.ts';
+import { findTooDeep, formatPath, MAX_NESTING_DEPTH } from '../sources/objects.ts';
 
 /** A field failed validation. `field` is a JSON-path-like location such as `spec.ports[0].port`. */
 export class FieldError extends Error {
@@ -45,9 +46,21 @@ export function show(value: unknown): string {
     const unjsonable = value === undefined || typeof value === 'function' || typeof value === 'symbol';
     text = unjsonable ? String(value) : JSON.stringify(value);
   } catch {
-    text = String(value);
+    // Too deep for JSON.stringify's stack; String() of such a list would recurse the same way.
+    text = typeof value === 'object' && value !== null ? `<${Array.isArray(value) ? 'list' : 'object'} nested too deep to print>` : String(value);
   }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/**
+ * Checks that a whole raw object nests no deeper than {@link MAX_NESTING_DEPTH} levels (walked
+ * without recursion). Run before any field is read beyond the name, so that no deep value reaches
+ * code that recurses.
+ * @throws FieldError naming the path of the first too-deep value (shortened: `metadata.annotations.x[0]…`)
+ */
+export function nesting(raw: object): void {
+  const path = findTooDeep(raw, MAX_NESTING_DEPTH);
+  if (path) throw new FieldError(formatPath(path), `nested deeper than ${MAX_NESTING_DEPTH} levels of objects and lists`);
 }
 
 /** A DNS-1123 label (namespaces, Service names, port names): ≤63 of `[a-z0-9-]`. */

@@ -117,6 +117,44 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run against a real kube-ap
     await eventually(toWeb, onlyFrom('web-2'));
   }, 60_000);
 
+  it('skips a Service the API server stores nested 1,000 levels deep (managedFields), alone; refuses deeper bodies and deep annotations itself', async () => {
+    // Text, not objects: JSON.stringify overflows at about 10,000 levels.
+    const body = (name: string, ip: string, metadata: string) =>
+      `{"apiVersion":"v1","kind":"Service","metadata":{"name":"${name}","namespace":"demo"${metadata}},"spec":{"clusterIP":"${ip}","ports":[{"name":"http","port":80,"targetPort":8080}]}}`;
+    const fieldsV1 = (depth: number) => `,"managedFields":[{"manager":"t","operation":"Update","apiVersion":"v1","fieldsType":"FieldsV1","fieldsV1":${'{"f:a":'.repeat(depth)}{}${'}'.repeat(depth)}}]`;
+    const annotation = (depth: number) => `,"annotations":{"x":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    const create = (text: string) => api.request('POST', '/api/v1/namespaces/demo/services', text);
+    // Annotations are strings: the API server refuses a nested one at any depth, and any body past
+    // Go's decoder limit of 10,000 levels.
+    expect(await create(body('deep-note', '10.96.5.8', annotation(100)))).toMatchObject({ status: 400, body: { message: expect.stringContaining('cannot unmarshal array') as unknown } });
+    for (const deeper of [annotation(10_000), fieldsV1(10_000), fieldsV1(100_000)]) {
+      expect(await create(body('deeper', '10.96.5.8', deeper))).toMatchObject({ status: 400, body: { message: expect.stringContaining('exceeded max depth') as unknown } });
+    }
+    // managedFields' fieldsV1 is free-form JSON, stored as sent: a Service 1,000 levels deep.
+    const invalid = () => gauge('kproxy_invalid_objects_total{kind="Service",skipped="object"}');
+    const before = await invalid();
+    expect((await create(body('deep', '10.96.5.9', fieldsV1(1_000)))).status).toBe(201);
+    await api.apply(endpointSlice('demo/deep', [{ name: 'http', port: 8080 }], [endpoint('10.244.1.10', { node: 'node-1' })]));
+    await eventually(invalid, (n) => n > before);
+    const { readFileSync } = await import('node:fs');
+    const warning = readFileSync(logs.stderr, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('skipping Service demo/deep'))
+      .map((l) => JSON.parse(l) as { msg: string; field: string })[0];
+    expect(warning?.field).toMatch(/^metadata\.managedFields\[0\]\.fieldsV1\["f:a"\]\["f:a"\]/);
+    expect(warning?.msg).toContain('nested deeper than 100 levels');
+    // It gets no rule (nothing answers, nothing rejects), and its neighbour still does.
+    expect(await c.probe('src', 'tcp', '10.96.5.9', 80, { count: 2, timeoutMs: 500 })).toMatchObject({ answers: [], refused: 0 });
+    await api.apply(web(['10.244.2.10']));
+    await eventually(toWeb, onlyFrom('web-2'));
+    // Cleared of its deep managedFields (`[{}]` resets them), the Service is programmed.
+    const current = (await api.request('GET', '/api/v1/namespaces/demo/services/deep')).body as { metadata: { resourceVersion: string } };
+    const rv = current.metadata.resourceVersion;
+    expect((await api.request('PUT', '/api/v1/namespaces/demo/services/deep', body('deep', '10.96.5.9', `,"resourceVersion":"${rv}","managedFields":[{}]`))).status).toBe(200);
+    await eventually(() => c.probe('src', 'tcp', '10.96.5.9', 80, { count: 2, timeoutMs: 500 }), onlyFrom('web-1'));
+    await api.remove('Service', 'demo', 'deep');
+  }, 60_000);
+
   it('rides out a restart of the API server', async () => {
     await api.restart(1_000);
     await api.apply(web(['10.244.1.10', '10.244.2.10']));

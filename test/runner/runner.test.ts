@@ -211,6 +211,27 @@ describe('ProxyRunner', () => {
     expect((await metrics.invalidObjects.get()).values).toEqual([{ labels: { kind: 'Service', skipped: 'object' }, value: 2 }]);
   });
 
+  it('skips an object nested 100,000 levels deep, as the informers deliver it, with a metric; a good version before it is removed', async () => {
+    const { queue, backend, synced, metrics } = start();
+    // V8's JSON.parse does not recurse: client-node's watch hands such an object over whole.
+    const deep = JSON.parse('['.repeat(100_000) + ']'.repeat(100_000)) as unknown;
+    const withDeep = (o: RawObject) => ({ ...o, metadata: { ...o.metadata, annotations: { x: deep } } });
+    queue.push({ type: 'upsert', kind: 'Service', object: svc('good', '10.96.0.1') });
+    queue.push({ type: 'upsert', kind: 'Service', object: svc('later-deep', '10.96.0.2') });
+    synced();
+    await until(() => backend.writes.length === 1);
+    expect(backend.writes[0]!.rules).toEqual(['demo/good:http ', 'demo/later-deep:http ']);
+    queue.push({ type: 'upsert', kind: 'Service', object: withDeep(svc('later-deep', '10.96.0.2')) });
+    queue.push({ type: 'upsert', kind: 'EndpointSlice', object: withDeep(slice('good', '10.244.1.9')) });
+    queue.push({ type: 'upsert', kind: 'EndpointSlice', object: slice('good', '10.244.1.1') });
+    await until(() => backend.writes.length === 2);
+    expect(backend.writes[1]!.rules).toEqual(['demo/good:http 10.244.1.1:80']);
+    expect((await metrics.invalidObjects.get()).values).toEqual([
+      { labels: { kind: 'Service', skipped: 'object' }, value: 1 },
+      { labels: { kind: 'EndpointSlice', skipped: 'object' }, value: 1 },
+    ]);
+  });
+
   it('applies deletions and marks the node ineligible when its Node is being deleted', async () => {
     const { queue, backend, synced, health } = start();
     queue.push({ type: 'upsert', kind: 'Service', object: svc('a', '10.96.0.1') });

@@ -5,7 +5,9 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { keepIdentityOnly, KubeSource, listCollection, LIST_PAGE_SIZE, PROXY_LABEL_SELECTOR, proxyResources } from '../../src/sources/kube.ts';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { keepIdentityOnly, KubeSource, listCollection, LIST_PAGE_SIZE, PROXY_LABEL_SELECTOR, proxyResources, SupervisedInformer } from '../../src/sources/kube.ts';
 import { EventQueue, type SourceEvent } from '../../src/sources/queue.ts';
 import { TestApiServer, wire } from '../support/apiserver.ts';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';
@@ -123,6 +125,51 @@ describe('listCollection', () => {
     cleanup.push(() => api.close());
     api.failNextList(403);
     await expect(listCollection(kc, proxyResources('node-1')[0]!)).rejects.toMatchObject({ statusCode: 403, message: expect.stringContaining('injected') });
+  });
+});
+
+describe('a value nested 100,000 levels deep on the wire', () => {
+  it('reaches the queue whole from the list and from a watch event, without a stack overflow (the store then skips it)', async () => {
+    // Written as text: a real API server refuses such a body (Go's decoder stops at 10,000 levels,
+    // test/e2e/apiserver.test.ts), and JSON.stringify overflows long before 100,000.
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+    const object = (name: string, rv: number) =>
+      `{"metadata":{"name":"${name}","namespace":"demo","resourceVersion":"${rv}","annotations":{"x":${deep}}},"spec":{"clusterIP":"10.96.0.9","ports":[{"port":80}]}}`;
+    const watches: http.ServerResponse[] = [];
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (!req.url?.includes('watch=true')) {
+        res.end(`{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"5"},"items":[${object('listed', 5)}]}`);
+        return;
+      }
+      watches.push(res);
+      res.write(`{"type":"ADDED","object":{"kind":"Service","apiVersion":"v1",${object('watched', 6).slice(1)}}\n`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 't', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
+      users: [{ name: 't' }],
+      contexts: [{ name: 't', cluster: 't', user: 't' }],
+      currentContext: 't',
+    });
+    const queue = new EventQueue();
+    const informer = new SupervisedInformer(kc, proxyResources('node-1')[0]!, queue, log);
+    cleanup.push(
+      async () => {
+        for (const w of watches) w.destroy();
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+      () => informer.stop(),
+    );
+    await informer.start();
+    const mirror = new Mirror(queue);
+    await mirror.until(() => mirror.keys('Service').length === 2);
+    expect(mirror.keys('Service')).toEqual(['demo/listed', 'demo/watched']);
+    const annotations = (mirror.objects.get('Service')!.get('demo/watched') as { metadata: { annotations: { x: unknown } } }).metadata.annotations;
+    expect(Array.isArray(annotations.x)).toBe(true);
+    expect(informer.stats.errors).toEqual({});
   });
 });
 
