@@ -362,6 +362,32 @@ function startupTable(): string[] {
   return out;
 }
 
+/** bench/results/deep-input.json: files with a value nested deep (deep-input.ts). */
+function deepInputTable(): string[] {
+  let doc: {
+    date: string;
+    runs: number;
+    rows: { depth: number; file: string; bytes: number; wallSeconds: number; processSeconds: number; maxRssMiB: number; exitCode: number; neighbourRules: boolean }[];
+  };
+  try {
+    doc = JSON.parse(readFileSync(join(DIR, 'results/deep-input.json'), 'utf8')) as typeof doc;
+  } catch {
+    return ['No results yet: run `node bench/deep-input.ts`.'];
+  }
+  const depths = [...new Set(doc.rows.map((r) => r.depth))];
+  const files = [...new Set(doc.rows.map((r) => r.file))];
+  const cell = (r: (typeof doc.rows)[number] | undefined) =>
+    r === undefined ? '' : `${r.wallSeconds.toFixed(2)} s, ${r.maxRssMiB} MiB${r.exitCode === 0 && r.neighbourRules ? '' : ` (exit ${r.exitCode}${r.neighbourRules ? '' : ', neighbour lost'})`}`;
+  const out = [
+    `\`bench/deep-input.ts\` (${doc.date.slice(0, 10)}; medians of ${doc.runs} runs): \`kproxy dry-run --from FILE --ip-family 4\`, wall time and peak RSS, on each file of test/support/deep.ts; every run exited 0 with the neighbour's rules unless the cell says otherwise.`,
+    '',
+    `| file | ${depths.map((d) => `${d.toLocaleString('en')} levels`).join(' | ')} |`,
+    `|---|${depths.map(() => '---').join('|')}|`,
+  ];
+  for (const f of files) out.push(`| \`${f}\` | ${depths.map((d) => cell(doc.rows.find((r) => r.file === f && r.depth === d))).join(' | ')} |`);
+  return out;
+}
+
 /** bench/results/inspect.json: the operator commands at scale (inspect.ts). */
 function inspectTable(): string[] {
   let doc: {
@@ -540,6 +566,7 @@ const memory = memoryTable().join('\n');
 const startup = startupTable().join('\n');
 const dualStack = dualStackTable().join('\n');
 const inspect = inspectTable().join('\n');
+const deepInput = deepInputTable().join('\n');
 let readme = readFileSync(join(DIR, 'README.md'), 'utf8');
 for (const [name, body] of [
   ['results', table],
@@ -549,6 +576,7 @@ for (const [name, body] of [
   ['startup', startup],
   ['dualstack', dualStack],
   ['inspect', inspect],
+  ['deep-input', deepInput],
 ] as const)
   readme = between(readme, name, body);
 writeFileSync(join(DIR, 'README.md'), readme);
