@@ -1,6 +1,6 @@
 /**
- * `kproxy run` against a real kube-apiserver v1.26 (envtest assets, KUBEBUILDER_ASSETS), in both
- * modes, with real traffic: Services and EndpointSlices created, changed and deleted through the
+ * `kproxy run` against a real kube-apiserver, each version of the envtest assets (KUBEBUILDER_ASSETS:
+ * v1.26 and v1.36), in both modes, with real traffic: Services and EndpointSlices created, changed and deleted through the
  * real API; kproxy authenticated as its ServiceAccount with exactly the ClusterRole of
  * manifests/rbac.yaml; a watch resumed from a resourceVersion etcd compacted meanwhile (the watch
  * cache is off, so the resume gets 410 Gone and the informer must re-list); and a restart of the
@@ -10,7 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASSETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { ASSET_SETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
 import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
 import { eventually, MODES, NODE1_IP, NODE2_IP, onlyFrom, ROOT, TestCluster, webSlice } from './harness/cluster.ts';
 
@@ -18,9 +18,10 @@ const PORTS = [{ name: 'http', port: 80, targetPort: 8080 }];
 const CIP = '10.96.5.1';
 const web = webSlice;
 
-if (!ASSETS) console.log(ENVTEST_HINT);
+if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
+const MATRIX = ASSET_SETS.flatMap((assets) => MODES.map((mode) => ({ mode, assets, version: assets.version })));
 
-describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run against a real kube-apiserver', (mode) => {
+describe.skipIf(MATRIX.length === 0).each(MATRIX)('$mode mode: kproxy run against a real kube-apiserver $version', ({ mode, assets }) => {
   let c: TestCluster;
   let api: RealApiServer;
   let logs: { stdout: string; stderr: string };
@@ -43,7 +44,7 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run against a real kube-ap
       mode,
     );
     // No watch cache, and etcd compacted every second: a resumed watch can be too old (410).
-    api = await RealApiServer.start(['--watch-cache=false', '--etcd-compaction-interval=1s']);
+    api = await RealApiServer.start(['--watch-cache=false', '--etcd-compaction-interval=1s'], assets);
     await api.applyManifest(join(ROOT, 'manifests/rbac.yaml'));
     await api.apply(node('node-1', 'zone-a', [NODE1_IP]));
     await api.apply(node('node-2', 'zone-b', [NODE2_IP]));

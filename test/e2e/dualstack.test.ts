@@ -1,9 +1,9 @@
 /**
- * `kproxy run` on a dual-stack cluster: a real kube-apiserver v1.26 with the service CIDRs
- * `10.96.0.0/12,fd00:10:96::/112` (envtest assets, KUBEBUILDER_ASSETS) holding the dual-stack
+ * `kproxy run` on a dual-stack cluster: a real kube-apiserver, each version of the envtest assets
+ * (KUBEBUILDER_ASSETS: v1.26 and v1.36), with the service CIDRs `10.96.0.0/12,fd00:10:96::/112` holding the dual-stack
  * fixtures (test/fixtures/dualstack) as they are, pods at the fixtures' addresses, in both modes,
  * with IPv4 and IPv6 traffic: dual-stack, IPv6-only and IPv6-primary Services, an IPv6-only change,
- * /healthz over IPv6. In iptables mode, upstream kube-proxy v1.26 watches the same API server from
+ * /healthz over IPv6. In iptables mode, upstream kube-proxy of the same version watches the same API server from
  * another node namespace, and both kernels' `iptables-save` and `ip6tables-save` must match up to
  * the intended departures (oracle.test.ts).
  */
@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readObjectFiles } from '../../src/sources/file.ts';
-import { ASSETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { ASSET_SETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
 import { endpoint } from '../support/objects.ts';
 import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
 import { eventually, MODES, NODE1_EXT_IP, NODE1_EXT_IP6, onlyFrom, tally, TestCluster } from './harness/cluster.ts';
@@ -29,9 +29,10 @@ async function fixtureObjects(): Promise<object[]> {
   });
 }
 
-if (!ASSETS) console.log(ENVTEST_HINT);
+if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
+const MATRIX = ASSET_SETS.flatMap((assets) => MODES.map((mode) => ({ mode, assets, version: assets.version })));
 
-describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluster (real kube-apiserver)', (mode) => {
+describe.skipIf(MATRIX.length === 0).each(MATRIX)('$mode mode: kproxy run on a dual-stack cluster (real kube-apiserver $version)', ({ mode, assets }) => {
   let c: TestCluster;
   let api: RealApiServer;
   let upstream: TestCluster | undefined;
@@ -53,7 +54,7 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluste
       [],
       mode,
     );
-    api = await RealApiServer.start(['--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/112']);
+    api = await RealApiServer.start(['--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/112'], assets);
     await hideKubernetesService(api);
     for (const o of await fixtureObjects()) await api.apply(o);
     const port = await c.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
@@ -65,7 +66,7 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluste
       const upstreamPort = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
       const upstreamConfig = join(upstream.dir, 'kubeconfig');
       writeFileSync(upstreamConfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${upstreamPort}`));
-      proxy = startUpstream(upstream, upstreamArgs(upstreamConfig, CLUSTER_CIDRS));
+      proxy = startUpstream(upstream, upstreamArgs(upstreamConfig, CLUSTER_CIDRS), assets);
     }
   }, 180_000);
   afterAll(async () => {
@@ -121,7 +122,7 @@ describe.skipIf(!ASSETS).each(MODES)('%s mode: kproxy run on a dual-stack cluste
 
   // Defined in iptables mode only (upstream runs there): nothing is reported as skipped.
   if (mode === 'iptables')
-    it('writes what upstream kube-proxy v1.26 writes, in iptables and ip6tables', async () => {
+    it(`writes what upstream kube-proxy ${assets.version} writes, in iptables and ip6tables`, async () => {
       await upstreamSettled(upstream!, 0);
       // kproxy has synced the restored slice (previous test); upstream has settled on the same objects.
       const ours = (family: 4 | 6) => c.onNode(family === 6 ? 'ip6tables-save' : 'iptables-save', []);

@@ -1,7 +1,8 @@
 /**
- * Upstream as an oracle: the same clusters, loaded into a real kube-apiserver v1.26, programmed by
- * upstream kube-proxy v1.26 (iptables mode) in one node namespace and by `kproxy sync` (with the
- * objects as that API server serialises them) in another; the two kernels' `iptables-save` must be
+ * Upstream as an oracle, once per version of the envtest assets (v1.26 and v1.36): the same
+ * clusters, loaded into a real kube-apiserver of that version, programmed by upstream kube-proxy of
+ * the same version (iptables mode) in one node namespace and by `kproxy sync` (with the objects as
+ * that API server serialises them) in another; the two kernels' `iptables-save` must be
  * identical, up to the intended departures below. Every other difference is a bug in one of the
  * two. Clusters: the bundled example, and fast-check generated ones with every Service type and
  * policy, source ranges, affinity, terminating endpoints and zone hints. Needs KUBEBUILDER_ASSETS.
@@ -17,7 +18,14 @@
  *    KUBE-PROXY-FIREWALL`), is written by upstream from v1.27 on and by kproxy; v1.26 lacks it;
  * 4. zone hints: v1.26 also wants the Service annotation `service.kubernetes.io/topology-aware-hints:
  *    auto`; kproxy, like later upstream, trusts the hints the EndpointSlice controller writes.
- *    Generated Services with hints carry the annotation.
+ *    Generated Services with hints carry the annotation;
+ * 5. v1.28 on keeps a `KUBE-FIREWALL` chain in filter, jumped to from INPUT and OUTPUT, for its
+ *    localhost NodePorts' martian-packet drop; without them (`--iptables-localhost-nodeports=false`)
+ *    it is empty, and kproxy, which has no localhost NodePorts, writes neither chain nor jumps;
+ * 6. v1.29 on counts the conntrack-INVALID drop of KUBE-FORWARD in an nfacct object
+ *    (`-m nfacct --nfacct-name ct_state_invalid_dropped_pkts`, for its metric
+ *    `kubeproxy_iptables_ct_state_invalid_dropped_packets_total`) where the kernel has nfacct;
+ *    kproxy drops the same packets uncounted.
  * Upstream runs with `--iptables-localhost-nodeports=false` (kproxy has no localhost NodePorts) and
  * `--bind-address` = node-1's IP (test/support/upstream.ts `upstreamArgs`).
  */
@@ -25,7 +33,7 @@ import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASSETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { ASSET_SETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
 import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
 import { endpoint, endpointSlice, fixtureItems, node, service, type EndpointOptions } from '../support/objects.ts';
 import { NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
@@ -95,9 +103,9 @@ function objectsOf(services: readonly GenService[]): object[] {
   });
 }
 
-if (!ASSETS) console.log(ENVTEST_HINT);
+if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
 
-describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)', () => {
+describe.skipIf(ASSET_SETS.length === 0).each(ASSET_SETS)('upstream kube-proxy $version as an oracle (iptables mode)', (assets) => {
   let api: RealApiServer;
   let upstream: TestCluster;
   let ours: TestCluster;
@@ -105,7 +113,7 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
   let written: { kind: string; namespace: string | undefined; name: string }[] = [];
 
   beforeAll(async () => {
-    api = await RealApiServer.start();
+    api = await RealApiServer.start([], assets);
     for (const n of [node('node-1', 'zone-a', [NODE1_IP]), node('node-2', 'zone-b', [NODE2_IP])]) await api.apply(n);
     await hideKubernetesService(api);
     upstream = await TestCluster.create([], [], 'iptables');
@@ -113,7 +121,7 @@ describe.skipIf(!ASSETS)('upstream kube-proxy v1.26 as an oracle (iptables mode)
     const port = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
     const kubeconfig = join(upstream.dir, 'kubeconfig');
     writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
-    proxy = startUpstream(upstream, upstreamArgs(kubeconfig, '10.244.0.0/16'));
+    proxy = startUpstream(upstream, upstreamArgs(kubeconfig, '10.244.0.0/16'), assets);
   }, 120_000);
   afterAll(async () => {
     proxy?.kill('SIGKILL');

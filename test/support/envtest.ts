@@ -1,8 +1,10 @@
 /**
  * A real kube-apiserver (and etcd) for tests, after controller-runtime's envtest convention:
  * `KUBEBUILDER_ASSETS` names a folder holding `kube-apiserver` and `etcd` (and here also upstream's
- * `kube-proxy`, the oracle). Without it, the suites that need it are skipped with one line saying
- * how to enable them ({@link ENVTEST_HINT}).
+ * `kube-proxy`, the oracle). Each of its subfolders that holds a `kube-apiserver` is one more
+ * Kubernetes version (the layout of ../shared/envtest and of `.ci/run`: v1.26 at the top, `v1.36/`
+ * inside), and the suites run once per version ({@link ASSET_SETS}). Without it, the suites that need
+ * it are skipped with one line saying how to enable them ({@link ENVTEST_HINT}).
  *
  * Both listen on free loopback ports of the root namespace only; etcd keeps its data in a
  * throw-away folder; the API server authenticates by a token file (an admin in `system:masters`,
@@ -11,18 +13,46 @@
  * write EndpointSlices themselves, as a selector-less Service's owner would.
  */
 import { execa } from 'execa';
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 
+/** One Kubernetes version's assets: a folder holding its `kube-apiserver`, `etcd` and upstream `kube-proxy`. */
+export interface EnvtestAssets {
+  /** What `kube-apiserver --version` prints, e.g. `v1.36.2`. */
+  readonly version: string;
+  /** The minor version, e.g. 36. */
+  readonly minor: number;
+  readonly dir: string;
+}
+
+/** `KUBEBUILDER_ASSETS` and each subfolder of it holding a kube-apiserver, oldest version first. */
+function findAssetSets(root: string | undefined): EnvtestAssets[] {
+  if (!root) return [];
+  const dirs = [root, ...readdirSync(root, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? [join(root, e.name)] : []))];
+  const sets = dirs.flatMap((dir) => {
+    if (!existsSync(join(dir, 'kube-apiserver'))) return [];
+    const version = /v1\.(\d+)\.\d+/.exec(execFileSync(join(dir, 'kube-apiserver'), ['--version'], { encoding: 'utf8', timeout: 10_000 }))?.[0];
+    if (version === undefined) throw new Error(`${join(dir, 'kube-apiserver')} --version names no v1.x.y`);
+    return [{ version, minor: Number(version.split('.')[1]), dir }];
+  });
+  return sets.sort((a, b) => a.minor - b.minor);
+}
+
+/** Every Kubernetes version the envtest suites run against (empty: they are skipped). */
+export const ASSET_SETS: readonly EnvtestAssets[] = findAssetSets(process.env.KUBEBUILDER_ASSETS);
 /** The assets folder, when the envtest suites are enabled. */
 export const ASSETS = process.env.KUBEBUILDER_ASSETS;
+/** The newest version's assets: the oracle's and the benchmarks' upstream. */
+export const NEWEST_ASSETS: EnvtestAssets | undefined = ASSET_SETS.at(-1);
 /** Why the envtest suites are skipped, when they are. */
-export const ENVTEST_HINT = 'real kube-apiserver suites skipped: set KUBEBUILDER_ASSETS to a folder with kube-apiserver, etcd and kube-proxy v1.26 (README: "Against a real kube-apiserver")';
+export const ENVTEST_HINT =
+  'real kube-apiserver suites skipped: set KUBEBUILDER_ASSETS to a folder with kube-apiserver, etcd and kube-proxy v1.26, and v1.36/ inside it with v1.36\'s (README: "Against a real kube-apiserver")';
 
 /** kproxy's identity: the ServiceAccount manifests/rbac.yaml binds. */
 /**
@@ -70,6 +100,8 @@ export class RealApiServer {
   readonly port: number;
   readonly adminToken = randomBytes(16).toString('hex');
   readonly kproxyToken = randomBytes(16).toString('hex');
+  /** The version this server runs. */
+  readonly assets: EnvtestAssets;
   readonly #args: string[];
   readonly #agent = new https.Agent({ keepAlive: true, maxSockets: 32 });
   readonly #forwarders: net.Server[] = [];
@@ -78,7 +110,8 @@ export class RealApiServer {
   #apiserver: Running | undefined;
   #ca: string | undefined;
 
-  private constructor(dir: string, port: number, args: string[]) {
+  private constructor(assets: EnvtestAssets, dir: string, port: number, args: string[]) {
+    this.assets = assets;
     this.dir = dir;
     this.port = port;
     this.#args = args;
@@ -87,17 +120,19 @@ export class RealApiServer {
   /**
    * Starts etcd and the API server and waits until `/readyz` answers (bounded: 90 s).
    * @param extra more kube-apiserver flags (e.g. `--watch-cache=false`, `--etcd-compaction-interval=2s`)
+   * @param assets the version to run (default the oldest); etcd is taken from beside it, else from KUBEBUILDER_ASSETS
    * @throws Error when KUBEBUILDER_ASSETS is unset or a binary is missing, or it is not ready in time
    */
-  static async start(extra: readonly string[] = []): Promise<RealApiServer> {
-    if (!ASSETS) throw new Error(ENVTEST_HINT);
-    for (const b of ['kube-apiserver', 'etcd']) if (!existsSync(join(ASSETS, b))) throw new Error(`${join(ASSETS, b)} is missing`);
+  static async start(extra: readonly string[] = [], assets: EnvtestAssets | undefined = ASSET_SETS[0]): Promise<RealApiServer> {
+    if (!ASSETS || !assets) throw new Error(ENVTEST_HINT);
+    const etcd = [join(assets.dir, 'etcd'), join(ASSETS, 'etcd')].find((f) => existsSync(f));
+    if (!etcd) throw new Error(`no etcd in ${assets.dir} or ${ASSETS}`);
     const dir = mkdtempSync(join(tmpdir(), 'kproxy-envtest-'));
     const [port, etcdPort, peerPort] = [await freePort(), await freePort(), await freePort()];
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
     writeFileSync(join(dir, 'sa.pub'), publicKey);
     writeFileSync(join(dir, 'sa.key'), privateKey, { mode: 0o600 });
-    const server = new RealApiServer(dir, port, []);
+    const server = new RealApiServer(assets, dir, port, []);
     writeFileSync(
       join(dir, 'tokens.csv'),
       `${server.adminToken},admin,admin,"system:masters"\n${server.kproxyToken},${KPROXY_USER},kproxy,"system:serviceaccounts,system:serviceaccounts:kube-system"\n`,
@@ -122,7 +157,7 @@ export class RealApiServer {
     );
     try {
       server.#etcd = background(
-        join(ASSETS, 'etcd'),
+        etcd,
         [
           '--name=default',
           `--data-dir=${join(dir, 'etcd')}`,
@@ -154,7 +189,7 @@ export class RealApiServer {
   }
 
   async #startApiServer(): Promise<void> {
-    const apiserver = background(join(ASSETS!, 'kube-apiserver'), this.#args, join(this.dir, 'apiserver.log'));
+    const apiserver = background(join(this.assets.dir, 'kube-apiserver'), this.#args, join(this.dir, 'apiserver.log'));
     this.#apiserver = apiserver;
     let exited = false;
     void apiserver.then(() => (exited = true));
