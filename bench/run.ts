@@ -306,7 +306,8 @@ async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boole
     async synced(began, limitMs) {
       while (Date.now() < began + limitMs) {
         const body = (await c.httpGet('node-1', `http://${UPSTREAM_METRICS_ADDRESS}/metrics`).catch(() => ({ body: '' }))).body ?? '';
-        const last = Number(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds (\S+)$/m.exec(body)?.[1] ?? 0);
+        // v1.26: one series; v1.36: one per ip_family (the IPv4 one carries the Services here).
+        const last = Number(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds(?:\{ip_family="IPv4"\})? (\S+)$/m.exec(body)?.[1] ?? 0);
         if (last * 1000 > began) return last - began / 1000;
         await sleep(250);
       }

@@ -129,14 +129,13 @@ export interface ProxyBackend<R extends Rendered = Rendered, S = unknown> {
   /** Removes everything the backend owns in its family. @returns the number of chains (or tables) removed */
   cleanup(): Promise<number>;
   /**
-   * Counts a failed apply: `kubeproxy_sync_proxy_rules_iptables_restore_failures_total` (and the
-   * partial one when not full, KEP-3453) or `…_nftables_sync_failures_total`.
+   * Counts a failed apply of this backend's family: `kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family}`
+   * (and the partial one when not full, KEP-3453) or `…_nftables_sync_failures_total{ip_family}`.
    */
   countFailure(metrics: ProxyMetrics, full: boolean): void;
   /**
-   * Sets the rule gauges of this mode (`…_iptables_last/total{table}`, `kproxy_…_nftables_last/total{object}`)
-   * to `written` and `total`, which the caller sums over the families (upstream's per-family
-   * proxiers overwrite each other's value; a sum is what the node holds).
+   * Sets the rule gauges of this mode and family (`…_iptables_last/total{ip_family,table}`,
+   * `kproxy_…_nftables_last/total{ip_family,object}`) to `written` (this sync) and `total` (the family's table).
    */
   setRuleGauges(metrics: ProxyMetrics, written: Readonly<Record<string, number>>, total: Readonly<Record<string, number>>): void;
 }

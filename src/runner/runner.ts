@@ -22,6 +22,7 @@ import type { ServicePortState } from '../state/model.ts';
 import type { ApplyResult, ProxyStateStore } from '../state/store.ts';
 import type { ProxyHealth } from '../server/health.ts';
 import type { ProxyMetrics } from '../server/metrics.ts';
+import { ipFamilyLabel } from '../server/labels.ts';
 import type { FamilyOutcome, Reconciler, RunnerTiming } from './reconciler.ts';
 
 export type { RunnerTiming } from './reconciler.ts';
@@ -131,7 +132,7 @@ export class ProxyRunner {
     if (services + endpoints > 0 || events.some((e) => e.kind === 'Node')) {
       for (const r of this.#d.reconcilers) r.markPending();
       health.queued(Date.now());
-      metrics.lastQueued.setToCurrentTime();
+      for (const r of this.#d.reconcilers) metrics.lastQueued.setToCurrentTime(ipFamilyLabel(r.family));
     }
     metrics.serviceChangesPending.inc(services);
     metrics.endpointChangesPending.inc(endpoints);
@@ -188,23 +189,20 @@ export class ProxyRunner {
     const plans = good.map((o) => o.plan!);
     // Updated only when every family is current, not only the ones that synced now: a family stuck failing turns /healthz unhealthy.
     if (reconcilers.every((r) => !r.failing)) health.updated(Date.now());
-    metrics.syncDuration.observe(seconds);
-    (full ? metrics.syncFullDuration : metrics.syncPartialDuration).observe(seconds);
-    metrics.lastSync.setToCurrentTime();
+    // Per family, as upstream v1.36's per-family proxiers report: each family's own sync time.
+    for (const o of good) {
+      const family = ipFamilyLabel(o.family);
+      const familySeconds = (o.phasesMs.plan + o.phasesMs.render + o.phasesMs.write) / 1000;
+      metrics.syncDuration.observe(family, familySeconds);
+      (o.full ? metrics.syncFullDuration : metrics.syncPartialDuration).observe(family, familySeconds);
+      metrics.lastSync.setToCurrentTime(family);
+      metrics.noLocalEndpoints.set({ ...family, traffic_policy: 'internal' }, o.plan!.noLocalEndpointsInternal);
+      metrics.noLocalEndpoints.set({ ...family, traffic_policy: 'external' }, o.plan!.noLocalEndpointsExternal);
+    }
     metrics.serviceChangesPending.set(0);
     metrics.endpointChangesPending.set(0);
     const sum = (f: (p: (typeof plans)[number]) => number) => plans.reduce((n, p) => n + f(p), 0);
-    if (good.length === reconcilers.length) {
-      metrics.noLocalEndpoints.set(
-        { traffic_policy: 'internal' },
-        sum((p) => p.noLocalEndpointsInternal),
-      );
-      metrics.noLocalEndpoints.set(
-        { traffic_policy: 'external' },
-        sum((p) => p.noLocalEndpointsExternal),
-      );
-      metrics.frontendConflicts.set(sum((p) => p.conflicts.length));
-    }
+    if (good.length === reconcilers.length) metrics.frontendConflicts.set(sum((p) => p.conflicts.length));
     this.#setRuleGauges(good);
     const now = Date.now();
     // Network programming latency (upstream's metric): from the EndpointSlice controller's trigger
@@ -212,7 +210,9 @@ export class ProxyRunner {
     let programming: number | undefined;
     for (const t of ok ? triggers : []) {
       if (t > now) continue;
-      metrics.networkProgramming.observe((now - t) / 1000);
+      // Each family programmed the change (a slice is of one family; upstream's proxier of the
+      // other family sees no change of its own and observes nothing).
+      for (const o of good) metrics.networkProgramming.observe(ipFamilyLabel(o.family), (now - t) / 1000);
       programming = Math.max(programming ?? 0, (now - t) / 1000);
     }
     const written = good.filter((o) => o.report !== undefined);
@@ -241,12 +241,13 @@ export class ProxyRunner {
     return { ok, full, durationMs: seconds * 1000, families: outcomes };
   }
 
-  /** The mode's rule gauges: this sync's writes, and every family's rules summed. */
+  /** The mode's rule gauges, per family: this sync's writes, and the family's rules. */
   #setRuleGauges(outcomes: readonly FamilyOutcome[]): void {
-    const reports = outcomes.filter((o) => o.report !== undefined).map((o) => o.report!.rulesWritten);
-    if (reports.length === 0) return;
     const { reconcilers, metrics } = this.#d;
-    reconcilers[0]!.backend.setRuleGauges(metrics, sumRecords(reports), sumRecords(reconcilers.map((r) => r.totals)));
+    for (const o of outcomes) {
+      const r = reconcilers.find((x) => x.family === o.family);
+      if (o.report !== undefined && r) r.backend.setRuleGauges(metrics, o.report.rulesWritten, r.totals);
+    }
   }
 
   /** After a background verify (at 10k, ~130k chain names read), its garbage is checked for too. */

@@ -8,6 +8,7 @@
 import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets, linearBuckets } from 'prom-client';
 import type { InformerStats } from '../sources/kube.ts';
+import { IP_FAMILY } from './labels.ts';
 
 /** Upstream's network-programming buckets: 0.25 s … 5 min. */
 function networkProgrammingBuckets(): number[] {
@@ -17,28 +18,36 @@ function networkProgrammingBuckets(): number[] {
 /** The proxy's metrics, on a registry of their own. */
 export class ProxyMetrics {
   readonly registry = new Registry();
-  /** `kubeproxy_sync_proxy_rules_duration_seconds`: 1 ms × 2^0..14. */
+  // Upstream v1.36's shapes: the sync, timing and rule metrics carry `ip_family` (IPv4, IPv6), as its
+  // per-family proxiers each report their own; the change counters are the node's, unlabelled.
+  /** `kubeproxy_sync_proxy_rules_duration_seconds{ip_family}`: 1 ms × 2^0..14. */
   readonly syncDuration = this.#histogram('kubeproxy_sync_proxy_rules_duration_seconds', 'SyncProxyRules latency in seconds', exponentialBuckets(0.001, 2, 15));
   readonly syncFullDuration = this.#histogram('kubeproxy_sync_full_proxy_rules_duration_seconds', 'SyncProxyRules latency in seconds for full resyncs', exponentialBuckets(0.001, 2, 15));
   readonly syncPartialDuration = this.#histogram('kubeproxy_sync_partial_proxy_rules_duration_seconds', 'SyncProxyRules latency in seconds for partial resyncs', exponentialBuckets(0.001, 2, 15));
   readonly networkProgramming = this.#histogram('kubeproxy_network_programming_duration_seconds', 'In Cluster Network Programming Latency in seconds', networkProgrammingBuckets());
-  readonly lastSync = this.#gauge('kubeproxy_sync_proxy_rules_last_timestamp_seconds', 'The last time proxy rules were successfully synced');
-  readonly lastQueued = this.#gauge('kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', 'The last time a sync of proxy rules was queued');
+  readonly lastSync = this.#gauge('kubeproxy_sync_proxy_rules_last_timestamp_seconds', 'The last time proxy rules were successfully synced', [IP_FAMILY]);
+  readonly lastQueued = this.#gauge('kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', 'The last time a sync of proxy rules was queued', [IP_FAMILY]);
   readonly endpointChangesPending = this.#gauge('kubeproxy_sync_proxy_rules_endpoint_changes_pending', 'Pending proxy rules Endpoint changes');
   readonly endpointChangesTotal = this.#counter('kubeproxy_sync_proxy_rules_endpoint_changes_total', 'Cumulative proxy rules Endpoint changes');
   readonly serviceChangesPending = this.#gauge('kubeproxy_sync_proxy_rules_service_changes_pending', 'Pending proxy rules Service changes');
   readonly serviceChangesTotal = this.#counter('kubeproxy_sync_proxy_rules_service_changes_total', 'Cumulative proxy rules Service changes');
-  readonly noLocalEndpoints = this.#gauge('kubeproxy_sync_proxy_rules_no_local_endpoints_total', 'Number of services with a Local traffic policy and no endpoints', ['traffic_policy']);
-  readonly restoreFailures = this.#counter('kubeproxy_sync_proxy_rules_iptables_restore_failures_total', 'Cumulative proxy iptables restore failures');
-  readonly partialRestoreFailures = this.#counter('kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total', 'Cumulative proxy iptables partial restore failures');
-  readonly rulesTotal = this.#gauge('kubeproxy_sync_proxy_rules_iptables_total', 'Total number of iptables rules owned by kube-proxy', ['table']);
-  readonly rulesLast = this.#gauge('kubeproxy_sync_proxy_rules_iptables_last', 'Number of iptables rules written by kube-proxy in last sync', ['table']);
+  readonly noLocalEndpoints = this.#gauge('kubeproxy_sync_proxy_rules_no_local_endpoints_total', 'Number of services with a Local traffic policy and no endpoints', [IP_FAMILY, 'traffic_policy']);
+  readonly restoreFailures = this.#counter('kubeproxy_sync_proxy_rules_iptables_restore_failures_total', 'Cumulative proxy iptables restore failures', [IP_FAMILY]);
+  readonly partialRestoreFailures = this.#counter('kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total', 'Cumulative proxy iptables partial restore failures', [IP_FAMILY]);
+  readonly rulesTotal = this.#gauge('kubeproxy_sync_proxy_rules_iptables_total', 'Total number of iptables rules owned by kube-proxy', [IP_FAMILY, 'table']);
+  readonly rulesLast = this.#gauge('kubeproxy_sync_proxy_rules_iptables_last', 'Number of iptables rules written by kube-proxy in last sync', [IP_FAMILY, 'table']);
   /** Upstream's nftables-mode failure counter. */
-  readonly nftablesSyncFailures = this.#counter('kubeproxy_sync_proxy_rules_nftables_sync_failures_total', 'Cumulative proxy nftables sync failures');
+  readonly nftablesSyncFailures = this.#counter('kubeproxy_sync_proxy_rules_nftables_sync_failures_total', 'Cumulative proxy nftables sync failures', [IP_FAMILY]);
+  /**
+   * Upstream's count of failed deletions of stale nftables chains, which it makes in a transaction
+   * after the sync's. kproxy deletes them in the sync's own transaction, whose failure is a sync
+   * failure: this stays 0, exported so that upstream's dashboards and alerts find it.
+   */
+  readonly nftablesCleanupFailures = this.#counter('kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total', 'Cumulative proxy nftables cleanup failures', [IP_FAMILY]);
   /** nftables mode: rules and map/set elements written by the last sync (upstream has no equivalent). */
-  readonly nftablesLast = this.#gauge('kproxy_sync_proxy_rules_nftables_last', 'Number of nftables rules and set elements written by kproxy in last sync', ['object']);
+  readonly nftablesLast = this.#gauge('kproxy_sync_proxy_rules_nftables_last', 'Number of nftables rules and set elements written by kproxy in last sync', [IP_FAMILY, 'object']);
   /** nftables mode: rules and map/set elements in kproxy's table. */
-  readonly nftablesTotal = this.#gauge('kproxy_sync_proxy_rules_nftables_total', 'Total number of nftables rules and set elements owned by kproxy', ['object']);
+  readonly nftablesTotal = this.#gauge('kproxy_sync_proxy_rules_nftables_total', 'Total number of nftables rules and set elements owned by kproxy', [IP_FAMILY, 'object']);
   /** Writes that repaired what a verify found changed behind kproxy's back. */
   readonly repairs = this.#counter('kproxy_sync_proxy_rules_repairs_total', 'Writes that repaired rules a periodic verify found changed by someone else');
   readonly healthzTotal = this.#counter('kubeproxy_proxy_healthz_total', 'Cumulative proxy healthz HTTP status', ['code']);
@@ -95,7 +104,7 @@ export class ProxyMetrics {
   }
 
   #histogram(name: string, help: string, buckets: number[]): Histogram {
-    return new Histogram({ name, help, buckets, registers: [this.registry] });
+    return new Histogram({ name, help, buckets, labelNames: [IP_FAMILY], registers: [this.registry] });
   }
 
   #gauge(name: string, help: string, labelNames: string[] = []): Gauge {

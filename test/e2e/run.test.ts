@@ -216,10 +216,13 @@ describe.each(MODES)('%s mode: kproxy run on a node', (mode) => {
       (r) => r.status === 200,
     );
     for (const name of [
-      'kubeproxy_sync_proxy_rules_duration_seconds_bucket',
+      'kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.001",ip_family="IPv4"}',
       'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
-      'kubeproxy_network_programming_duration_seconds_bucket',
-      mode === 'iptables' ? 'kubeproxy_sync_proxy_rules_iptables_total{table="nat"}' : 'kproxy_sync_proxy_rules_nftables_total{object="rules"}',
+      // Observed only for slices with the controller's trigger-time annotation (none here): registered, no series yet, as upstream's.
+      '# TYPE kubeproxy_network_programming_duration_seconds histogram',
+      mode === 'iptables' ? 'kubeproxy_sync_proxy_rules_iptables_total{ip_family="IPv4",table="nat"}' : 'kproxy_sync_proxy_rules_nftables_total{ip_family="IPv4",object="rules"}',
+      'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}',
+      'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv6"}',
       'kubeproxy_proxy_healthz_total{code="200"}',
       'kproxy_informer_restarts{resource="EndpointSlice"}',
       'process_resident_memory_bytes',

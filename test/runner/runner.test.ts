@@ -12,6 +12,7 @@ import { Reconciler } from '../../src/runner/reconciler.ts';
 import { ProxyRunner, type RunnerDeps } from '../../src/runner/runner.ts';
 import { ProxyHealth } from '../../src/server/health.ts';
 import { ProxyMetrics } from '../../src/server/metrics.ts';
+import { ipFamilyLabel } from '../../src/server/labels.ts';
 import type { IPFamily } from '../../src/state/ip.ts';
 import { EventQueue } from '../../src/sources/queue.ts';
 import type { RawObject } from '../../src/sources/objects.ts';
@@ -57,12 +58,12 @@ class FakeBackend implements ProxyBackend<FakeRules, FakeRules> {
     return [];
   }
   countFailure(metrics: ProxyMetrics, full: boolean) {
-    metrics.restoreFailures.inc();
-    if (!full) metrics.partialRestoreFailures.inc();
+    metrics.restoreFailures.inc(ipFamilyLabel(this.family));
+    if (!full) metrics.partialRestoreFailures.inc(ipFamilyLabel(this.family));
   }
   setRuleGauges(metrics: ProxyMetrics, written: Record<string, number>, total: Record<string, number>) {
-    for (const [table, n] of Object.entries(written)) metrics.rulesLast.set({ table }, n);
-    for (const [table, n] of Object.entries(total)) metrics.rulesTotal.set({ table }, n);
+    for (const [table, n] of Object.entries(written)) metrics.rulesLast.set({ ...ipFamilyLabel(this.family), table }, n);
+    for (const [table, n] of Object.entries(total)) metrics.rulesTotal.set({ ...ipFamilyLabel(this.family), table }, n);
   }
 }
 
@@ -298,8 +299,17 @@ describe('ProxyRunner, dual-stack', () => {
     await until(() => backends.every((b) => b.writes.length === 1));
     expect(backends[0]!.writes[0]!.rules).toEqual(['demo/a:http 10.244.1.1:80']);
     expect(backends[1]!.writes[0]!.rules).toEqual(['demo/a:http [fd00:10:244:1::1]:80']);
-    // The mode's gauges hold both families' rules (the fake reports list length + 1 per family).
-    expect((await metrics.rulesTotal.get()).values).toEqual([{ labels: { table: 'nat' }, value: 4 }]);
+    // The mode's gauges hold each family's rules, as upstream v1.36's per-family proxiers (the fake reports list length + 1).
+    expect((await metrics.rulesTotal.get()).values).toEqual([
+      { labels: { ip_family: 'IPv4', table: 'nat' }, value: 2 },
+      { labels: { ip_family: 'IPv6', table: 'nat' }, value: 2 },
+    ]);
+    const synced4 = (await metrics.lastSync.get()).values.map((v) => v.labels.ip_family);
+    expect(synced4.sort()).toEqual(['IPv4', 'IPv6']);
+    expect((await metrics.syncDuration.get()).values.filter((v) => v.metricName === 'kubeproxy_sync_proxy_rules_duration_seconds_count').map((v) => [v.labels.ip_family, v.value])).toEqual([
+      ['IPv4', 1],
+      ['IPv6', 1],
+    ]);
   });
 
   it('a family whose writes fail retries alone, with backoff, while the other keeps syncing', async () => {
@@ -319,7 +329,7 @@ describe('ProxyRunner, dual-stack', () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(v6.attempts - before).toBeGreaterThanOrEqual(1);
     expect(v6.attempts - before).toBeLessThanOrEqual(5);
-    expect((await metrics.restoreFailures.get()).values[0]!.value).toBe(v6.attempts);
+    expect((await metrics.restoreFailures.get()).values).toEqual([{ labels: { ip_family: 'IPv6' }, value: v6.attempts }]);
     // Not current in every family: the node is not updated, and /healthz fails once the change waited the health timeout.
     expect(health.lastUpdatedMs).toBe(0);
     expect(health.healthy(Date.now() + health.healthTimeoutMs)).toBe(false);

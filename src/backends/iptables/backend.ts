@@ -11,6 +11,7 @@ import type { IPFamily } from '../../state/ip.ts';
 import { IptablesRenderCache, renderIptables, type IptablesOptions, type IptablesRuleset } from './render.ts';
 import { buildChangeScript } from './restore.ts';
 import type { IptablesTools, IptablesWriter } from './writer.ts';
+import { ipFamilyLabel } from '../../server/labels.ts';
 
 /**
  * The writer module (and execa with it) is loaded on the first write: `dry-run` never loads it.
@@ -52,13 +53,13 @@ export function iptablesBackend(family: IPFamily, options: () => IptablesOptions
       return m.cleanupIptables(tools ?? m.systemIptables(family));
     },
     countFailure(metrics, full) {
-      metrics.restoreFailures.inc();
+      metrics.restoreFailures.inc(ipFamilyLabel(family));
       // Upstream counts a failed incremental restore also as a partial restore failure (KEP-3453).
-      if (!full) metrics.partialRestoreFailures.inc();
+      if (!full) metrics.partialRestoreFailures.inc(ipFamilyLabel(family));
     },
     setRuleGauges(metrics, written, total) {
-      for (const [table, n] of Object.entries(written)) metrics.rulesLast.set({ table }, n);
-      for (const [table, n] of Object.entries(total)) metrics.rulesTotal.set({ table }, n);
+      for (const [table, n] of Object.entries(written)) metrics.rulesLast.set({ ...ipFamilyLabel(family), table }, n);
+      for (const [table, n] of Object.entries(total)) metrics.rulesTotal.set({ ...ipFamilyLabel(family), table }, n);
     },
   };
 }

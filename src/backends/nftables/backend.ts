@@ -15,6 +15,7 @@ import { deltaBatch, fullBatch } from './batch.ts';
 import { NftRenderCache, nftFamily, renderNftables, type NftRuleset } from './render.ts';
 import { formatBatch, type NftOutput } from './text.ts';
 import type { NftTools, NftWriter } from './writer.ts';
+import { ipFamilyLabel } from '../../server/labels.ts';
 
 /** What an nftables diff starts from: the last ruleset, and the chains whose deletion waits a sync (batch.ts). */
 export interface NftCommitted {
@@ -69,10 +70,10 @@ export function nftablesBackend(family: IPFamily, output: NftOutput = 'text', to
       const m = await writerModule();
       return m.cleanupNftables(tools ?? m.systemNft(), [nftFamily(family)]);
     },
-    countFailure: (metrics) => metrics.nftablesSyncFailures.inc(),
+    countFailure: (metrics) => metrics.nftablesSyncFailures.inc(ipFamilyLabel(family)),
     setRuleGauges(metrics, written, total) {
-      for (const [object, n] of Object.entries(written)) metrics.nftablesLast.set({ object }, n);
-      for (const [object, n] of Object.entries(total)) metrics.nftablesTotal.set({ object }, n);
+      for (const [object, n] of Object.entries(written)) metrics.nftablesLast.set({ ...ipFamilyLabel(family), object }, n);
+      for (const [object, n] of Object.entries(total)) metrics.nftablesTotal.set({ ...ipFamilyLabel(family), object }, n);
     },
   };
 }
