@@ -19,6 +19,7 @@ import { ProxyStateStore } from '../state/store.ts';
 import { ConfigError } from './config.ts';
 import { cidrList, nodeName } from './options.ts';
 import { tcpBeLiberal } from './host.ts';
+import { applyConntrackSettings, type ConntrackSettings, type SysctlOutcome } from './sysctl.ts';
 import { createReconcilers } from './backends.ts';
 import { cleanupAll, cleanupOtherModes, nodeFamilies } from './cleanup.ts';
 import { checkSettings, warnUnmasqueraded, type NodeSettings } from './node.ts';
@@ -41,7 +42,16 @@ export interface RunFlags {
   metricsBindAddress: string;
   bindAddressHardFail: boolean;
   cleanup: boolean;
+  initOnly: boolean;
   dryRun: boolean;
+  conntrackMaxPerCore: number;
+  conntrackMin: number;
+  /** Milliseconds, as every duration flag. */
+  conntrackTcpTimeoutEstablished: number;
+  conntrackTcpTimeoutCloseWait: number;
+  conntrackTcpBeLiberal: boolean;
+  conntrackUdpTimeout: number;
+  conntrackUdpTimeoutStream: number;
   watchStallTimeout: number;
 }
 
@@ -74,13 +84,49 @@ async function startServer(what: string, address: string, hardFail: boolean, sta
   }
 }
 
+/** The conntrack settings of the flags, durations in whole seconds as the sysctls take them. */
+export function conntrackSettings(flags: RunFlags): ConntrackSettings {
+  const seconds = (ms: number) => Math.floor(ms / 1000);
+  return {
+    maxPerCore: flags.conntrackMaxPerCore,
+    min: flags.conntrackMin,
+    tcpEstablishedTimeout: seconds(flags.conntrackTcpTimeoutEstablished),
+    tcpCloseWaitTimeout: seconds(flags.conntrackTcpTimeoutCloseWait),
+    tcpBeLiberal: flags.conntrackTcpBeLiberal,
+    udpTimeout: seconds(flags.conntrackUdpTimeout),
+    udpStreamTimeout: seconds(flags.conntrackUdpTimeoutStream),
+  };
+}
+
+/** One line per sysctl changed or not writable; one debug line for those already right. */
+function logSysctls(log: Logger, outcomes: readonly SysctlOutcome[]): void {
+  for (const o of outcomes) {
+    const at = { sysctl: o.name, wanted: o.wanted, was: o.was };
+    if (o.outcome === 'set') log.info(at, `set ${o.name} to ${o.wanted}`);
+    else if (o.outcome === 'failed')
+      log.warn(
+        { ...at, err: o.error },
+        `cannot write ${o.name} (${o.error}): it stays ${o.was ?? 'unknown'}; in a container, /proc/sys or /sys may be read-only, and outside the host's network namespace nf_conntrack_max always is`,
+      );
+    else if (o.outcome === 'skipped') log.warn(at, `${o.name} left at ${o.was ?? 'unknown'}: it is global, and written only with nf_conntrack_max from the host's network namespace`);
+    else log.debug(at, `${o.name} already ${o.was}`);
+  }
+}
+
 /**
- * Runs the node agent until SIGTERM or SIGINT (or does `--cleanup` and returns).
+ * Runs the node agent until SIGTERM or SIGINT (or does `--cleanup`, or with `--init-only` sets the
+ * conntrack sysctls, and returns).
  * @throws ConfigError for a bad flag value, an unloadable kubeconfig or (with --bind-address-hard-fail) an unbindable port
  */
 export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   if (flags.cleanup) {
     log.info(await cleanupAll(), 'cleanup done');
+    return;
+  }
+  // As upstream, before anything else; not in --dry-run, which changes nothing.
+  if (!flags.dryRun) logSysctls(log, await applyConntrackSettings(conntrackSettings(flags)));
+  if (flags.initOnly) {
+    log.info('--init-only: initialised, exiting');
     return;
   }
   if (flags.iptablesSyncPeriod <= 0) throw new ConfigError('--iptables-sync-period must be greater than 0');

@@ -30,6 +30,14 @@ export interface FileSettings {
   iptablesMasqueradeBit?: number;
   iptablesSyncPeriod?: number;
   iptablesMinSyncPeriod?: number;
+  conntrackMaxPerCore?: number;
+  conntrackMin?: number;
+  /** Milliseconds, as the flags'. */
+  conntrackTcpTimeoutEstablished?: number;
+  conntrackTcpTimeoutCloseWait?: number;
+  conntrackTcpBeLiberal?: boolean;
+  conntrackUdpTimeout?: number;
+  conntrackUdpTimeoutStream?: number;
 }
 
 /** A field that is reported instead of applied. */
@@ -99,6 +107,22 @@ const duration = (key: 'iptablesSyncPeriod' | 'iptablesMinSyncPeriod') => ({
     if (ms > 0) out[key] = ms; // 0 means the default, as upstream's defaulting does
   },
 });
+/** A conntrack duration: null means upstream's default (the flag's), `0s` leaves the sysctl alone. */
+const conntrackDuration = (key: 'conntrackTcpTimeoutEstablished' | 'conntrackTcpTimeoutCloseWait' | 'conntrackUdpTimeout' | 'conntrackUdpTimeoutStream') => ({
+  apply(value: unknown, out: FileSettings, field: string) {
+    if (value === null) return;
+    if (typeof value !== 'string') throw new ConfigError(`${field}: must be a duration string`);
+    out[key] = parseDuration(value, field);
+  },
+});
+/** A conntrack count (`maxPerCore`, `min`): null means the default, 0 leaves the table size alone. */
+const conntrackCount = (key: 'conntrackMaxPerCore' | 'conntrackMin') => ({
+  apply(value: unknown, out: FileSettings, field: string) {
+    if (value === null) return;
+    if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > 2 ** 31 - 1) throw new ConfigError(`${field}: must be a whole number 0 or more`);
+    out[key] = value as number;
+  },
+});
 const masqBit: Rule = {
   apply(value, out, field) {
     if (value === null) return;
@@ -160,13 +184,13 @@ const RULES: ReadonlyMap<string, Rule> = new Map(
       },
     },
     oomScoreAdj: unsupported('set the OOM score in the pod spec instead'),
-    'conntrack.maxPerCore': unsupported('kproxy does not change conntrack sysctls'),
-    'conntrack.min': unsupported('kproxy does not change conntrack sysctls'),
-    'conntrack.tcpEstablishedTimeout': unsupported('kproxy does not change conntrack sysctls'),
-    'conntrack.tcpCloseWaitTimeout': unsupported('kproxy does not change conntrack sysctls'),
-    'conntrack.tcpBeLiberal': unsupported('kproxy does not change conntrack sysctls (it reads nf_conntrack_tcp_be_liberal)'),
-    'conntrack.udpTimeout': unsupported('kproxy does not change conntrack sysctls'),
-    'conntrack.udpStreamTimeout': unsupported('kproxy does not change conntrack sysctls'),
+    'conntrack.maxPerCore': conntrackCount('conntrackMaxPerCore'),
+    'conntrack.min': conntrackCount('conntrackMin'),
+    'conntrack.tcpEstablishedTimeout': conntrackDuration('conntrackTcpTimeoutEstablished'),
+    'conntrack.tcpCloseWaitTimeout': conntrackDuration('conntrackTcpTimeoutCloseWait'),
+    'conntrack.tcpBeLiberal': bool('conntrackTcpBeLiberal'),
+    'conntrack.udpTimeout': conntrackDuration('conntrackUdpTimeout'),
+    'conntrack.udpStreamTimeout': conntrackDuration('conntrackUdpTimeoutStream'),
     configSyncPeriod: ignore,
     portRange: ignore,
   }),

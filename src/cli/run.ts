@@ -10,6 +10,7 @@ import { PROXY_MODES } from '../backends/backend.ts';
 import type { RunFlags } from './agent.ts';
 import { loadConfigFile, parseDuration, type FileSettings } from './config.ts';
 import { masqueradeBit } from './options.ts';
+import { CONNTRACK_DEFAULTS } from './sysctl.ts';
 
 /**
  * kube-proxy flags kproxy accepts but does not implement (cmd/kube-proxy/app/options.go): a
@@ -31,13 +32,6 @@ const UPSTREAM_ONLY_FLAGS = new Set([
   'detect-local-mode',
   'pod-bridge-interface',
   'pod-interface-name-prefix',
-  'conntrack-max-per-core',
-  'conntrack-min',
-  'conntrack-tcp-timeout-established',
-  'conntrack-tcp-timeout-close-wait',
-  'conntrack-tcp-be-liberal',
-  'conntrack-udp-timeout',
-  'conntrack-udp-timeout-stream',
   'iptables-localhost-nodeports',
   'ipvs-exclude-cidrs',
   'ipvs-min-sync-period',
@@ -56,7 +50,6 @@ const UPSTREAM_ONLY_FLAGS = new Set([
   'log-json-split-stream',
   'log-text-info-buffer-size',
   'log-text-split-stream',
-  'init-only',
   'write-config-to',
   'healthz-port',
   'metrics-port',
@@ -78,6 +71,11 @@ export function upstreamOnlyFlags(args: readonly string[]): string[] {
   }
   return flags;
 }
+
+const countFlag = (value: string): number => {
+  if (!/^\d{1,10}$/.test(value)) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a whole number`);
+  return Number(value);
+};
 
 const durationFlag = (value: string): number => {
   try {
@@ -107,6 +105,14 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--metrics-bind-address <host:port>', '/metrics address; empty to disable', '127.0.0.1:10249')
     .option('--bind-address-hard-fail', 'exit when the healthz or metrics port cannot be bound', false)
     .option('--cleanup', "remove kproxy's (and kube-proxy's) rules and exit", false)
+    .option('--init-only', 'set the conntrack sysctls (what needs full root privileges) and exit, as an init container does', false)
+    .option('--conntrack-max-per-core <n>', 'conntrack entries per CPU: nf_conntrack_max is raised to this × CPUs (0: leave it)', countFlag, CONNTRACK_DEFAULTS.maxPerCore)
+    .option('--conntrack-min <n>', 'floor of the conntrack table size from --conntrack-max-per-core', countFlag, CONNTRACK_DEFAULTS.min)
+    .option('--conntrack-tcp-timeout-established <duration>', 'nf_conntrack_tcp_timeout_established (0: leave it)', durationFlag, CONNTRACK_DEFAULTS.tcpEstablishedTimeout * 1000)
+    .option('--conntrack-tcp-timeout-close-wait <duration>', 'nf_conntrack_tcp_timeout_close_wait (0: leave it)', durationFlag, CONNTRACK_DEFAULTS.tcpCloseWaitTimeout * 1000)
+    .option('--conntrack-tcp-be-liberal', 'set nf_conntrack_tcp_be_liberal to 1', false)
+    .option('--conntrack-udp-timeout <duration>', 'nf_conntrack_udp_timeout (0: leave it)', durationFlag, 0)
+    .option('--conntrack-udp-timeout-stream <duration>', 'nf_conntrack_udp_timeout_stream (0: leave it)', durationFlag, 0)
     .option('--dry-run', "watch as usual but print each sync's rule changes on stdout instead of applying them", false)
     .addOption(new Option('--output <format>', 'nftables --dry-run: nft text syntax, or the JSON batches exactly as they would be sent').choices(['text', 'json']).default('text'))
     .addOption(new Option('--watch-stall-timeout <duration>', 'restart a watch that stays silent this long').argParser(durationFlag).default(90_000).hideHelp())

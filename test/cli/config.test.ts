@@ -89,7 +89,16 @@ describe('KubeProxyConfiguration v1alpha1', () => {
   it("reads kubeadm's file: applies what it sets, reports nothing for defaults", async () => {
     const { settings, reports } = await loadConfigFile(file(KUBEADM));
     expect(reports).toEqual([]);
-    expect(settings).toEqual({ kubeconfig: '/var/lib/kube-proxy/kubeconfig.conf', clusterCidr: '10.244.0.0/16', bindAddressHardFail: false, masqueradeAll: false });
+    expect(settings).toEqual({
+      kubeconfig: '/var/lib/kube-proxy/kubeconfig.conf',
+      clusterCidr: '10.244.0.0/16',
+      bindAddressHardFail: false,
+      masqueradeAll: false,
+      // Its explicit zeros: the same as the flags' defaults (null fields keep the defaults).
+      conntrackTcpBeLiberal: false,
+      conntrackUdpTimeout: 0,
+      conntrackUdpTimeoutStream: 0,
+    });
   });
 
   it('applies iptables timing, mode, bit and node port addresses', () => {
@@ -132,7 +141,6 @@ describe('KubeProxyConfiguration v1alpha1', () => {
       kind: 'KubeProxyConfiguration',
       frobnicate: 1,
       iptables: { localhostNodePorts: true, typo: 1 },
-      conntrack: { maxPerCore: 32768 },
       detectLocalMode: 'InterfaceNamePrefix',
       featureGates: { Foo: true },
     };
@@ -140,11 +148,24 @@ describe('KubeProxyConfiguration v1alpha1', () => {
     expect(reports.map((r) => `${r.problem} ${r.field}`).sort()).toEqual([
       'unknown frobnicate',
       'unknown iptables.typo',
-      'unsupported conntrack.maxPerCore',
       'unsupported detectLocalMode',
       'unsupported featureGates',
       'unsupported iptables.localhostNodePorts',
     ]);
+  });
+
+  it('applies the conntrack section as the --conntrack-* flags: null is the default, 0 leaves a sysctl alone', () => {
+    const doc = {
+      apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+      kind: 'KubeProxyConfiguration',
+      conntrack: { maxPerCore: 0, min: null, tcpEstablishedTimeout: '2h0m0s', tcpCloseWaitTimeout: null, tcpBeLiberal: true, udpTimeout: '30s', udpStreamTimeout: '0s' },
+    };
+    expect(interpretConfig(doc)).toEqual({
+      settings: { conntrackMaxPerCore: 0, conntrackTcpTimeoutEstablished: 7_200_000, conntrackTcpBeLiberal: true, conntrackUdpTimeout: 30_000, conntrackUdpTimeoutStream: 0 },
+      reports: [],
+    });
+    expect(() => interpretConfig({ ...doc, conntrack: { maxPerCore: -1 } })).toThrow(/conntrack\.maxPerCore: must be a whole number/);
+    expect(() => interpretConfig({ ...doc, conntrack: { udpTimeout: 30 } })).toThrow(/conntrack\.udpTimeout: must be a duration/);
   });
 
   it('reports fields named like JavaScript built-ins as unknown', () => {
