@@ -10,7 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASSET_SETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { ASSET_SETS, ENVTEST_HINT, RealApiServer, SUITE_ASSET_SETS } from '../support/envtest.ts';
 import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
 import { eventually, MODES, NODE1_IP, NODE2_IP, onlyFrom, ROOT, TestCluster, webSlice } from './harness/cluster.ts';
 
@@ -19,9 +19,9 @@ const CIP = '10.96.5.1';
 const web = webSlice;
 
 if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
-const MATRIX = ASSET_SETS.flatMap((assets) => MODES.map((mode) => ({ mode, assets, version: assets.version })));
+const MATRIX = SUITE_ASSET_SETS.flatMap((assets) => MODES.map((mode) => ({ mode, assets, version: assets.version })));
 
-describe.skipIf(MATRIX.length === 0).each(MATRIX)('$mode mode: kproxy run against a real kube-apiserver $version', ({ mode, assets }) => {
+describe.skipIf(ASSET_SETS.length === 0).each(MATRIX)('$mode mode: kproxy run against a real kube-apiserver $version', ({ mode, assets }) => {
   let c: TestCluster;
   let api: RealApiServer;
   let logs: { stdout: string; stderr: string };

@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readObjectFiles } from '../../src/sources/file.ts';
-import { ASSET_SETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { ASSET_SETS, ENVTEST_HINT, RealApiServer, SUITE_ASSET_SETS } from '../support/envtest.ts';
 import { endpoint } from '../support/objects.ts';
 import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
 import { eventually, MODES, NODE1_EXT_IP, NODE1_EXT_IP6, onlyFrom, tally, TestCluster } from './harness/cluster.ts';
@@ -30,9 +30,9 @@ async function fixtureObjects(): Promise<object[]> {
 }
 
 if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
-const MATRIX = ASSET_SETS.flatMap((assets) => MODES.map((mode) => ({ mode, assets, version: assets.version })));
+const MATRIX = SUITE_ASSET_SETS.flatMap((assets) => MODES.map((mode) => ({ mode, assets, version: assets.version })));
 
-describe.skipIf(MATRIX.length === 0).each(MATRIX)('$mode mode: kproxy run on a dual-stack cluster (real kube-apiserver $version)', ({ mode, assets }) => {
+describe.skipIf(ASSET_SETS.length === 0).each(MATRIX)('$mode mode: kproxy run on a dual-stack cluster (real kube-apiserver $version)', ({ mode, assets }) => {
   let c: TestCluster;
   let api: RealApiServer;
   let upstream: TestCluster | undefined;
