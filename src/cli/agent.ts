@@ -22,7 +22,7 @@ import { tcpBeLiberal } from './host.ts';
 import { applyConntrackSettings, type ConntrackSettings, type SysctlOutcome } from './sysctl.ts';
 import { createReconcilers } from './backends.ts';
 import { cleanupAll, cleanupOtherModes, nodeFamilies } from './cleanup.ts';
-import { checkSettings, warnUnmasqueraded, type NodeSettings } from './node.ts';
+import { checkSettings, localDetection, nodePortPrimaryDefault, warnUnmasqueraded, type NodeSettings } from './node.ts';
 
 /** `run`'s options as commander hands them over (defaults applied). */
 export interface RunFlags {
@@ -34,6 +34,9 @@ export interface RunFlags {
   hostnameOverride?: string;
   clusterCidr: string;
   masqueradeAll: boolean;
+  detectLocalMode?: string;
+  podBridgeInterface?: string;
+  podInterfaceNamePrefix?: string;
   nodeportAddresses: string;
   iptablesMasqueradeBit: number;
   iptablesSyncPeriod: number;
@@ -135,7 +138,9 @@ export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
     clusterCIDRs: parseCidrs(flags.clusterCidr, '--cluster-cidr'),
     masqueradeAll: flags.masqueradeAll,
     masqueradeBit: flags.iptablesMasqueradeBit,
-    nodePortAddresses: parseCidrs(flags.nodeportAddresses, '--nodeport-addresses'),
+    nodePortAddresses: flags.nodeportAddresses.trim() === 'primary' ? [] : parseCidrs(flags.nodeportAddresses, '--nodeport-addresses'),
+    nodePortPrimary: nodePortPrimaryDefault(flags.proxyMode, flags.nodeportAddresses.trim() === 'primary' ? 'primary' : parseCidrs(flags.nodeportAddresses, '--nodeport-addresses')),
+    detectLocal: localDetection(flags.detectLocalMode, flags.podBridgeInterface, flags.podInterfaceNamePrefix),
   };
   checkSettings(settings);
   let kc: ReturnType<typeof loadKubeConfig>;

@@ -16,6 +16,12 @@ import { PROXY_MODES, type ProxyMode } from '../backends/backend.ts';
 
 export const CONFIG_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
 
+/** Local-traffic detector modes, as upstream names them (`--detect-local-mode`, `detectLocalMode`). */
+export const DETECT_LOCAL_MODES = ['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'] as const;
+
+/** An interface name as Linux takes it (at most 15 characters), of characters no rule can misread. */
+export const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
 /** The settings a config file can give, all optional; flags given on the command line win. */
 export interface FileSettings {
   kubeconfig?: string;
@@ -38,6 +44,9 @@ export interface FileSettings {
   conntrackTcpBeLiberal?: boolean;
   conntrackUdpTimeout?: number;
   conntrackUdpTimeoutStream?: number;
+  detectLocalMode?: string;
+  podBridgeInterface?: string;
+  podInterfaceNamePrefix?: string;
 }
 
 /** A field that is reported instead of applied. */
@@ -123,6 +132,14 @@ const conntrackCount = (key: 'conntrackMaxPerCore' | 'conntrackMin') => ({
     out[key] = value as number;
   },
 });
+/** An interface name (`detectLocal.*`); empty means unset. */
+const interfaceName = (key: 'podBridgeInterface' | 'podInterfaceNamePrefix') => ({
+  apply(value: unknown, out: FileSettings, field: string) {
+    if (value === null || value === '') return;
+    if (typeof value !== 'string' || !INTERFACE_NAME.test(value)) throw new ConfigError(`${field}: ${JSON.stringify(value)} is not an interface name (at most 15 of [A-Za-z0-9_.-])`);
+    out[key] = value;
+  },
+});
 const masqBit: Rule = {
   apply(value, out, field) {
     if (value === null) return;
@@ -172,14 +189,21 @@ const RULES: ReadonlyMap<string, Rule> = new Map(
     'nftables.minSyncPeriod': duration('iptablesMinSyncPeriod'),
     ipvs: ignore,
     winkernel: ignore,
-    detectLocalMode: unsupported('only the ClusterCIDR local-traffic detector is implemented', (v) => isEmpty(v) || v === 'ClusterCIDR'),
-    detectLocal: ignore,
+    detectLocalMode: {
+      apply(value, out, field) {
+        if (value === null || value === '') return;
+        if (!(DETECT_LOCAL_MODES as readonly unknown[]).includes(value)) throw new ConfigError(`${field}: ${JSON.stringify(value)} is not one of ${DETECT_LOCAL_MODES.join(', ')}`);
+        out.detectLocalMode = value as string;
+      },
+    },
+    'detectLocal.bridgeInterface': interfaceName('podBridgeInterface'),
+    'detectLocal.interfaceNamePrefix': interfaceName('podInterfaceNamePrefix'),
     clusterCIDR: str('clusterCidr'),
     nodePortAddresses: {
       apply(value, out, field) {
         if (value === null) return;
         if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new ConfigError(`${field}: must be a list of CIDRs`);
-        if (value.includes('primary')) throw new ConfigError(`${field}: "primary" is not supported; list CIDRs`);
+        if (value.includes('primary') && value.length > 1) throw new ConfigError(`${field}: "primary" cannot be combined with CIDRs`);
         if (value.length > 0) out.nodeportAddresses = value.join(',');
       },
     },
@@ -197,7 +221,7 @@ const RULES: ReadonlyMap<string, Rule> = new Map(
 );
 
 /** Sections whose children are each listed in RULES. */
-const SECTIONS = new Set(['clientConnection', 'iptables', 'nftables', 'conntrack']);
+const SECTIONS = new Set(['clientConnection', 'iptables', 'nftables', 'conntrack', 'detectLocal']);
 
 /**
  * Interprets a parsed KubeProxyConfiguration.

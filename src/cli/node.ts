@@ -5,13 +5,14 @@
  * @module
  */
 import type { Logger } from 'pino';
-import type { ProxyConfig } from '../planner/plan.ts';
+import type { ProxyMode } from '../backends/backend.ts';
+import type { LocalDetection, ProxyConfig } from '../planner/plan.ts';
 import { readObjectFiles, SourceError } from '../sources/file.ts';
 import type { ObjectBatch, RawObject } from '../sources/objects.ts';
 import type { CIDR, IPFamily } from '../state/ip.ts';
 import { ProxyStateStore } from '../state/store.ts';
 import { logApplyResult } from '../runner/runner.ts';
-import { ConfigError } from './config.ts';
+import { ConfigError, DETECT_LOCAL_MODES, INTERFACE_NAME } from './config.ts';
 import { localAddresses } from './host.ts';
 import type { ProxyFlags } from './options.ts';
 
@@ -24,6 +25,41 @@ export interface NodeSettings {
   readonly masqueradeBit: number;
   /** `--nodeport-addresses`, both families; each family uses its own. */
   readonly nodePortAddresses: readonly CIDR[];
+  /** `--nodeport-addresses primary`: NodePorts on the Node's IP of each family. */
+  readonly nodePortPrimary?: boolean;
+  /** `--detect-local-mode` with its interface flag (default ClusterCIDR). */
+  readonly detectLocal?: LocalDetection;
+}
+
+/**
+ * The local-traffic detection of `--detect-local-mode` and its interface flags (upstream
+ * cmd/kube-proxy/app/server.go: the mode's interface flag must be set, and is a valid name).
+ * @param names the flags' or config fields' names, for messages
+ * @throws ConfigError naming the field: an unknown mode, a missing or invalid interface name
+ */
+export function localDetection(
+  mode: string | undefined,
+  bridge: string | undefined,
+  prefix: string | undefined,
+  names = { mode: '--detect-local-mode', bridge: '--pod-bridge-interface', prefix: '--pod-interface-name-prefix' },
+): LocalDetection {
+  const m = mode === undefined || mode === '' ? 'ClusterCIDR' : mode;
+  const name = (value: string | undefined, field: string) => {
+    if (!value) throw new ConfigError(`${field} must be set with ${names.mode} ${m}`);
+    if (!INTERFACE_NAME.test(value)) throw new ConfigError(`${field}: ${JSON.stringify(value.slice(0, 40))} is not an interface name (at most 15 of [A-Za-z0-9_.-])`);
+    return value;
+  };
+  switch (m) {
+    case 'ClusterCIDR':
+    case 'NodeCIDR':
+      return { mode: m };
+    case 'BridgeInterface':
+      return { mode: m, bridge: name(bridge, names.bridge) };
+    case 'InterfaceNamePrefix':
+      return { mode: m, prefix: name(prefix, names.prefix) };
+    default:
+      throw new ConfigError(`${names.mode}: ${JSON.stringify(m.slice(0, 40))} is not one of ${DETECT_LOCAL_MODES.join(', ')}`);
+  }
 }
 
 /** IPv4 first, as upstream orders a dual-stack node's proxiers when IPv4 is primary. */
@@ -41,11 +77,29 @@ export function checkSettings(settings: NodeSettings): void {
 }
 
 /**
+ * Whether NodePorts answer on the Node's primary IP only: `--nodeport-addresses primary`, or no
+ * `--nodeport-addresses` in nftables mode, whose default upstream made `primary` (KEP-3866; v1.36
+ * fills its `nodeport-ips` set with the Node's IP); iptables mode's default stays every local address.
+ */
+export function nodePortPrimaryDefault(mode: ProxyMode, given: readonly unknown[] | 'primary'): boolean {
+  return given === 'primary' || (mode === 'nftables' && given.length === 0);
+}
+
+/**
  * The settings the node flags give.
  * @throws ConfigError as {@link checkSettings}
  */
-export function settingsFromFlags(flags: Pick<ProxyFlags, 'clusterCidr' | 'masqueradeAll' | 'iptablesMasqueradeBit' | 'nodeportAddresses'>): NodeSettings {
-  const settings = { clusterCIDRs: flags.clusterCidr, masqueradeAll: flags.masqueradeAll, masqueradeBit: flags.iptablesMasqueradeBit, nodePortAddresses: flags.nodeportAddresses };
+export function settingsFromFlags(
+  flags: Pick<ProxyFlags, 'proxyMode' | 'clusterCidr' | 'masqueradeAll' | 'iptablesMasqueradeBit' | 'nodeportAddresses' | 'detectLocalMode' | 'podBridgeInterface' | 'podInterfaceNamePrefix'>,
+): NodeSettings {
+  const settings = {
+    clusterCIDRs: flags.clusterCidr,
+    masqueradeAll: flags.masqueradeAll,
+    masqueradeBit: flags.iptablesMasqueradeBit,
+    nodePortAddresses: flags.nodeportAddresses === 'primary' ? [] : flags.nodeportAddresses,
+    nodePortPrimary: nodePortPrimaryDefault(flags.proxyMode, flags.nodeportAddresses),
+    detectLocal: localDetection(flags.detectLocalMode, flags.podBridgeInterface, flags.podInterfaceNamePrefix),
+  };
   checkSettings(settings);
   return settings;
 }
@@ -58,12 +112,24 @@ export function settingsFromFlags(flags: Pick<ProxyFlags, 'clusterCidr' | 'masqu
 export function proxyConfig(settings: NodeSettings, family: IPFamily): () => ProxyConfig {
   const clusterCIDR = settings.clusterCIDRs.find((c) => c.family === family);
   const nodePortAddresses = settings.nodePortAddresses.filter((c) => c.family === family);
-  return () => ({ family, clusterCIDR, masqueradeAll: settings.masqueradeAll, masqueradeBit: settings.masqueradeBit, nodePortAddresses, localAddresses: localAddresses() });
+  const detectLocal = settings.detectLocal ?? { mode: 'ClusterCIDR' };
+  const nodePortPrimary = settings.nodePortPrimary === true;
+  return () => ({
+    family,
+    clusterCIDR,
+    masqueradeAll: settings.masqueradeAll,
+    masqueradeBit: settings.masqueradeBit,
+    nodePortAddresses,
+    nodePortPrimary,
+    localAddresses: localAddresses(),
+    detectLocal,
+  });
 }
 
 /** Warns once per family that has neither a cluster CIDR nor `--masquerade-all`: traffic from outside the pod network is then not masqueraded. */
 export function warnUnmasqueraded(log: Logger, settings: NodeSettings, families: readonly IPFamily[]): void {
-  if (settings.masqueradeAll) return;
+  // Only ClusterCIDR depends on a flag per family (NodeCIDR on the Node, interfaces on no family).
+  if (settings.masqueradeAll || (settings.detectLocal !== undefined && settings.detectLocal.mode !== 'ClusterCIDR')) return;
   for (const family of families) {
     if (!settings.clusterCIDRs.some((c) => c.family === family)) log.warn(`no --cluster-cidr for IPv${family}: traffic from outside the pod network to ClusterIPs is not masqueraded`);
   }

@@ -15,8 +15,12 @@ export interface ProxyFlags {
   readonly hostnameOverride?: string;
   readonly clusterCidr: readonly CIDR[];
   readonly masqueradeAll: boolean;
-  readonly nodeportAddresses: readonly CIDR[];
+  /** CIDRs, or `primary` (this node's primary IP of each family). */
+  readonly nodeportAddresses: readonly CIDR[] | 'primary';
   readonly iptablesMasqueradeBit: number;
+  readonly detectLocalMode?: string;
+  readonly podBridgeInterface?: string;
+  readonly podInterfaceNamePrefix?: string;
 }
 
 /** Adds the flags that say what this node is and how it proxies (kube-proxy's names and defaults), shared by every command that plans. */
@@ -26,8 +30,16 @@ export function nodeFlags(cmd: Command): Command {
     .option('--hostname-override <name>', "this node's name (default: the host name); endpoints on it are local")
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), comma-separated, one per family: traffic from outside them to ClusterIPs is masqueraded', cidrList, [])
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
-    .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs, either family (default: all local addresses)', cidrList, [])
-    .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14);
+    .option(
+      '--nodeport-addresses <cidrs>',
+      "accept NodePorts only on local addresses in these CIDRs, either family, or 'primary': on the Node's IP of each family (default: all local addresses)",
+      nodePortAddressList,
+      [],
+    )
+    .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14)
+    .option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix")
+    .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
+    .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names");
 }
 
 /** commander parser: collects a repeatable option into a list. */
@@ -49,6 +61,16 @@ export function cidrList(value: string): CIDR[] {
     if (!cidr) throw new InvalidArgumentError(`${JSON.stringify(entry)} is not a CIDR`);
     return cidr;
   });
+}
+
+/**
+ * commander parser for `--nodeport-addresses`: comma-separated CIDRs, or `primary` alone.
+ * @throws InvalidArgumentError naming the bad entry
+ */
+export function nodePortAddressList(value: string): CIDR[] | 'primary' {
+  if (value.trim() === 'primary') return 'primary';
+  if (value.split(',').some((e) => e.trim() === 'primary')) throw new InvalidArgumentError('"primary" cannot be combined with CIDRs');
+  return cidrList(value);
 }
 
 /** commander parser for the masquerade bit, 0–31. */

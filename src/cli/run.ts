@@ -29,9 +29,6 @@ const UPSTREAM_ONLY_FLAGS = new Set([
   'kube-api-burst',
   'kube-api-qps',
   'kube-api-content-type',
-  'detect-local-mode',
-  'pod-bridge-interface',
-  'pod-interface-name-prefix',
   'iptables-localhost-nodeports',
   'ipvs-exclude-cidrs',
   'ipvs-min-sync-period',
@@ -97,6 +94,9 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--hostname-override <name>', "this node's name (default: the host name)")
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), one per family: traffic from outside them to ClusterIPs is masqueraded', '')
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
+    .option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix")
+    .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
+    .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names")
     .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all)', '')
     .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14)
     .option('--iptables-sync-period <duration>', 'longest time between full syncs, which also repair flushed rules (both modes)', durationFlag, 30_000)

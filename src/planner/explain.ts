@@ -27,7 +27,7 @@
 import { cidrContains, isLoopback, parseCIDR, type IPAddress, type IPFamily } from '../state/ip.ts';
 import type { Endpoint, NodeInfo, Protocol, ServicePortState } from '../state/model.ts';
 import type { FrontendKind } from './frontends.ts';
-import type { PlannedEndpoint, ProxyConfig, ProxyPlan, ServicePortPlan } from './plan.ts';
+import { describeDetector, localDetector, type PlannedEndpoint, type ProxyConfig, type ProxyPlan, type ServicePortPlan } from './plan.ts';
 import { topologyMode } from './topology.ts';
 
 /** Where a packet comes from, as the rules tell sources apart. */
@@ -135,6 +135,16 @@ export interface Explanation {
   readonly notes: readonly string[];
 }
 
+/** The flag a CIDR detector comes from: `--cluster-cidr`, or the Node's pod CIDR with NodeCIDR. */
+function cidrFlag(config: ProxyConfig): string {
+  return config.detectLocal?.mode === 'NodeCIDR' ? "the node's pod CIDR" : '--cluster-cidr';
+}
+
+/** Why a family has no detector. */
+function detectorAbsence(config: ProxyConfig): string {
+  return config.detectLocal?.mode === 'NodeCIDR' ? `the Node has no IPv${config.family} spec.podCIDRs` : `no --cluster-cidr for IPv${config.family}`;
+}
+
 /** Exit status of `kproxy explain` for each verdict (0 DNAT, 3 refused, 4 no match). */
 export const EXPLAIN_EXIT: Readonly<Record<Explanation['verdict'], number>> = { DNAT: 0, REJECT: 3, DROP: 3, NO_MATCH: 4 };
 
@@ -144,7 +154,9 @@ export const EXPLAIN_EXIT: Readonly<Record<Explanation['verdict'], number>> = { 
  */
 export function classifySource(ip: IPAddress, node: NodeInfo, config: ProxyConfig): SourceKind {
   if ([...node.addresses, ...config.localAddresses].some((a) => a.text === ip.text)) return 'node';
-  if (config.clusterCIDR && config.clusterCIDR.family === ip.family && cidrContains(config.clusterCIDR, ip)) return 'pod';
+  // An address tells a pod only to a CIDR detector; an interface detector sees where it came in.
+  const detector = localDetector(config, node);
+  if (detector?.kind === 'cidr' && cidrContains(parseCIDR(detector.cidr)!, ip)) return 'pod';
   return 'external';
 }
 
@@ -230,7 +242,9 @@ export function explainPacket(states: readonly ServicePortState[], node: NodeInf
   let set: 'Cluster' | 'Local';
   const why: string[] = [];
   let masquerade: Explanation['masquerade'];
-  const podSource = query.source.kind === 'pod' && config.clusterCIDR !== undefined;
+  const detector = localDetector(config, node);
+  const podSource = query.source.kind === 'pod' && detector !== undefined;
+  const localText = detector === undefined ? '' : detector.kind === 'cidr' ? `inside ${detector.cidr}` : `from ${describeDetector(detector)}`;
   if (internal) {
     set = sp.internalPolicyLocal ? 'Local' : 'Cluster';
     why.push(sp.internalPolicyLocal ? `internalTrafficPolicy Local: endpoints on ${node.name} only` : 'internalTrafficPolicy Cluster: endpoints on every node');
@@ -248,13 +262,13 @@ export function explainPacket(states: readonly ServicePortState[], node: NodeInf
     const from = podSource ? 'pod' : 'node';
     why.push(`externalTrafficPolicy Local, but a ${from === 'pod' ? 'pod' : 'packet from the node itself'} is short-circuited to the Cluster endpoints`);
     steps.push({
-      decision: `externalTrafficPolicy Local: ${from === 'pod' ? `a pod (inside ${config.clusterCIDR!.text})` : 'the node itself'} goes to the Cluster endpoints`,
+      decision: `externalTrafficPolicy Local: ${from === 'pod' ? `a pod (${localText})` : 'the node itself'} goes to the Cluster endpoints`,
       rule: names.external(sp, from),
     });
     if (from === 'node') {
       masquerade = { masquerade: true, reason: 'node-external-local', why: 'the node reaching an external destination: masqueraded so the reply comes back through the rules' };
       steps.push({ decision: 'from the node itself: marked for masquerade', rule: names.masquerade(sp, 'node-external-local') });
-    } else masquerade = { masquerade: false, reason: 'none', why: `a pod reaching an external destination with Local policy keeps its address (inside ${config.clusterCIDR!.text})` };
+    } else masquerade = { masquerade: false, reason: 'none', why: `a pod reaching an external destination with Local policy keeps its address (${localText})` };
   } else {
     set = 'Local';
     why.push(`externalTrafficPolicy Local: endpoints on ${node.name} only, the client's address is kept`);
@@ -281,9 +295,13 @@ export function explainPacket(states: readonly ServicePortState[], node: NodeInf
   // Masquerade of ClusterIP traffic.
   if (internal) {
     if (config.masqueradeAll) masquerade = { masquerade: true, reason: 'masquerade-all', why: '--masquerade-all' };
-    else if (!config.clusterCIDR) masquerade = { masquerade: false, reason: 'none', why: `no --cluster-cidr for IPv${family}: ClusterIP traffic is not masqueraded` };
-    else if (podSource) masquerade = { masquerade: false, reason: 'none', why: `source inside --cluster-cidr ${config.clusterCIDR.text}` };
-    else masquerade = { masquerade: true, reason: 'outside-cluster-cidr', why: `source outside --cluster-cidr ${config.clusterCIDR.text}` };
+    else if (!detector) masquerade = { masquerade: false, reason: 'none', why: `${detectorAbsence(config)}: ClusterIP traffic is not masqueraded` };
+    else if (detector.kind !== 'cidr')
+      masquerade = podSource
+        ? { masquerade: false, reason: 'none', why: `source ${describeDetector(detector)} (--detect-local-mode)` }
+        : { masquerade: true, reason: 'outside-cluster-cidr', why: `source not ${describeDetector(detector)} (--detect-local-mode)` };
+    else if (podSource) masquerade = { masquerade: false, reason: 'none', why: `source inside ${cidrFlag(config)} ${detector.cidr}` };
+    else masquerade = { masquerade: true, reason: 'outside-cluster-cidr', why: `source outside ${cidrFlag(config)} ${detector.cidr}` };
     if (masquerade.masquerade) steps.push({ decision: `marked for masquerade: ${masquerade.why}`, rule: names.masquerade(sp, masquerade.reason) });
   }
 
@@ -342,7 +360,11 @@ function describeSource(source: PacketSource, node: NodeInfo, config: ProxyConfi
     }
     case 'pod':
       if (ip) return { kind: 'pod', address: ip, description: `pod ${ip}` };
-      return { kind: 'pod', address: undefined, description: config.clusterCIDR ? `a pod on ${node.name} (inside ${config.clusterCIDR.text})` : `a pod on ${node.name}` };
+      {
+        const detector = localDetector(config, node);
+        const where = detector === undefined ? '' : detector.kind === 'cidr' ? ` (inside ${detector.cidr})` : ` (${describeDetector(detector)})`;
+        return { kind: 'pod', address: undefined, description: `a pod on ${node.name}${where}` };
+      }
     case 'external':
       return { kind: 'external', address: ip, description: ip ? `external client ${ip}` : 'a client outside the cluster' };
   }

@@ -37,8 +37,67 @@ export interface ProxyConfig {
   readonly masqueradeBit: number;
   /** `--nodeport-addresses`: NodePorts answer only on local addresses in these CIDRs; empty: all. */
   readonly nodePortAddresses: readonly CIDR[];
+  /**
+   * `--nodeport-addresses primary` (KEP-3866): NodePorts answer only on this node's primary IP of
+   * the family, its Node's first address of it; a Node without one gives every address, as
+   * upstream's (pkg/proxy/util/nodeport_addresses.go).
+   */
+  readonly nodePortPrimary?: boolean;
   /** Addresses of this node's interfaces, used to resolve `nodePortAddresses`. */
   readonly localAddresses: readonly IPAddress[];
+  /** `--detect-local-mode` and its interface flags; absent: ClusterCIDR, with {@link clusterCIDR}. */
+  readonly detectLocal?: LocalDetection;
+}
+
+/**
+ * `--detect-local-mode`: how traffic from this node's pods is told apart from other traffic
+ * (upstream pkg/proxy/util/localdetector.go; cmd/kube-proxy/app/server.go getLocalDetectors).
+ * ClusterCIDR: the source is in `--cluster-cidr`; NodeCIDR: in this node's `spec.podCIDRs`;
+ * BridgeInterface: the packet came in on `--pod-bridge-interface`; InterfaceNamePrefix: on an
+ * interface whose name starts with `--pod-interface-name-prefix`.
+ */
+export type LocalDetection =
+  { readonly mode: 'ClusterCIDR' } | { readonly mode: 'NodeCIDR' } | { readonly mode: 'BridgeInterface'; readonly bridge: string } | { readonly mode: 'InterfaceNamePrefix'; readonly prefix: string };
+
+/** The local-traffic detector of one family's rules: what "from a pod on this node" matches. */
+export type LocalDetector = { readonly kind: 'cidr'; readonly cidr: string } | { readonly kind: 'interface'; readonly name: string } | { readonly kind: 'interfacePrefix'; readonly prefix: string };
+
+/**
+ * The detector `config` gives for its family on `node`; undefined when there is none (ClusterCIDR
+ * without a cluster CIDR of the family, or NodeCIDR on a node without a pod CIDR of it), as
+ * upstream's no-op detector: then nothing is masqueraded for coming from outside the pod network.
+ */
+export function localDetector(config: Pick<ProxyConfig, 'family' | 'clusterCIDR' | 'detectLocal'>, node: Pick<NodeInfo, 'podCIDRs'>): LocalDetector | undefined {
+  const d = config.detectLocal ?? { mode: 'ClusterCIDR' };
+  switch (d.mode) {
+    case 'ClusterCIDR':
+      return config.clusterCIDR ? { kind: 'cidr', cidr: config.clusterCIDR.text } : undefined;
+    case 'NodeCIDR': {
+      const own = node.podCIDRs.find((c) => c.family === config.family);
+      return own ? { kind: 'cidr', cidr: own.text } : undefined;
+    }
+    case 'BridgeInterface':
+      return { kind: 'interface', name: d.bridge };
+    case 'InterfaceNamePrefix':
+      return { kind: 'interfacePrefix', prefix: d.prefix };
+  }
+}
+
+/** The detector as part of a render cache key ('' for none). */
+export function detectorKey(d: LocalDetector | undefined): string {
+  return d === undefined ? '' : `${d.kind}:${d.kind === 'cidr' ? d.cidr : d.kind === 'interface' ? d.name : d.prefix}`;
+}
+
+/** A detector in words, for messages: `--cluster-cidr 10.244.0.0/16`, `interface cbr0`, `an interface veth*`. */
+export function describeDetector(d: LocalDetector): string {
+  switch (d.kind) {
+    case 'cidr':
+      return d.cidr;
+    case 'interface':
+      return `interface ${d.name}`;
+    case 'interfacePrefix':
+      return `an interface named ${d.prefix}*`;
+  }
 }
 
 /** Where NodePorts are accepted: on every local address, or on the listed ones. */
@@ -101,8 +160,8 @@ export interface ProxyPlan {
   /** Masquerade mark as hex, e.g. `0x4000`. */
   readonly masqueradeMark: string;
   readonly masqueradeAll: boolean;
-  /** Pod CIDR of the local-traffic detector; undefined when there is none. */
-  readonly localCIDR: string | undefined;
+  /** The local-traffic detector ({@link localDetector}); undefined when there is none. */
+  readonly localDetector: LocalDetector | undefined;
   readonly nodePortDestinations: NodePortDestinations;
   /** Sorted by name, then protocol. */
   readonly servicePorts: readonly ServicePortPlan[];
@@ -167,7 +226,10 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
   servicePorts.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
 
   let nodePortDestinations: NodePortDestinations = { kind: 'all' };
-  if (config.nodePortAddresses.length > 0) {
+  if (config.nodePortPrimary) {
+    // The Node's address itself, as upstream's proxier takes its node IP (not checked against the interfaces).
+    if (nodeIP) nodePortDestinations = { kind: 'addresses', addresses: [nodeIP.text] };
+  } else if (config.nodePortAddresses.length > 0) {
     const addresses = config.localAddresses.filter((a) => a.family === family && !isLoopback(a) && config.nodePortAddresses.some((c) => cidrContains(c, a))).map((a) => a.text);
     nodePortDestinations = { kind: 'addresses', addresses: [...new Set(addresses)].sort() };
   }
@@ -175,7 +237,7 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
     family,
     masqueradeMark: `0x${(2 ** config.masqueradeBit).toString(16)}`,
     masqueradeAll: config.masqueradeAll,
-    localCIDR: config.clusterCIDR?.text,
+    localDetector: localDetector(config, node),
     nodePortDestinations,
     servicePorts,
     totalEndpoints,

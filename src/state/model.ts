@@ -114,6 +114,8 @@ export interface NodeInfo {
   readonly zone: string | undefined;
   /** InternalIP and ExternalIP addresses from status.addresses. */
   readonly addresses: readonly IPAddress[];
+  /** `spec.podCIDRs` (or the older `spec.podCIDR`): the NodeCIDR local-traffic detector's CIDRs. */
+  readonly podCIDRs: readonly CIDR[];
   /**
    * The node is going away: it has a deletionTimestamp or the cluster autoscaler's
    * `ToBeDeletedByClusterAutoscaler` taint. `/healthz` then answers 503 so load balancers drain

@@ -30,9 +30,13 @@ export function normaliseNode(raw: RawObject): { node: NodeInfo } | { issue: Inp
       if (a.type === 'InternalIP' || a.type === 'ExternalIP') addresses.push(v.ip(a.address, `status.addresses[${i}].address`));
     });
     const spec = v.record(raw.spec, 'spec');
+    const listed = v.list(spec.podCIDRs, 'spec.podCIDRs');
+    const podCIDRs = (listed.length > 0 ? listed : spec.podCIDR === undefined || spec.podCIDR === '' ? [] : [spec.podCIDR]).map((c, i) =>
+      v.cidr(c, listed.length > 0 ? `spec.podCIDRs[${i}]` : 'spec.podCIDR'),
+    );
     const taints = v.list(spec.taints, 'spec.taints');
     const deleting = meta.deletionTimestamp != null || taints.some((t) => (t as { key?: unknown } | null)?.key === TO_BE_DELETED_TAINT);
-    return { node: { name, zone, addresses, deleting } };
+    return { node: { name, zone, addresses, podCIDRs, deleting } };
   } catch (err) {
     return { issue: v.issueFrom(err, 'Node', describeObject(raw), 'object') };
   }

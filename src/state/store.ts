@@ -40,7 +40,7 @@ export class ProxyStateStore {
   /** @param nodeName this node's name (`--hostname-override`); endpoints on it are local */
   constructor(nodeName: string) {
     this.nodeName = nodeName;
-    this.#node = { name: nodeName, zone: undefined, addresses: [], deleting: false };
+    this.#node = { name: nodeName, zone: undefined, addresses: [], podCIDRs: [], deleting: false };
   }
 
   /** This node: its name, and zone and addresses once its Node object was applied. */

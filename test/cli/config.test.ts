@@ -141,17 +141,10 @@ describe('KubeProxyConfiguration v1alpha1', () => {
       kind: 'KubeProxyConfiguration',
       frobnicate: 1,
       iptables: { localhostNodePorts: true, typo: 1 },
-      detectLocalMode: 'InterfaceNamePrefix',
       featureGates: { Foo: true },
     };
     const { reports } = interpretConfig(doc);
-    expect(reports.map((r) => `${r.problem} ${r.field}`).sort()).toEqual([
-      'unknown frobnicate',
-      'unknown iptables.typo',
-      'unsupported detectLocalMode',
-      'unsupported featureGates',
-      'unsupported iptables.localhostNodePorts',
-    ]);
+    expect(reports.map((r) => `${r.problem} ${r.field}`).sort()).toEqual(['unknown frobnicate', 'unknown iptables.typo', 'unsupported featureGates', 'unsupported iptables.localhostNodePorts']);
   });
 
   it('applies the conntrack section as the --conntrack-* flags: null is the default, 0 leaves a sysctl alone', () => {
@@ -166,6 +159,16 @@ describe('KubeProxyConfiguration v1alpha1', () => {
     });
     expect(() => interpretConfig({ ...doc, conntrack: { maxPerCore: -1 } })).toThrow(/conntrack\.maxPerCore: must be a whole number/);
     expect(() => interpretConfig({ ...doc, conntrack: { udpTimeout: 30 } })).toThrow(/conntrack\.udpTimeout: must be a duration/);
+  });
+
+  it('applies detectLocalMode and detectLocal as the --detect-local-mode flags, and refuses an unknown mode or a bad interface name by field', () => {
+    const base = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
+    expect(interpretConfig({ ...base, detectLocalMode: 'InterfaceNamePrefix', detectLocal: { bridgeInterface: '', interfaceNamePrefix: 'veth' } })).toEqual({
+      settings: { detectLocalMode: 'InterfaceNamePrefix', podInterfaceNamePrefix: 'veth' },
+      reports: [],
+    });
+    expect(() => interpretConfig({ ...base, detectLocalMode: 'Bridge' })).toThrow(/^detectLocalMode: "Bridge" is not one of ClusterCIDR, NodeCIDR, BridgeInterface, InterfaceNamePrefix/);
+    expect(() => interpretConfig({ ...base, detectLocal: { bridgeInterface: 'br0"; drop' } })).toThrow(/^detectLocal\.bridgeInterface: .* is not an interface name/);
   });
 
   it('reports fields named like JavaScript built-ins as unknown', () => {
@@ -184,7 +187,8 @@ describe('KubeProxyConfiguration v1alpha1', () => {
     expect(() => interpretConfig({ ...base, mode: 'ipvs' })).toThrow(/ipvs/);
     expect(() => interpretConfig({ ...base, iptables: { masqueradeBit: 32 } })).toThrow(/0-31/);
     expect(() => interpretConfig({ ...base, iptables: { syncPeriod: '30 seconds' } })).toThrow(/duration/);
-    expect(() => interpretConfig({ ...base, nodePortAddresses: ['primary'] })).toThrow(/primary/);
+    expect(() => interpretConfig({ ...base, nodePortAddresses: ['primary', '10.0.0.0/8'] })).toThrow(/"primary" cannot be combined/);
+    expect(interpretConfig({ ...base, nodePortAddresses: ['primary'] }).settings).toEqual({ nodeportAddresses: 'primary' });
     expect(() => interpretConfig([base])).toThrow(ConfigError);
   });
 

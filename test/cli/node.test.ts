@@ -3,7 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { conntrackArgs } from '../../src/backends/conntrack.ts';
 import { listenHost } from '../../src/cli/agent.ts';
 import { ConfigError } from '../../src/cli/config.ts';
-import { checkSettings, proxyConfig, type NodeSettings } from '../../src/cli/node.ts';
+import { checkSettings, localDetection, nodePortPrimaryDefault, proxyConfig, type NodeSettings } from '../../src/cli/node.ts';
+import { nodePortAddressList } from '../../src/cli/options.ts';
+import { localDetector, planProxy } from '../../src/planner/plan.ts';
+import { parseCIDR, parseIP } from '../../src/state/ip.ts';
 import { cidrList } from '../../src/cli/options.ts';
 
 const settings = (clusterCidr: string, nodeportAddresses = ''): NodeSettings => ({
@@ -30,6 +33,45 @@ describe('node settings per family', () => {
   it('refuses two cluster CIDRs of one family', () => {
     expect(() => checkSettings(settings('10.244.0.0/16,10.245.0.0/16'))).toThrow(ConfigError);
     expect(() => checkSettings(settings('10.244.0.0/16,10.245.0.0/16'))).toThrow(/one CIDR per IP family, got 10.244.0.0\/16, 10.245.0.0\/16/);
+  });
+});
+
+describe('--detect-local-mode', () => {
+  const node = (podCIDRs: string[]) => ({ podCIDRs: podCIDRs.map((c) => parseCIDR(c)!) });
+  it("gives each family upstream's detector: the cluster CIDR, the Node's pod CIDR, the bridge or the interface prefix", () => {
+    const s = (mode: string, bridge?: string, prefix?: string) => ({ ...settings('10.244.0.0/16'), detectLocal: localDetection(mode, bridge, prefix) });
+    const n = node(['10.244.1.0/24', 'fd00:10:244:1::/64']);
+    expect(localDetector(proxyConfig(s('ClusterCIDR'), 4)(), n)).toEqual({ kind: 'cidr', cidr: '10.244.0.0/16' });
+    expect(localDetector(proxyConfig(s('ClusterCIDR'), 6)(), n)).toBeUndefined();
+    expect(localDetector(proxyConfig(s('NodeCIDR'), 4)(), n)).toEqual({ kind: 'cidr', cidr: '10.244.1.0/24' });
+    expect(localDetector(proxyConfig(s('NodeCIDR'), 6)(), n)).toEqual({ kind: 'cidr', cidr: 'fd00:10:244:1::/64' });
+    expect(localDetector(proxyConfig(s('NodeCIDR'), 4)(), node([]))).toBeUndefined();
+    expect(localDetector(proxyConfig(s('BridgeInterface', 'cbr0'), 6)(), n)).toEqual({ kind: 'interface', name: 'cbr0' });
+    expect(localDetector(proxyConfig(s('InterfaceNamePrefix', undefined, 'veth'), 4)(), n)).toEqual({ kind: 'interfacePrefix', prefix: 'veth' });
+  });
+
+  it('refuses an unknown mode, a missing interface and a name no rule could hold, naming the flag', () => {
+    expect(() => localDetection('Bridge', undefined, undefined)).toThrow(/^--detect-local-mode: "Bridge" is not one of ClusterCIDR/);
+    expect(() => localDetection('BridgeInterface', undefined, undefined)).toThrow('--pod-bridge-interface must be set with --detect-local-mode BridgeInterface');
+    expect(() => localDetection('InterfaceNamePrefix', undefined, 'veth" accept')).toThrow(/^--pod-interface-name-prefix: .* is not an interface name/);
+    expect(() => localDetection('InterfaceNamePrefix', undefined, 'a-name-longer-than-15')).toThrow(ConfigError);
+  });
+});
+
+describe('--nodeport-addresses primary', () => {
+  it("is the default of nftables mode only, as upstream v1.36's; 'primary' is alone or an error", () => {
+    expect(nodePortPrimaryDefault('nftables', [])).toBe(true);
+    expect(nodePortPrimaryDefault('iptables', [])).toBe(false);
+    expect(nodePortPrimaryDefault('nftables', cidrList('0.0.0.0/0'))).toBe(false);
+    expect(nodePortPrimaryDefault('iptables', nodePortAddressList('primary'))).toBe(true);
+    expect(() => nodePortAddressList('primary,10.0.0.0/8')).toThrow(/cannot be combined/);
+  });
+
+  it("puts NodePorts on the Node's IP of each family, and on every address where the Node has none of it", () => {
+    const s: NodeSettings = { ...settings(''), nodePortPrimary: true };
+    const node = { name: 'node-1', zone: undefined, addresses: [parseIP('192.0.2.21')!], podCIDRs: [], deleting: false };
+    expect(planProxy([], node, proxyConfig(s, 4)()).nodePortDestinations).toEqual({ kind: 'addresses', addresses: ['192.0.2.21'] });
+    expect(planProxy([], node, proxyConfig(s, 6)()).nodePortDestinations).toEqual({ kind: 'all' });
   });
 });
 

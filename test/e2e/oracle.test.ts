@@ -33,7 +33,7 @@ import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASSET_SETS, ENVTEST_HINT, RealApiServer } from '../support/envtest.ts';
+import { ASSET_SETS, ENVTEST_HINT, RealApiServer, SUITE_ASSET_SETS } from '../support/envtest.ts';
 import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
 import { endpoint, endpointSlice, fixtureItems, node, service, type EndpointOptions } from '../support/objects.ts';
 import { NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
@@ -105,11 +105,12 @@ function objectsOf(services: readonly GenService[]): object[] {
 
 if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
 
-describe.skipIf(ASSET_SETS.length === 0).each(ASSET_SETS)('upstream kube-proxy $version as an oracle (iptables mode)', (assets) => {
+describe.skipIf(ASSET_SETS.length === 0).each(SUITE_ASSET_SETS)('upstream kube-proxy $version as an oracle (iptables mode)', (assets) => {
   let api: RealApiServer;
   let upstream: TestCluster;
   let ours: TestCluster;
   let proxy: ReturnType<typeof startUpstream> | undefined;
+  let kubeconfig = '';
   let written: { kind: string; namespace: string | undefined; name: string }[] = [];
 
   beforeAll(async () => {
@@ -119,7 +120,7 @@ describe.skipIf(ASSET_SETS.length === 0).each(ASSET_SETS)('upstream kube-proxy $
     upstream = await TestCluster.create([], [], 'iptables');
     ours = await TestCluster.create([], [], 'iptables');
     const port = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
-    const kubeconfig = join(upstream.dir, 'kubeconfig');
+    kubeconfig = join(upstream.dir, 'kubeconfig');
     writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
     proxy = startUpstream(upstream, upstreamArgs(kubeconfig, '10.244.0.0/16'), assets);
   }, 120_000);
@@ -132,7 +133,7 @@ describe.skipIf(ASSET_SETS.length === 0).each(ASSET_SETS)('upstream kube-proxy $
   });
 
   /** Replaces the cluster's objects in the API, lets both proxies program them, and returns both dumps. */
-  async function program(objects: readonly object[]): Promise<{ upstream: string; ours: string }> {
+  async function program(objects: readonly object[], flags: readonly string[] = []): Promise<{ upstream: string; ours: string }> {
     for (const o of written) await api.remove(o.kind, o.namespace, o.name);
     written = [];
     for (const o of objects) {
@@ -146,7 +147,7 @@ describe.skipIf(ASSET_SETS.length === 0).each(ASSET_SETS)('upstream kube-proxy $
       ...(await list('/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', 'discovery.k8s.io/v1')),
       ...(await list('/api/v1/nodes', 'Node', 'v1')),
     ];
-    await ours.sync(served);
+    await ours.sync(served, ['--cluster-cidr', '10.244.0.0/16', ...flags]);
     return { upstream: await upstream.onNode('iptables-save', []), ours: await ours.onNode('iptables-save', []) };
   }
 
@@ -162,6 +163,43 @@ describe.skipIf(ASSET_SETS.length === 0).each(ASSET_SETS)('upstream kube-proxy $
     expect(Object.keys(theirs).filter((k) => k.startsWith('nat KUBE-SEP-')).length).toBeGreaterThan(5);
     expect(comparable(dumps.ours)).toEqual(theirs);
   }, 60_000);
+
+  it('--detect-local-mode NodeCIDR, BridgeInterface and InterfaceNamePrefix, on the bundled example cluster', async () => {
+    for (const ns of NAMESPACES) await api.ensureNamespace(ns);
+    // NodeCIDR reads node-1's spec.podCIDRs (upstream waits for them at start).
+    const current = (await api.request('GET', '/api/v1/nodes/node-1')).body as { spec?: Record<string, unknown> };
+    await api.apply({ ...current, spec: { ...current.spec, podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24'] } });
+    const items = fixtureItems()
+      .map((o) => {
+        const c = structuredClone(o) as { metadata: Record<string, unknown>; kind: string };
+        for (const f of ['resourceVersion', 'uid', 'managedFields', 'creationTimestamp', 'generation']) delete c.metadata[f];
+        return c;
+      })
+      .filter((o) => !(o.kind === 'Service' && o.metadata.name === 'kubernetes'));
+    for (const flags of [
+      ['--detect-local-mode', 'NodeCIDR'],
+      ['--detect-local-mode', 'BridgeInterface', '--pod-bridge-interface', 'cbr0'],
+      ['--detect-local-mode', 'InterfaceNamePrefix', '--pod-interface-name-prefix', 'veth'],
+    ]) {
+      proxy?.kill('SIGKILL');
+      await proxy;
+      proxy = startUpstream(upstream, [...upstreamArgs(kubeconfig, '10.244.0.0/16'), ...flags], assets);
+      const dumps = await program(items, flags);
+      const theirs = comparable(dumps.upstream);
+      const marker = flags[1] === 'NodeCIDR' ? '10.244.1.0/24' : flags[1] === 'BridgeInterface' ? '-i cbr0' : '-i veth+';
+      expect(
+        Object.values(theirs)
+          .flat()
+          .some((r) => r.includes(marker)),
+        `${flags.join(' ')}: upstream's rules use ${marker}`,
+      ).toBe(true);
+      expect(comparable(dumps.ours), flags.join(' ')).toEqual(theirs);
+    }
+    // Back to the default detector for the tests after this one.
+    proxy?.kill('SIGKILL');
+    await proxy;
+    proxy = startUpstream(upstream, upstreamArgs(kubeconfig, '10.244.0.0/16'), assets);
+  }, 180_000);
 
   it('generated clusters: every Service type and policy, source ranges, affinity, terminating endpoints, zone hints', async () => {
     for (const ns of NAMESPACES) await api.ensureNamespace(ns);

@@ -5,12 +5,13 @@
  */
 import type { RuleNames } from '../../planner/explain.ts';
 import type { ProxyPlan } from '../../planner/plan.ts';
-import { CHAIN } from './render.ts';
+import { CHAIN, localMatch } from './render.ts';
 import { endpointChainName, serviceChainNames } from './names.ts';
 
 /** Rule names of iptables mode, for rules rendered from `plan`. */
-export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR'>): RuleNames {
-  const cidr = plan.localCIDR ?? '${cidr}';
+export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localDetector'>): RuleNames {
+  const fromPod = plan.localDetector ? localMatch(plan.localDetector, true) : '-s ${cidr}';
+  const notFromPod = plan.localDetector ? localMatch(plan.localDetector, false) : '! -s ${cidr}';
   return {
     entry: (source) => `nat ${source === 'node' ? 'OUTPUT' : 'PREROUTING'} -j ${CHAIN.services}`,
     dispatch(sp, kind) {
@@ -38,7 +39,7 @@ export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR'>): RuleNames
     unknownClusterIPPort: () => undefined,
     external(sp, source) {
       const n = serviceChainNames(sp.name, sp.protocol);
-      if (source === 'pod') return `nat ${n.ext} -s ${cidr} -j ${n.svc} ("pod traffic for ${sp.name} external destinations")`;
+      if (source === 'pod') return `nat ${n.ext} ${fromPod} -j ${n.svc} ("pod traffic for ${sp.name} external destinations")`;
       if (source === 'node') return `nat ${n.ext} -m addrtype --src-type LOCAL -j ${n.svc} ("route LOCAL traffic for ${sp.name} external destinations")`;
       return `nat ${n.ext} -j ${sp.externalPolicyLocal ? n.svl : n.svc}`;
     },
@@ -55,7 +56,7 @@ export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR'>): RuleNames
         case 'masquerade-all':
           return `nat ${internal} -j ${CHAIN.markMasq} ("${sp.name} cluster IP")${then}`;
         case 'outside-cluster-cidr':
-          return `nat ${internal} ! -s ${cidr} -j ${CHAIN.markMasq} ("${sp.name} cluster IP")${then}`;
+          return `nat ${internal} ${notFromPod} -j ${CHAIN.markMasq} ("${sp.name} cluster IP")${then}`;
         case 'external-cluster-policy':
           return `nat ${n.ext} -j ${CHAIN.markMasq} ("masquerade traffic for ${sp.name} external destinations")${then}`;
         case 'node-external-local':

@@ -10,7 +10,7 @@
  * @module
  */
 import { IdentityCache } from '../../planner/cache.ts';
-import type { NoEndpointVerdict, PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
+import { detectorKey, type LocalDetector, type NoEndpointVerdict, type PlannedEndpoint, type ProxyPlan, type ServicePortPlan } from '../../planner/plan.ts';
 import { renderParts, type RenderSkip } from '../backend.ts';
 import { flat } from '../../state/strings.ts';
 import { EndpointChain, SelectionChain, type EndpointShape } from './chains.ts';
@@ -147,7 +147,7 @@ export function renderIptables(plan: ProxyPlan, options: IptablesOptions, cache?
   const filter = (chain: string, ...rule: string[]) => fixed.filter.get(chain)!.push(rule.join(' '));
   const nat = (chain: string, ...rule: string[]) => fixed.nat.get(chain)!.push(rule.join(' '));
 
-  cache?.begin(`${plan.family} ${mark} ${plan.masqueradeAll} ${plan.localCIDR ?? ''} ${large}`);
+  cache?.begin(`${plan.family} ${mark} ${plan.masqueradeAll} ${detectorKey(plan.localDetector)} ${large}`);
   const { parts: services, skipped } = renderParts(plan, (sp) => renderServicePort(sp, plan, large), cache);
   for (const part of services.values()) for (const r of part.shared) fixed[r.table].get(r.chain)!.push(r.rule);
 
@@ -255,7 +255,7 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
   if (sp.internalNoEndpoints === undefined) {
     const args = [comment(`${sp.name} cluster IP`), match, to(sp.clusterIP, sp.port)];
     if (plan.masqueradeAll) nat(internalChain, ...args, `-j ${CHAIN.markMasq}`);
-    else if (plan.localCIDR) nat(internalChain, ...args, `! -s ${plan.localCIDR}`, `-j ${CHAIN.markMasq}`);
+    else if (plan.localDetector) nat(internalChain, ...args, localMatch(plan.localDetector, false), `-j ${CHAIN.markMasq}`);
   }
 
   // External destinations.
@@ -264,7 +264,7 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
     if (!sp.externalPolicyLocal) {
       nat(names.ext, comment(`masquerade traffic for ${sp.name} external destinations`), `-j ${CHAIN.markMasq}`);
     } else {
-      if (plan.localCIDR) nat(names.ext, comment(`pod traffic for ${sp.name} external destinations`), `-s ${plan.localCIDR}`, `-j ${names.svc}`);
+      if (plan.localDetector) nat(names.ext, comment(`pod traffic for ${sp.name} external destinations`), localMatch(plan.localDetector, true), `-j ${names.svc}`);
       nat(names.ext, comment(`masquerade LOCAL traffic for ${sp.name} external destinations`), '-m addrtype --src-type LOCAL', `-j ${CHAIN.markMasq}`);
       nat(names.ext, comment(`route LOCAL traffic for ${sp.name} external destinations`), '-m addrtype --src-type LOCAL', `-j ${names.svc}`);
     }
@@ -320,6 +320,22 @@ function renderServicePort(sp: ServicePortPlan, plan: ProxyPlan, large: boolean)
     return { name, rules: rules.slice() };
   });
   return { chains, shared: shared.slice(), ruleCount };
+}
+
+/**
+ * The match of upstream's iptables local-traffic detector (pkg/proxy/util/localdetector.go):
+ * `-s CIDR`, `-i br0` or `-i veth+` for traffic from this node's pods, `! …` for the rest.
+ */
+export function localMatch(d: LocalDetector, local: boolean): string {
+  const not = local ? '' : '! ';
+  switch (d.kind) {
+    case 'cidr':
+      return `${not}-s ${d.cidr}`;
+    case 'interface':
+      return `${not}-i ${d.name}`;
+    case 'interfacePrefix':
+      return `${not}-i ${d.prefix}+`;
+  }
 }
 
 /**

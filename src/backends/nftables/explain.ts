@@ -6,11 +6,14 @@
 import type { RuleNames } from '../../planner/explain.ts';
 import type { ProxyPlan } from '../../planner/plan.ts';
 import { NFT, serviceNames } from './names.ts';
+import { localMatch } from './render.ts';
+import { statementText } from './text.ts';
 
 /** Rule names of nftables mode, for rules rendered from `plan`. */
-export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR' | 'family'>): RuleNames {
-  const cidr = plan.localCIDR ?? '${cidr}';
+export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localDetector' | 'family'>): RuleNames {
   const ip = plan.family === 6 ? 'ip6' : 'ip';
+  const fromPod = plan.localDetector ? statementText(localMatch(plan.localDetector, ip, true)) : `${ip} saddr \${cidr}`;
+  const notFromPod = plan.localDetector ? statementText(localMatch(plan.localDetector, ip, false)) : `${ip} saddr != \${cidr}`;
   return {
     entry: (source) => `${source === 'node' ? 'nat-output' : 'nat-prerouting'} -> ${NFT.services}`,
     dispatch(sp, kind) {
@@ -38,7 +41,7 @@ export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR' | 'family'>)
     unknownClusterIPPort: () => `${NFT.clusterIPsCheck}: ${ip} daddr @${NFT.clusterIPs} reject`,
     external(sp, source) {
       const n = serviceNames(sp.name, sp.protocol);
-      if (source === 'pod') return `${n.external}: ${ip} saddr ${cidr} goto ${n.service}`;
+      if (source === 'pod') return `${n.external}: ${fromPod} goto ${n.service}`;
       if (source === 'node') return `${n.external}: fib saddr type local goto ${n.service}`;
       return `${n.external}: goto ${sp.externalPolicyLocal ? n.local : n.service}`;
     },
@@ -58,7 +61,7 @@ export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localCIDR' | 'family'>)
         case 'masquerade-all':
           return `${internal}: jump ${NFT.markMasq}${then}`;
         case 'outside-cluster-cidr':
-          return `${internal}: ${ip} saddr != ${cidr} jump ${NFT.markMasq}${then}`;
+          return `${internal}: ${notFromPod} jump ${NFT.markMasq}${then}`;
         case 'external-cluster-policy':
           return `${n.external}: jump ${NFT.markMasq}${then}`;
         case 'node-external-local':

@@ -16,7 +16,7 @@ export type NftFamily = 'ip' | 'ip6';
 /** A packet or metadata value read by a match. */
 export type NftSelector =
   | { readonly payload: { readonly protocol: 'ip' | 'ip6' | 'tcp' | 'udp' | 'sctp' | 'th'; readonly field: 'saddr' | 'daddr' | 'sport' | 'dport' } }
-  | { readonly meta: { readonly key: 'l4proto' | 'mark' } }
+  | { readonly meta: { readonly key: 'l4proto' | 'mark' | 'iifname' } }
   | { readonly ct: { readonly key: 'state' } }
   | { readonly fib: { readonly result: 'type'; readonly flags: readonly ['saddr' | 'daddr'] } }
   | { readonly numgen: { readonly mode: 'random'; readonly mod: number } }
@@ -126,7 +126,7 @@ const shared = (key: string, make: () => NftSelector): NftSelector => {
 };
 export const payload = (protocol: 'ip' | 'ip6' | 'tcp' | 'udp' | 'sctp' | 'th', field: 'saddr' | 'daddr' | 'sport' | 'dport'): NftSelector =>
   shared(`payload ${protocol} ${field}`, () => ({ payload: { protocol, field } }));
-export const meta = (key: 'l4proto' | 'mark'): NftSelector => shared(`meta ${key}`, () => ({ meta: { key } }));
+export const meta = (key: 'l4proto' | 'mark' | 'iifname'): NftSelector => shared(`meta ${key}`, () => ({ meta: { key } }));
 export const fibType = (of: 'saddr' | 'daddr'): NftSelector => shared(`fib ${of}`, () => ({ fib: { result: 'type', flags: [of] } }));
 export const eq = (left: NftSelector, right: NftValue): NftStatement => ({ match: { op: '==', left, right } });
 export const ne = (left: NftSelector, right: NftValue): NftStatement => ({ match: { op: '!=', left, right } });

@@ -32,7 +32,7 @@
  * @module
  */
 import { IdentityCache } from '../../planner/cache.ts';
-import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from '../../planner/plan.ts';
+import { detectorKey, type LocalDetector, type PlannedEndpoint, type ProxyPlan, type ServicePortPlan } from '../../planner/plan.ts';
 import {
   DROP,
   RETURN,
@@ -57,6 +57,23 @@ import { renderParts, type RenderSkip } from '../backend.ts';
 import { fitComment } from '../iptables/names.ts';
 import { endpointNames, NFT, serviceNames, TABLE } from './names.ts';
 import { SelectionChain } from './selection.ts';
+
+/**
+ * The match of upstream's nftables local-traffic detector (pkg/proxy/nftables/proxier.go, with
+ * pkg/proxy/util/localdetector.go): `ip saddr CIDR`, `iifname "br0"` or `iifname "veth*"`, or
+ * their negation for traffic from outside this node's pods.
+ */
+export function localMatch(d: LocalDetector, ip: NftFamily, local: boolean): NftStatement {
+  const test = local ? eq : ne;
+  switch (d.kind) {
+    case 'cidr':
+      return test(payload(ip, 'saddr'), prefix(d.cidr));
+    case 'interface':
+      return test(meta('iifname'), d.name);
+    case 'interfacePrefix':
+      return test(meta('iifname'), `${d.prefix}*`);
+  }
+}
 
 /**
  * One chain of the table; base chains carry their hook. A service port's endpoint selection makes
@@ -146,7 +163,7 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   const family = nftFamily(plan.family);
   const addrType = family === 'ip6' ? 'ipv6_addr' : 'ipv4_addr';
   const r = new Renderer(plan, family);
-  cache?.begin(`${family} ${plan.masqueradeAll} ${plan.localCIDR ?? ''}`);
+  cache?.begin(`${family} ${plan.masqueradeAll} ${detectorKey(plan.localDetector)}`);
   const { parts: services, skipped } = renderParts(plan, (sp) => renderServicePort(sp, plan, family), cache);
   for (const part of services.values()) {
     // Checked when the part was rendered; only collected here.
@@ -332,8 +349,8 @@ class Renderer {
     }
 
     // Masquerade ClusterIP traffic from outside the pod network.
-    if (sp.internalNoEndpoints === undefined && (plan.masqueradeAll || plan.localCIDR)) {
-      const from = plan.masqueradeAll ? [] : [ne(saddr, prefix(plan.localCIDR!))];
+    if (sp.internalNoEndpoints === undefined && (plan.masqueradeAll || plan.localDetector)) {
+      const from = plan.masqueradeAll ? [] : [localMatch(plan.localDetector!, ip, false)];
       this.chain(internalChain, { expr: [eq(payload(ip, 'daddr'), sp.clusterIP), eq(payload(proto, 'dport'), sp.port), ...from, jump(NFT.markMasq)], comment: `${sp.name} cluster IP` });
     }
 
@@ -344,7 +361,7 @@ class Renderer {
         this.chain(names.external, { expr: [jump(NFT.markMasq)], comment: `masquerade traffic for ${sp.name} external destinations` });
       } else if (sp.clusterEndpoints.length > 0) {
         // Pods and the node itself short-circuit to the Cluster endpoints.
-        if (plan.localCIDR) this.chain(names.external, { expr: [eq(saddr, prefix(plan.localCIDR)), goto(names.service)], comment: `pod traffic for ${sp.name} external destinations` });
+        if (plan.localDetector) this.chain(names.external, { expr: [localMatch(plan.localDetector, ip, true), goto(names.service)], comment: `pod traffic for ${sp.name} external destinations` });
         this.chain(names.external, { expr: [eq(fibType('saddr'), 'local'), jump(NFT.markMasq)], comment: `masquerade LOCAL traffic for ${sp.name} external destinations` });
         this.chain(names.external, { expr: [eq(fibType('saddr'), 'local'), goto(names.service)], comment: `route LOCAL traffic for ${sp.name} external destinations` });
       }

@@ -76,7 +76,8 @@ export function statementText(s: NftStatement): string {
   if ('match' in s) {
     const { op, left, right } = s.match;
     // A bitwise selector needs the explicit operator, as nft prints it; otherwise `==` is implicit.
-    const value = '&' in left && typeof right === 'number' ? hex(right) : valueText(right);
+    // An interface name is a string to nft (`"veth*"` a wildcard); the validators keep quotes out of it.
+    const value = '&' in left && typeof right === 'number' ? hex(right) : 'meta' in left && left.meta.key === 'iifname' ? JSON.stringify(right) : valueText(right);
     return op === '!=' ? `${selectorText(left)} != ${value}` : '&' in left ? `${selectorText(left)} == ${value}` : `${selectorText(left)} ${value}`;
   }
   if ('mangle' in s) {
