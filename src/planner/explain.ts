@@ -63,6 +63,8 @@ export interface RuleNames {
   firewall(sp: ServicePortPlan, allowedBy: string | undefined): string;
   /** Where a packet no Service port matches passes without a verdict. */
   noMatch(): string;
+  /** Whether the source ranges are checked with no endpoints too (nftables mode; {@link ServicePortPlan.filtersSourceRanges}). */
+  readonly sourceRangesWithoutEndpoints: boolean;
   /** What rejects a ClusterIP's undefined port; undefined when nothing does (iptables mode). */
   unknownClusterIPPort(): string | undefined;
   /** The chain of `sp` for its external destinations, and the short-circuit rule for `source`. */
@@ -215,7 +217,7 @@ export function explainPacket(states: readonly ServicePortState[], node: NodeInf
 
   // loadBalancerSourceRanges, checked before DNAT.
   let firewall: Explanation['firewall'];
-  if (kind === 'loadBalancerIP' && sp.usesFirewallChain) {
+  if (kind === 'loadBalancerIP' && (names.sourceRangesWithoutEndpoints ? sp.filtersSourceRanges : sp.usesFirewallChain)) {
     const ip = query.source.ip;
     const range = ip ? sp.loadBalancerSourceRanges.find((r) => inCIDR(r, ip)) : undefined;
     const byLBIP = ip && sp.allowLoadBalancerIPsAsSource && sp.loadBalancerIPs.includes(ip.text) ? ip.text : undefined;

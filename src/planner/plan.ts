@@ -152,6 +152,12 @@ export interface ServicePortPlan {
   readonly usesExternalChain: boolean;
   /** Load-balancer IPs with source ranges and endpoints: the KUBE-FW- chain is used. */
   readonly usesFirewallChain: boolean;
+  /**
+   * loadBalancerSourceRanges apply to the LB IPs whether or not there are endpoints: upstream's
+   * nftables mode checks them before the no-endpoints verdict (v1.36: a source outside them is
+   * dropped, not rejected), its iptables mode only with endpoints ({@link usesFirewallChain}).
+   */
+  readonly filtersSourceRanges: boolean;
 }
 
 /** The whole desired state for one family. */
@@ -304,6 +310,7 @@ function planServicePort(state: ServicePortState, node: NodeInfo, nodeIP: IPAddr
     usesExternalChain: hasEndpoints && externallyAccessible(sp),
     // Ranges given only in the other family still close the LB in this one (fail closed).
     usesFirewallChain: hasEndpoints && loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0,
+    filtersSourceRanges: loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0,
   };
 }
 

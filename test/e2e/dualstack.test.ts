@@ -5,7 +5,8 @@
  * with IPv4 and IPv6 traffic: dual-stack, IPv6-only and IPv6-primary Services, an IPv6-only change,
  * /healthz over IPv6. In iptables mode, upstream kube-proxy of the same version watches the same API server from
  * another node namespace, and both kernels' `iptables-save` and `ip6tables-save` must match up to
- * the intended departures (oracle.test.ts).
+ * the intended departures (oracle.test.ts); in nftables mode against v1.36, both families' tables
+ * must do the same to packets (oracle-nft.test.ts).
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,7 +15,8 @@ import { readObjectFiles } from '../../src/sources/file.ts';
 import { ASSET_SETS, ENVTEST_HINT, RealApiServer, SUITE_ASSET_SETS } from '../support/envtest.ts';
 import { endpoint } from '../support/objects.ts';
 import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
-import { eventually, MODES, NODE1_EXT_IP, NODE1_EXT_IP6, onlyFrom, tally, TestCluster } from './harness/cluster.ts';
+import { behaviour, NftTable, probes, type ProbeNode } from '../support/nfteval.ts';
+import { CLIENT_IP, CLIENT_IP6, eventually, MODES, NODE1_EXT_IP, NODE1_EXT_IP6, NODE1_IP, NODE1_IP6, onlyFrom, tally, TestCluster } from './harness/cluster.ts';
 
 const FIXTURES = join(import.meta.dirname, '../fixtures/dualstack');
 const CLUSTER_CIDRS = '10.244.0.0/16,fd00:10:244::/56';
@@ -61,12 +63,17 @@ describe.skipIf(ASSET_SETS.length === 0).each(MATRIX)('$mode mode: kproxy run on
     const kubeconfig = join(c.dir, 'kubeconfig');
     writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
     c.startAgent(['--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--cluster-cidr', CLUSTER_CIDRS, '--iptables-min-sync-period', '100ms', '--iptables-sync-period', '5s']);
-    if (mode === 'iptables') {
-      upstream = await TestCluster.create([], [], 'iptables');
+    // The oracle: upstream in the same mode (its nftables mode is GA from v1.33).
+    if (mode === 'iptables' || assets.minor >= 33) {
+      upstream = await TestCluster.create([], [], mode);
       const upstreamPort = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
       const upstreamConfig = join(upstream.dir, 'kubeconfig');
       writeFileSync(upstreamConfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${upstreamPort}`));
-      proxy = startUpstream(upstream, upstreamArgs(upstreamConfig, CLUSTER_CIDRS), assets);
+      proxy = startUpstream(
+        upstream,
+        upstreamArgs(upstreamConfig, CLUSTER_CIDRS).map((a) => (a === 'iptables' ? mode : a)),
+        assets,
+      );
     }
   }, 180_000);
   afterAll(async () => {
@@ -94,8 +101,11 @@ describe.skipIf(ASSET_SETS.length === 0).each(MATRIX)('$mode mode: kproxy run on
     // shop/checkout: IPv6 primary, internalTrafficPolicy Local, NodePort 30808 on both families.
     await eventually(() => probe('fd00:10:96::2003', 8080), onlyFrom('checkout-0'));
     await eventually(() => probe('10.96.20.3', 8080), onlyFrom('checkout-0'));
-    await eventually(() => probe(NODE1_EXT_IP6, 30808, { from: 'client' }), onlyFrom('checkout-0', 'checkout-1'));
-    await eventually(() => probe(NODE1_EXT_IP, 30808, { from: 'client' }), onlyFrom('checkout-0', 'checkout-1'));
+    // nftables mode takes NodePorts on the Node's IPs only (--nodeport-addresses primary, its default, as upstream v1.36's).
+    const [np4, np6] = mode === 'nftables' ? [NODE1_IP, NODE1_IP6] : [NODE1_EXT_IP, NODE1_EXT_IP6];
+    await eventually(() => probe(np6, 30808, { from: 'client' }), onlyFrom('checkout-0', 'checkout-1'));
+    await eventually(() => probe(np4, 30808, { from: 'client' }), onlyFrom('checkout-0', 'checkout-1'));
+    if (mode === 'nftables') expect(await probe(NODE1_EXT_IP6, 30808, { from: 'client' })).toMatchObject({ answers: [], refused: 8 });
     // shop/payments (IPv6, no endpoints) rejects; see ipv6.test.ts for the 3 s wait.
     const rejected = await probe('fd00:10:96::2004', 80, { timeoutMs: 3000 });
     expect(rejected, JSON.stringify(rejected)).toMatchObject({ answers: [], refused: 8 });
@@ -119,6 +129,24 @@ describe.skipIf(ASSET_SETS.length === 0).each(MATRIX)('$mode mode: kproxy run on
       expect(JSON.parse(r.body!)).toMatchObject({ nodeEligible: true });
     }
   });
+
+  // Defined where upstream has nftables mode (v1.33 on).
+  if (mode === 'nftables' && assets.minor >= 33)
+    it(`does to IPv4 and IPv6 packets what upstream kube-proxy ${assets.version} in nftables mode does`, async () => {
+      await upstreamSettled(upstream!, 0);
+      const nodes: Record<'ip' | 'ip6', ProbeNode> = {
+        ip: { addresses: [NODE1_IP, NODE1_EXT_IP], ip: NODE1_IP, client: CLIENT_IP },
+        ip6: { addresses: [NODE1_IP6, NODE1_EXT_IP6], ip: NODE1_IP6, client: CLIENT_IP6, pod: 'fd00:10:244:1::99', allowed: '2001:db8:ff::200' },
+      };
+      for (const family of ['ip', 'ip6'] as const) {
+        const table = async (cluster: TestCluster) => new NftTable(await cluster.onNode('nft', ['-j', 'list', 'table', family, 'kube-proxy']));
+        const [theirs, ours] = [await table(upstream!), await table(c)];
+        // Hairpin sources from upstream's set: departure 2 of oracle-nft.test.ts.
+        const packets = probes([theirs, ours], nodes[family], [theirs]);
+        expect(packets.length, family).toBeGreaterThan(50);
+        expect(behaviour(ours, packets), family).toEqual(behaviour(theirs, packets));
+      }
+    });
 
   // Defined in iptables mode only (upstream runs there): nothing is reported as skipped.
   if (mode === 'iptables')

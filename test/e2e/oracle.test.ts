@@ -34,74 +34,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ASSET_SETS, ENVTEST_HINT, RealApiServer, SUITE_ASSET_SETS } from '../support/envtest.ts';
-import { comparable, hideKubernetesService, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
-import { endpoint, endpointSlice, fixtureItems, node, service, type EndpointOptions } from '../support/objects.ts';
+import { comparable, exampleObjects, hideKubernetesService, servedObjects, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
+import { endpoint, endpointSlice, fixtureItems, node, service } from '../support/objects.ts';
+import { genService, NAMESPACES, objectsOf } from '../support/generated.ts';
 import { NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
-
-const NAMESPACES = ['kube-system', 'shop', 'infra', 'ns-a', 'ns-b'];
-
-interface GenService {
-  type: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
-  ports: { proto: 'TCP' | 'UDP' | 'SCTP'; port: number }[];
-  externalIP: boolean;
-  ranges: '' | 'others' | 'node';
-  etp: 'Cluster' | 'Local';
-  itp: 'Cluster' | 'Local';
-  affinity: number;
-  hints: boolean;
-  endpoints: { node: '' | 'node-1' | 'node-2'; state: 'ready' | 'terminating' | 'gone'; zone: 'zone-a' | 'zone-b' }[];
-}
-
-const genService: fc.Arbitrary<GenService> = fc.record({
-  type: fc.constantFrom('ClusterIP', 'NodePort', 'LoadBalancer'),
-  ports: fc.uniqueArray(fc.record({ proto: fc.constantFrom('TCP', 'UDP', 'SCTP'), port: fc.constantFrom(53, 80, 443, 8080) }), { minLength: 1, maxLength: 2, selector: (p) => `${p.proto}${p.port}` }),
-  externalIP: fc.boolean(),
-  ranges: fc.constantFrom('', 'others', 'node'),
-  etp: fc.constantFrom('Cluster', 'Local'),
-  itp: fc.constantFrom('Cluster', 'Local'),
-  affinity: fc.constantFrom(0, 0, 600),
-  hints: fc.boolean(),
-  endpoints: fc.array(fc.record({ node: fc.constantFrom('', 'node-1', 'node-2'), state: fc.constantFrom('ready', 'ready', 'terminating', 'gone'), zone: fc.constantFrom('zone-a', 'zone-b') }), {
-    maxLength: 4,
-  }),
-});
-
-/** API objects for generated Services: unique names, ClusterIPs and destinations (no sharing). */
-function objectsOf(services: readonly GenService[]): object[] {
-  return services.flatMap((g, i) => {
-    const key = `${i % 2 === 0 ? 'ns-a' : 'ns-b'}/s${i}`;
-    const ports = g.ports.map((p, j) => ({ name: `p${j}`, port: p.port, protocol: p.proto, targetPort: 8000 + p.port }));
-    const external = g.type !== 'ClusterIP';
-    const svc = service(key, {
-      type: g.type,
-      clusterIP: `10.96.1.${10 + i}`,
-      ports,
-      ...(g.externalIP ? { externalIPs: [`198.51.100.${10 + i}`] } : {}),
-      ...(g.type === 'LoadBalancer' ? { loadBalancerIPs: [`203.0.113.${10 + i}`] } : {}),
-      ...(g.type === 'LoadBalancer' && g.ranges ? { loadBalancerSourceRanges: [g.ranges === 'node' ? '192.0.2.0/24' : '198.18.0.0/24'] } : {}),
-      ...(external ? { externalTrafficPolicy: g.etp } : {}),
-      internalTrafficPolicy: g.itp,
-      ...(g.affinity ? { affinityTimeout: g.affinity } : {}),
-    }) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-    // v1.26 has no such field; the API server would drop it anyway.
-    delete (svc as { status?: unknown }).status;
-    if (g.type === 'LoadBalancer') (svc as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: `203.0.113.${10 + i}` }] } };
-    if (g.type !== 'LoadBalancer') for (const p of svc.spec.ports as { nodePort?: number }[]) delete p.nodePort;
-    if (g.hints) svc.metadata.annotations = { 'service.kubernetes.io/topology-aware-hints': 'auto' };
-    const eps = g.endpoints.map((e, j) => {
-      const o: EndpointOptions = { ...(e.node ? { node: e.node } : {}), ready: e.state === 'ready', serving: e.state !== 'gone', terminating: e.state !== 'ready', zone: e.zone };
-      return endpoint(`10.244.${e.node === 'node-2' ? 2 : 1}.${10 + i * 5 + j}`, g.hints ? { ...o, forZones: [e.zone] } : o);
-    });
-    return [
-      svc,
-      endpointSlice(
-        key,
-        ports.map((p) => ({ name: p.name, port: p.targetPort, protocol: p.protocol })),
-        eps,
-      ),
-    ];
-  });
-}
 
 if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
 
@@ -141,24 +77,13 @@ describe.skipIf(ASSET_SETS.length === 0).each(SUITE_ASSET_SETS)('upstream kube-p
       written.push({ kind: created.kind ?? (o as { kind: string }).kind, namespace: created.metadata.namespace, name: created.metadata.name });
     }
     await upstreamSettled(upstream, Date.now());
-    const list = async (path: string, kind: string, apiVersion: string) => ((await api.request('GET', path)).body as { items: object[] }).items.map((item) => ({ kind, apiVersion, ...item }));
-    const served = [
-      ...(await list('/api/v1/services', 'Service', 'v1')),
-      ...(await list('/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', 'discovery.k8s.io/v1')),
-      ...(await list('/api/v1/nodes', 'Node', 'v1')),
-    ];
-    await ours.sync(served, ['--cluster-cidr', '10.244.0.0/16', ...flags]);
+    await ours.sync(await servedObjects(api), ['--cluster-cidr', '10.244.0.0/16', ...flags]);
     return { upstream: await upstream.onNode('iptables-save', []), ours: await ours.onNode('iptables-save', []) };
   }
 
   it('the bundled example cluster', async () => {
-    const items = fixtureItems().map((o) => {
-      const c = structuredClone(o) as { metadata: Record<string, unknown>; kind: string };
-      for (const f of ['resourceVersion', 'uid', 'managedFields', 'creationTimestamp', 'generation']) delete c.metadata[f];
-      return c;
-    });
     for (const ns of NAMESPACES) await api.ensureNamespace(ns);
-    const dumps = await program(items.filter((o) => !(o.kind === 'Service' && o.metadata.name === 'kubernetes')));
+    const dumps = await program(exampleObjects(fixtureItems()));
     const theirs = comparable(dumps.upstream);
     expect(Object.keys(theirs).filter((k) => k.startsWith('nat KUBE-SEP-')).length).toBeGreaterThan(5);
     expect(comparable(dumps.ours)).toEqual(theirs);
@@ -169,13 +94,7 @@ describe.skipIf(ASSET_SETS.length === 0).each(SUITE_ASSET_SETS)('upstream kube-p
     // NodeCIDR reads node-1's spec.podCIDRs (upstream waits for them at start).
     const current = (await api.request('GET', '/api/v1/nodes/node-1')).body as { spec?: Record<string, unknown> };
     await api.apply({ ...current, spec: { ...current.spec, podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24'] } });
-    const items = fixtureItems()
-      .map((o) => {
-        const c = structuredClone(o) as { metadata: Record<string, unknown>; kind: string };
-        for (const f of ['resourceVersion', 'uid', 'managedFields', 'creationTimestamp', 'generation']) delete c.metadata[f];
-        return c;
-      })
-      .filter((o) => !(o.kind === 'Service' && o.metadata.name === 'kubernetes'));
+    const items = exampleObjects(fixtureItems());
     for (const flags of [
       ['--detect-local-mode', 'NodeCIDR'],
       ['--detect-local-mode', 'BridgeInterface', '--pod-bridge-interface', 'cbr0'],

@@ -150,3 +150,24 @@ export async function upstreamSettled(cluster: TestCluster, since: number): Prom
     );
   }
 }
+
+/** The Services, EndpointSlices and Nodes as `api` serves them, with kind and apiVersion (list items have none): what `kproxy sync` is fed beside upstream. */
+export async function servedObjects(api: RealApiServer): Promise<object[]> {
+  const list = async (path: string, kind: string, apiVersion: string) => ((await api.request('GET', path)).body as { items: object[] }).items.map((item) => ({ kind, apiVersion, ...item }));
+  return [
+    ...(await list('/api/v1/services', 'Service', 'v1')),
+    ...(await list('/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', 'discovery.k8s.io/v1')),
+    ...(await list('/api/v1/nodes', 'Node', 'v1')),
+  ];
+}
+
+/** The example cluster's objects as a client would create them (no server-set metadata), without the API server's own Service. */
+export function exampleObjects(items: readonly Record<string, unknown>[]): object[] {
+  return items
+    .map((o) => {
+      const c = structuredClone(o) as { metadata: Record<string, unknown>; kind: string };
+      for (const f of ['resourceVersion', 'uid', 'managedFields', 'creationTimestamp', 'generation']) delete c.metadata[f];
+      return c;
+    })
+    .filter((o) => !(o.kind === 'Service' && o.metadata.name === 'kubernetes'));
+}

@@ -36,6 +36,7 @@ export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localDetector'>): RuleN
       return allowedBy ? `nat ${n.fw} -s ${allowedBy} -j ${n.ext}` : `filter ${CHAIN.proxyFirewall} -j DROP ("${sp.name} traffic not accepted by ${n.fw}")`;
     },
     noMatch: () => `nat ${CHAIN.services} and ${CHAIN.nodePorts}: no rule matches`,
+    sourceRangesWithoutEndpoints: false,
     unknownClusterIPPort: () => undefined,
     external(sp, source) {
       const n = serviceChainNames(sp.name, sp.protocol);

@@ -38,6 +38,7 @@ export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localDetector' | 'famil
       return `${NFT.firewallCheck} -> map ${NFT.firewallIPs} -> ${n.firewall}: ${allowedBy ? `${ip} saddr ${allowedBy} return` : 'drop'}`;
     },
     noMatch: () => `${NFT.services}: no element of map ${NFT.serviceIPs} or ${NFT.serviceNodePorts} matches`,
+    sourceRangesWithoutEndpoints: true,
     unknownClusterIPPort: () => `${NFT.clusterIPsCheck}: ${ip} daddr @${NFT.clusterIPs} reject`,
     external(sp, source) {
       const n = serviceNames(sp.name, sp.protocol);

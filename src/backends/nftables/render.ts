@@ -336,7 +336,8 @@ class Renderer {
       if (hasEndpoints) this.element(NFT.serviceIPs, { key: key(addr), value: goto(names.external) });
       if (sp.externalNoEndpoints) this.element(NFT.noEndpointServices, { key: key(addr), value: noEndpoints(sp.externalNoEndpoints), comment: sp.name });
     }
-    if (sp.usesFirewallChain) {
+    // Before the no-endpoints verdict, as upstream's nftables mode: with no endpoints, a source outside the ranges is dropped, not rejected.
+    if (sp.filtersSourceRanges) {
       for (const addr of sp.loadBalancerIPs) this.element(NFT.firewallIPs, { key: key(addr), value: goto(names.firewall) });
       const allowed = [...sp.loadBalancerSourceRanges, ...(sp.allowLoadBalancerIPsAsSource ? sp.loadBalancerIPs : [])];
       this.chain(names.firewall, ...allowed.map((cidr) => ({ expr: [eq(saddr, prefix(cidr)), RETURN] })), { expr: [DROP] });
