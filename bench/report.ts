@@ -182,6 +182,8 @@ function chart(rows: readonly Row[], mode: string): string {
 /** bench/results/run.json: `kproxy run` beside upstream kube-proxy against a real API server (run.ts). */
 interface RunDoc {
   date: string;
+  /** The API server's and upstream's version; absent in v1.26 files. */
+  kubernetes?: string;
   /** When the rows come from more than one invocation: which rows each ran, and why. */
   invocations?: { date: string; rows: string[]; why?: string }[];
   cpus: number;
@@ -194,16 +196,24 @@ const PROXY_NAMES: Record<RunRow['proxy'], string> = {
   'kproxy-nftables': 'kproxy, nftables',
   upstream: 'upstream v1.26',
   'upstream-minimize': 'upstream + MinimizeIPTablesRestore',
+  'upstream-nftables': 'upstream, nftables',
 };
 
-/** The side-by-side table of run.ts, per size, with ratios against upstream, then issue 12's targets. */
-function runTable(): string[] {
+/**
+ * The side-by-side table of a run.ts results file, per size, with ratios against upstream: run.json
+ * (v1.26, against upstream iptables mode) or run-v1.36.json (each kproxy mode against upstream's same mode).
+ */
+function runTable(file = 'results/run.json'): string[] {
   let doc: RunDoc;
   try {
-    doc = JSON.parse(readFileSync(join(DIR, 'results/run.json'), 'utf8')) as RunDoc;
+    doc = JSON.parse(readFileSync(join(DIR, file), 'utf8')) as RunDoc;
   } catch {
-    return ['No results yet: run `KUBEBUILDER_ASSETS=… node bench/run.ts` (needs the envtest assets).'];
+    return [`No results yet: run \`KUBEBUILDER_ASSETS=… node bench/run.ts\` (needs the envtest assets) for bench/${file}.`];
   }
+  const version = doc.kubernetes ?? 'v1.26';
+  const sameMode = version !== 'v1.26';
+  const name = (r: RunRow) =>
+    r.proxy === 'upstream' ? `upstream ${version}${sameMode ? ', iptables' : ''}` : r.proxy === 'upstream-nftables' ? `upstream ${version}, nftables` : PROXY_NAMES[r.proxy];
   const pct = (v: number | undefined) => (v === undefined ? '–' : `${(v * 100).toFixed(v < 0.01 ? 2 : 1)} %`);
   const sec = (v: number | undefined) => (v === undefined ? '–' : `${v.toFixed(v < 1 ? 3 : v < 10 ? 2 : 1)} s`);
   const ratio = (ours: number | undefined, theirs: number | undefined) => (ours === undefined || theirs === undefined || theirs === 0 ? '' : ` (${(ours / theirs).toFixed(2)}×)`);
@@ -213,31 +223,31 @@ function runTable(): string[] {
       ? ` The rows come from ${doc.invocations.length} invocations: ${doc.invocations.map((i) => `one (finished ${i.date.slice(0, 10)} ${i.date.slice(11, 16)} UTC) ran ${i.rows.join(', ')}${i.why ? ` (${i.why})` : ''}`).join('; ')}.`
       : '';
   const out = [
-    `${split ? 'Runs' : 'One run'} of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service): each proxy alone in a fresh node namespace against the same real kube-apiserver v1.26. Ratios in parentheses are against upstream v1.26 without the feature gate.${split}`,
+    `${split ? 'Runs' : 'One run'} of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service): each proxy alone in a fresh node namespace against the same real kube-apiserver ${version}. Ratios in parentheses are against ${sameMode ? `upstream ${version} in the same mode` : 'upstream v1.26 without the feature gate'}.${split}`,
   ];
   for (const n of sizes) {
     const rows = doc.rows.filter((r) => r.services === n);
-    const base = rows.find((r) => r.proxy === 'upstream');
+    const baseOf = (r: RunRow) => rows.find((x) => x.proxy === (sameMode && r.proxy.endsWith('nftables') ? 'upstream-nftables' : 'upstream'));
     const cold = (r: RunRow) =>
       r.coldStartSeconds === undefined
         ? `not done in ${r.coldLimitSeconds} s (stopped; ${r.coldCpuSeconds.toFixed(0)} CPU s, RSS ${mib(r.rssAtLimitMiB)})`
         : sec(r.coldStartSeconds) +
-          ratio(r.coldStartSeconds, base?.coldStartSeconds) +
+          ratio(r.coldStartSeconds, baseOf(r)?.coldStartSeconds) +
           (r.coldStartRuns && r.coldStartRuns.length > 1 ? `, median of ${r.coldStartRuns.map((x) => x.toFixed(2)).join(', ')}` : '');
     const line = (label: string, cell: (r: RunRow) => string) => `| ${label} | ${rows.map(cell).join(' | ')} |`;
     out.push(
       '',
       `**${k(n)} Services** (+ default/kubernetes)`,
       '',
-      `| | ${rows.map((r) => PROXY_NAMES[r.proxy]).join(' | ')} |`,
+      `| | ${rows.map(name).join(' | ')} |`,
       `|---|${rows.map(() => '---|').join('')}`,
       line('process start → every rule in the kernel', cold),
       line(
         'CPU seconds over the cold start (of which its tools: iptables-restore, nft, …)',
         (r) =>
-          `${r.coldCpuSeconds.toFixed(1)}${r.coldChildCpuSeconds === undefined ? '' : ` (${r.coldChildCpuSeconds.toFixed(1)})`}${ratio(r.coldCpuSeconds, base?.coldStartSeconds === undefined ? undefined : base.coldCpuSeconds)}`,
+          `${r.coldCpuSeconds.toFixed(1)}${r.coldChildCpuSeconds === undefined ? '' : ` (${r.coldChildCpuSeconds.toFixed(1)})`}${ratio(r.coldCpuSeconds, baseOf(r)?.coldStartSeconds === undefined ? undefined : baseOf(r)!.coldCpuSeconds)}`,
       ),
-      line('RSS after the cold sync', (r) => mib(r.rssAfterColdMiB) + ratio(r.rssAfterColdMiB, base?.rssAfterColdMiB)),
+      line('RSS after the cold sync', (r) => mib(r.rssAfterColdMiB) + ratio(r.rssAfterColdMiB, baseOf(r)?.rssAfterColdMiB)),
       line('of which V8 heap, used / reserved (kproxy /metrics)', (r) => (r.heapAfterCold ? `${r.heapAfterCold.usedMiB} / ${r.heapAfterCold.totalMiB} MiB` : '–')),
       line('cold start: lists received / complete sync begun', (r) => (r.coldPhases ? `${sec(r.coldPhases.listedSeconds)} / ${sec(r.coldPhases.syncBeganSeconds)}` : '–')),
       line('of the complete sync, per family: plan / render / write', (r) => {
@@ -253,10 +263,10 @@ function runTable(): string[] {
       ),
       line('CPU, nothing changing', (r) => (r.quietSeconds === undefined ? '–' : `${pct(r.quietCoreShare)} over ${r.quietSeconds} s`)),
       line('one endpoint change → its rule in the kernel: median / max', (r) =>
-        r.changeSeconds === undefined ? '–' : `${sec(r.changeMedianSeconds)} / ${sec(r.changeMaxSeconds)} (${r.changeSeconds.length})${ratio(r.changeMedianSeconds, base?.changeMedianSeconds)}`,
+        r.changeSeconds === undefined ? '–' : `${sec(r.changeMedianSeconds)} / ${sec(r.changeMaxSeconds)} (${r.changeSeconds.length})${ratio(r.changeMedianSeconds, baseOf(r)?.changeMedianSeconds)}`,
       ),
       line('CPU under one change a second', (r) => (r.churnSeconds === undefined ? '–' : `${pct(r.churnCoreShare)} over ${r.churnSeconds} s`)),
-      line('RSS after the churn', (r) => mib(r.rssAfterChurnMiB) + ratio(r.rssAfterChurnMiB, base?.rssAfterChurnMiB)),
+      line('RSS after the churn', (r) => mib(r.rssAfterChurnMiB) + ratio(r.rssAfterChurnMiB, baseOf(r)?.rssAfterChurnMiB)),
       line('restart on the loaded node', (r) => (r.proxy.startsWith('kproxy') ? sec(r.restartSeconds) : '–')),
     );
   }
@@ -561,6 +571,7 @@ function between(text: string, name: string, body: string): string {
 
 for (const m of modes) writeFileSync(join(DIR, `${m.mode}.svg`), chart(m.rows, m.mode));
 const run = [...runTable(), '', ...targetTable()].join('\n');
+const run136 = runTable('results/run-v1.36.json').join('\n');
 const floor = nftFloorTable().join('\n');
 const memory = memoryTable().join('\n');
 const startup = startupTable().join('\n');
@@ -571,6 +582,7 @@ let readme = readFileSync(join(DIR, 'README.md'), 'utf8');
 for (const [name, body] of [
   ['results', table],
   ['run', run],
+  ['run-v1.36', run136],
   ['nft-floor', floor],
   ['memory', memory],
   ['startup', startup],

@@ -1,9 +1,10 @@
 /**
- * `kproxy run` side by side with upstream kube-proxy v1.26, as an operator runs them: against a
- * real kube-apiserver v1.26 (envtest assets, KUBEBUILDER_ASSETS) holding N Services × E endpoints,
- * each proxy alone in a fresh node namespace made here. Proxies: `kproxy-iptables`,
- * `kproxy-nftables`, `upstream` (kube-proxy v1.26, iptables mode, from the same assets) and
- * `upstream-minimize` (the same with `--feature-gates=MinimizeIPTablesRestore=true`). Per proxy and N:
+ * `kproxy run` side by side with upstream kube-proxy, as an operator runs them: against a real
+ * kube-apiserver (envtest assets, KUBEBUILDER_ASSETS; `--assets oldest` v1.26, the default, or
+ * `newest` v1.36) holding N Services × E endpoints, each proxy alone in a fresh node namespace
+ * made here. Proxies: `kproxy-iptables`, `kproxy-nftables`, `upstream` (kube-proxy of the same
+ * assets, iptables mode), `upstream-nftables` (the same, nftables mode: v1.33 and later) and
+ * `upstream-minimize` (v1.26 with `--feature-gates=MinimizeIPTablesRestore=true`). Per proxy and N:
  *
  * - **cold start**: process start → every rule in the kernel. kproxy: its first sync that wrote
  *   every service port (log line); upstream: its first completed sync
@@ -18,7 +19,9 @@
  *   until `iptables -t nat -S KUBE-SEP-…` of the new endpoint's chain (upstream's name, which
  *   kproxy shares) succeeds, polled every 20 ms, for both proxies alike. nftables mode: kproxy's
  *   logged `programmingSeconds` (the slice's trigger-time annotation → the nft transaction
- *   returned), as `nft list chain` costs 0.9 s at 10k and cannot be polled.
+ *   returned), as `nft list chain` costs 0.9 s at 10k and cannot be polled; upstream's own
+ *   measure of the same, its `kubeproxy_network_programming_duration_seconds` (one change at a
+ *   time: the histogram's growth is that change).
  * - **churn**: one change a second for `--churn-seconds`: CPU share, then RSS.
  * - **restart on a loaded node** (kproxy only): kill -9, start again → first full sync.
  * - **the floor** (kproxy only): the tool alone applying the synthetic cluster's rules (floor.ts;
@@ -28,7 +31,7 @@
  *   the later phases follow): the floor of the cold-start target.
  *
  * Usage: `KUBEBUILDER_ASSETS=… node bench/run.ts [--services 1000,10000] [--endpoints 10]
- * [--proxies kproxy-iptables,kproxy-nftables,upstream,upstream-minimize] [--cold-limit 600]
+ * [--assets oldest|newest] [--proxies kproxy-iptables,kproxy-nftables,upstream,upstream-minimize,upstream-nftables] [--cold-limit 600]
  * [--quiet-seconds 60] [--changes 7] [--churn-seconds 300] [--cold-runs 3] [--out bench/results/run.json]
  * [--keep earlier.json --why "…"]`. With `--keep`, the rows of an earlier results file that this
  * invocation does not run (by proxy and size) are carried into `--out`, and `invocations` says
@@ -42,21 +45,23 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ASSETS, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../test/support/envtest.ts';
+import { ASSET_SETS, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../test/support/envtest.ts';
 import { TestCluster } from '../test/e2e/harness/cluster.ts';
 import { endpointChainName } from '../src/backends/iptables/names.ts';
 import type { SyncPhases } from '../src/runner/reconciler.ts';
 import { benchNode, benchService, benchSlice } from './cluster.ts';
 import { applyAlone, benchFloorInput, type FloorInput } from './floor.ts';
 
-const PROXIES = ['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize'] as const;
+const PROXIES = ['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize', 'upstream-nftables'] as const;
 type Proxy = (typeof PROXIES)[number];
 
 const { values: args } = parseArgs({
   options: {
     services: { type: 'string', default: '1000,10000' },
     endpoints: { type: 'string', default: '10' },
-    proxies: { type: 'string', default: PROXIES.join(',') },
+    proxies: { type: 'string', default: 'kproxy-iptables,kproxy-nftables,upstream,upstream-minimize' },
+    /** Which version of the envtest assets runs the API server and upstream kube-proxy: `oldest` (v1.26) or `newest` (v1.36). */
+    assets: { type: 'string', default: 'oldest' },
     'cold-limit': { type: 'string', default: '600' },
     'quiet-seconds': { type: 'string', default: '60' },
     changes: { type: 'string', default: '7' },
@@ -69,6 +74,7 @@ const { values: args } = parseArgs({
   },
 });
 const SIZES = args.services.split(',').map(Number);
+const ASSETS = args.assets === 'newest' ? ASSET_SETS.at(-1) : ASSET_SETS[0];
 const E = Number(args.endpoints);
 const TRIGGER = 'endpoints.kubernetes.io/last-change-trigger-time';
 /** The bench mix's first Services would take 10.96.0.0 (the range's network address) and 10.96.0.1 (the API server's own). */
@@ -205,9 +211,10 @@ interface Running {
   readonly pid: number;
   /** Resolves with the seconds from start to its first complete sync, or undefined past the limit. */
   readonly synced: (began: number, limitMs: number, since?: number) => Promise<number | undefined>;
-  /** Latencies of changes that kproxy logged (nftables mode), from log line `from` on. */
-  readonly logged?: (from: number) => number[];
-  readonly logLength?: () => number;
+  /** nftables mode: latencies of changes the proxy reported (kproxy's log, upstream's network-programming metric) since `mark`. */
+  readonly logged?: (from: number) => Promise<number[]>;
+  /** Where `logged` starts: kproxy's log length, or upstream's metric count. */
+  readonly mark?: () => Promise<number>;
   /** kproxy: the marks of its first complete sync, once `synced` has seen it. */
   readonly coldPhases?: (began: number) => ColdPhases | undefined;
   readonly stop: () => Promise<void>;
@@ -250,10 +257,12 @@ function startKproxy(c: TestCluster, kubeconfig: string, n: number): Promise<Run
       return undefined;
     },
     logged: (from) =>
-      logLines(logs.stderr)
-        .slice(from)
-        .flatMap((l) => (l.programmingSeconds === undefined ? [] : [l.programmingSeconds])),
-    logLength: () => logLines(logs.stderr).length,
+      Promise.resolve(
+        logLines(logs.stderr)
+          .slice(from)
+          .flatMap((l) => (l.programmingSeconds === undefined ? [] : [l.programmingSeconds])),
+      ),
+    mark: () => Promise.resolve(logLines(logs.stderr).length),
     coldPhases(began) {
       const lines = logLines(logs.stderr);
       const done = lines.find((l) => l.msg === 'proxy rules synced' && (l.servicePorts ?? 0) >= n);
@@ -266,25 +275,34 @@ function startKproxy(c: TestCluster, kubeconfig: string, n: number): Promise<Run
   }));
 }
 
-async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boolean): Promise<Running> {
+/** Upstream's network-programming histogram of IPv4 (v1.36 labels it; v1.26 does not): observations and their sum. */
+async function programming(c: TestCluster): Promise<{ count: number; sum: number }> {
+  const body = (await c.httpGet('node-1', `http://${UPSTREAM_METRICS_ADDRESS}/metrics`).catch(() => ({ body: '' }))).body ?? '';
+  const read = (what: 'count' | 'sum') => Number(new RegExp(`^kubeproxy_network_programming_duration_seconds_${what}(?:\\{ip_family="IPv4"\\})? (\\S+)$`, 'm').exec(body)?.[1] ?? 0);
+  return { count: read('count'), sum: read('sum') };
+}
+
+async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boolean, nftables = false): Promise<Running> {
+  let last = { count: 0, sum: 0 };
   const child = execa(
     'ip',
     [
       'netns',
       'exec',
       c.ns('node-1'),
-      join(ASSETS!, 'kube-proxy'),
+      join(ASSETS!.dir, 'kube-proxy'),
       '--kubeconfig',
       kubeconfig,
       '--hostname-override',
       'node-0',
       '--proxy-mode',
-      'iptables',
+      nftables ? 'nftables' : 'iptables',
       '--cluster-cidr',
       '10.64.0.0/10',
       // v1.26's dual-stack proxier takes its node IP from --bind-address.
       '--bind-address',
       '192.0.2.1',
+      // Both modes' periods (v1.36 has no --nftables-* period flags).
       '--iptables-sync-period',
       args['sync-period'],
       '--iptables-min-sync-period',
@@ -312,6 +330,15 @@ async function startUpstream(c: TestCluster, kubeconfig: string, minimize: boole
         await sleep(250);
       }
       return undefined;
+    },
+    // One change at a time: the histogram's growth since the mark is that change's latency.
+    async mark() {
+      last = await programming(c);
+      return last.count;
+    },
+    async logged(from) {
+      const now = await programming(c);
+      return now.count > from ? [(now.sum - last.sum) / (now.count - from)] : [];
     },
     async stop() {
       child.kill('SIGKILL');
@@ -373,14 +400,14 @@ async function coldOnce(mode: 'iptables' | 'nftables', n: number): Promise<numbe
 }
 
 async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<RunRow> {
-  const mode = proxy === 'kproxy-nftables' ? 'nftables' : 'iptables';
+  const mode = proxy === 'kproxy-nftables' || proxy === 'upstream-nftables' ? 'nftables' : 'iptables';
   const c = await TestCluster.create([], [], mode);
   const row: RunRow = { proxy, services: n, endpoints: E, coldLimitSeconds: Number(args['cold-limit']), coldCpuSeconds: 0 };
   try {
     const ours = proxy.startsWith('kproxy');
     const kubeconfig = await connect(c, ours);
     // +1: the API server's own default/kubernetes Service.
-    const start = () => (ours ? startKproxy(c, kubeconfig, n + 1) : startUpstream(c, kubeconfig, proxy === 'upstream-minimize'));
+    const start = () => (ours ? startKproxy(c, kubeconfig, n + 1) : startUpstream(c, kubeconfig, proxy === 'upstream-minimize', proxy === 'upstream-nftables'));
 
     // kproxy: floors and cold starts taken in turn, so a drift of the machine's speed touches both
     // alike; the last cold start is the one the later phases follow.
@@ -444,11 +471,11 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
       // endpoint it has no KUBE-SEP- chains to wait for, in upstream or in kproxy.
       let i = FIRST + ((generation * 7) % n);
       if (i % 50 === 7) i++;
-      const from = p.logLength?.() ?? 0;
+      const from = (await p.mark?.()) ?? 0;
       const { at, chain } = await changeEndpoint(api, i, generation++ % 60);
       let landed: number | undefined;
       for (let poll = 0; poll < 3_000 && landed === undefined && Date.now() < at + 60_000; poll++) {
-        if (mode === 'nftables') landed = p.logged!(from)[0];
+        if (mode === 'nftables') landed = (await p.logged!(from))[0];
         else if ((await execa('ip', ['netns', 'exec', c.ns('node-1'), 'iptables', '-w', '-t', 'nat', '-S', chain], { reject: false })).exitCode === 0) landed = (Date.now() - at) / 1000;
         if (landed === undefined) await sleep(20);
       }
@@ -494,11 +521,13 @@ async function runProxy(api: RealApiServer, proxy: Proxy, n: number): Promise<Ru
   }
 }
 
-if (!ASSETS || !existsSync(join(ASSETS, 'kube-proxy'))) {
-  console.log('bench/run.ts needs KUBEBUILDER_ASSETS with kube-apiserver, etcd and kube-proxy v1.26 (README: "Against a real kube-apiserver"); nothing measured');
+if (!ASSETS || !existsSync(join(ASSETS.dir, 'kube-proxy'))) {
+  console.log('bench/run.ts needs KUBEBUILDER_ASSETS with kube-apiserver, etcd and kube-proxy (README: "Against a real kube-apiserver"); nothing measured');
   process.exit(0);
 }
-const api = await RealApiServer.start(['--service-node-port-range=10000-50000', '--max-requests-inflight=1000']);
+if (ASSETS.minor >= 30 && args.proxies.includes('upstream-minimize')) throw new Error(`upstream-minimize needs the MinimizeIPTablesRestore feature gate, gone in ${ASSETS.version} (GA in v1.28)`);
+say(`API server and upstream kube-proxy ${ASSETS.version}`);
+const api = await RealApiServer.start(['--service-node-port-range=10000-50000', '--max-requests-inflight=1000'], ASSETS);
 const rows: RunRow[] = [];
 interface Invocation {
   date: string;
@@ -525,7 +554,7 @@ const save = () => {
   }
   const order = (r: RunRow) => r.services * 10 + PROXIES.indexOf(r.proxy);
   const all = [...carried, ...rows].sort((a, b) => order(a) - order(b));
-  writeFileSync(args.out, `${JSON.stringify({ date, ...(invocations.length > 0 ? { invocations } : {}), cpus, syncPeriod: args['sync-period'], rows: all }, null, 2)}\n`);
+  writeFileSync(args.out, `${JSON.stringify({ date, kubernetes: ASSETS.version, ...(invocations.length > 0 ? { invocations } : {}), cpus, syncPeriod: args['sync-period'], rows: all }, null, 2)}\n`);
 };
 try {
   await api.applyManifest(join(import.meta.dirname, '../manifests/rbac.yaml'));

@@ -18,15 +18,13 @@
  *    the slice puts on this node. The hairpin probes come from the pods upstream's set names.
  */
 import fc from 'fast-check';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ENVTEST_HINT, NEWEST_ASSETS, RealApiServer } from '../support/envtest.ts';
+import { ENVTEST_HINT, NEWEST_ASSETS } from '../support/envtest.ts';
 import { genService, NAMESPACES, objectsOf } from '../support/generated.ts';
 import { behaviour, NftTable, probes } from '../support/nfteval.ts';
-import { fixtureItems, node } from '../support/objects.ts';
-import { exampleObjects, hideKubernetesService, servedObjects, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
-import { CLIENT_IP, NODE1_EXT_IP, NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
+import { fixtureItems } from '../support/objects.ts';
+import { exampleObjects, OracleRig } from '../support/upstream.ts';
+import { CLIENT_IP, NODE1_EXT_IP, NODE1_IP, type TestCluster } from './harness/cluster.ts';
 
 const ENABLED = NEWEST_ASSETS !== undefined && NEWEST_ASSETS.minor >= 33;
 /** node-1's addresses in the test cluster, and the sources of the probes (test/support/nfteval.ts {@link probes}). */
@@ -35,47 +33,20 @@ const NODE = { addresses: [NODE1_IP, NODE1_EXT_IP], ip: NODE1_IP, client: CLIENT
 if (!ENABLED) console.log(NEWEST_ASSETS === undefined ? ENVTEST_HINT : `the nftables-mode oracle needs kube-proxy v1.33 or later; the newest assets are ${NEWEST_ASSETS.version}`);
 
 describe.skipIf(!ENABLED)(`upstream kube-proxy ${NEWEST_ASSETS?.version ?? ''} as an oracle (nftables mode)`, () => {
-  let api: RealApiServer;
-  let upstream: TestCluster;
-  let ours: TestCluster;
-  let proxy: ReturnType<typeof startUpstream> | undefined;
-  let written: { kind: string; namespace: string | undefined; name: string }[] = [];
+  let rig: OracleRig;
 
   beforeAll(async () => {
-    api = await RealApiServer.start([], NEWEST_ASSETS);
-    for (const n of [node('node-1', 'zone-a', [NODE1_IP]), node('node-2', 'zone-b', [NODE2_IP])]) await api.apply(n);
-    await hideKubernetesService(api);
-    upstream = await TestCluster.create([], [], 'nftables');
-    ours = await TestCluster.create([], [], 'nftables');
-    const port = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
-    const kubeconfig = join(upstream.dir, 'kubeconfig');
-    writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
-    proxy = startUpstream(
-      upstream,
-      upstreamArgs(kubeconfig, '10.244.0.0/16').map((a) => (a === 'iptables' ? 'nftables' : a)),
-      NEWEST_ASSETS!,
-    );
+    rig = await OracleRig.start('nftables', NEWEST_ASSETS!);
   }, 120_000);
   afterAll(async () => {
-    proxy?.kill('SIGKILL');
-    await proxy;
-    await upstream?.destroy();
-    await ours?.destroy();
-    await api?.stop();
+    await rig?.stop();
   });
 
   /** Replaces the cluster's objects, lets both proxies program them, and returns both tables. */
   async function program(objects: readonly object[]): Promise<{ upstream: NftTable; ours: NftTable }> {
-    for (const o of written) await api.remove(o.kind, o.namespace, o.name);
-    written = [];
-    for (const o of objects) {
-      const created = await api.apply(o);
-      written.push({ kind: created.kind ?? (o as { kind: string }).kind, namespace: created.metadata.namespace, name: created.metadata.name });
-    }
-    await upstreamSettled(upstream, Date.now());
-    await ours.sync(await servedObjects(api));
+    await rig.program(objects);
     const list = (c: TestCluster) => c.onNode('nft', ['-j', 'list', 'table', 'ip', 'kube-proxy']);
-    return { upstream: new NftTable(await list(upstream)), ours: new NftTable(await list(ours)) };
+    return { upstream: new NftTable(await list(rig.upstream)), ours: new NftTable(await list(rig.ours)) };
   }
 
   /** Both tables' behaviour on the probes of both. */
@@ -86,7 +57,7 @@ describe.skipIf(!ENABLED)(`upstream kube-proxy ${NEWEST_ASSETS?.version ?? ''} a
   }
 
   it('the bundled example cluster', async () => {
-    for (const ns of NAMESPACES) await api.ensureNamespace(ns);
+    for (const ns of NAMESPACES) await rig.api.ensureNamespace(ns);
     const { theirs, ours: mine, packets } = compare(await program(exampleObjects(fixtureItems())));
     // The probes cover DNAT, rejection, source ranges and hairpin.
     const all = Object.values(theirs).flat();
@@ -99,7 +70,7 @@ describe.skipIf(!ENABLED)(`upstream kube-proxy ${NEWEST_ASSETS?.version ?? ''} a
   }, 60_000);
 
   it('generated clusters: every Service type and policy, source ranges, affinity, terminating endpoints, zone hints', async () => {
-    for (const ns of NAMESPACES) await api.ensureNamespace(ns);
+    for (const ns of NAMESPACES) await rig.api.ensureNamespace(ns);
     let probed = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(genService, { minLength: 1, maxLength: 5 }), async (services) => {

@@ -30,59 +30,32 @@
  * `--bind-address` = node-1's IP (test/support/upstream.ts `upstreamArgs`).
  */
 import fc from 'fast-check';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASSET_SETS, ENVTEST_HINT, RealApiServer, SUITE_ASSET_SETS } from '../support/envtest.ts';
-import { comparable, exampleObjects, hideKubernetesService, servedObjects, startUpstream, upstreamArgs, upstreamSettled } from '../support/upstream.ts';
-import { endpoint, endpointSlice, fixtureItems, node, service } from '../support/objects.ts';
+import { ASSET_SETS, ENVTEST_HINT, SUITE_ASSET_SETS } from '../support/envtest.ts';
+import { comparable, exampleObjects, OracleRig } from '../support/upstream.ts';
+import { endpoint, endpointSlice, fixtureItems, service } from '../support/objects.ts';
 import { genService, NAMESPACES, objectsOf } from '../support/generated.ts';
-import { NODE1_IP, NODE2_IP, TestCluster } from './harness/cluster.ts';
 
 if (ASSET_SETS.length === 0) console.log(ENVTEST_HINT);
 
 describe.skipIf(ASSET_SETS.length === 0).each(SUITE_ASSET_SETS)('upstream kube-proxy $version as an oracle (iptables mode)', (assets) => {
-  let api: RealApiServer;
-  let upstream: TestCluster;
-  let ours: TestCluster;
-  let proxy: ReturnType<typeof startUpstream> | undefined;
-  let kubeconfig = '';
-  let written: { kind: string; namespace: string | undefined; name: string }[] = [];
+  let rig: OracleRig;
 
   beforeAll(async () => {
-    api = await RealApiServer.start([], assets);
-    for (const n of [node('node-1', 'zone-a', [NODE1_IP]), node('node-2', 'zone-b', [NODE2_IP])]) await api.apply(n);
-    await hideKubernetesService(api);
-    upstream = await TestCluster.create([], [], 'iptables');
-    ours = await TestCluster.create([], [], 'iptables');
-    const port = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
-    kubeconfig = join(upstream.dir, 'kubeconfig');
-    writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
-    proxy = startUpstream(upstream, upstreamArgs(kubeconfig, '10.244.0.0/16'), assets);
+    rig = await OracleRig.start('iptables', assets);
   }, 120_000);
   afterAll(async () => {
-    proxy?.kill('SIGKILL');
-    await proxy;
-    await upstream?.destroy();
-    await ours?.destroy();
-    await api?.stop();
+    await rig?.stop();
   });
 
   /** Replaces the cluster's objects in the API, lets both proxies program them, and returns both dumps. */
   async function program(objects: readonly object[], flags: readonly string[] = []): Promise<{ upstream: string; ours: string }> {
-    for (const o of written) await api.remove(o.kind, o.namespace, o.name);
-    written = [];
-    for (const o of objects) {
-      const created = await api.apply(o);
-      written.push({ kind: created.kind ?? (o as { kind: string }).kind, namespace: created.metadata.namespace, name: created.metadata.name });
-    }
-    await upstreamSettled(upstream, Date.now());
-    await ours.sync(await servedObjects(api), ['--cluster-cidr', '10.244.0.0/16', ...flags]);
-    return { upstream: await upstream.onNode('iptables-save', []), ours: await ours.onNode('iptables-save', []) };
+    await rig.program(objects, flags);
+    return { upstream: await rig.upstream.onNode('iptables-save', []), ours: await rig.ours.onNode('iptables-save', []) };
   }
 
   it('the bundled example cluster', async () => {
-    for (const ns of NAMESPACES) await api.ensureNamespace(ns);
+    for (const ns of NAMESPACES) await rig.api.ensureNamespace(ns);
     const dumps = await program(exampleObjects(fixtureItems()));
     const theirs = comparable(dumps.upstream);
     expect(Object.keys(theirs).filter((k) => k.startsWith('nat KUBE-SEP-')).length).toBeGreaterThan(5);
@@ -90,19 +63,17 @@ describe.skipIf(ASSET_SETS.length === 0).each(SUITE_ASSET_SETS)('upstream kube-p
   }, 60_000);
 
   it('--detect-local-mode NodeCIDR, BridgeInterface and InterfaceNamePrefix, on the bundled example cluster', async () => {
-    for (const ns of NAMESPACES) await api.ensureNamespace(ns);
+    for (const ns of NAMESPACES) await rig.api.ensureNamespace(ns);
     // NodeCIDR reads node-1's spec.podCIDRs (upstream waits for them at start).
-    const current = (await api.request('GET', '/api/v1/nodes/node-1')).body as { spec?: Record<string, unknown> };
-    await api.apply({ ...current, spec: { ...current.spec, podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24'] } });
+    const current = (await rig.api.request('GET', '/api/v1/nodes/node-1')).body as { spec?: Record<string, unknown> };
+    await rig.api.apply({ ...current, spec: { ...current.spec, podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24'] } });
     const items = exampleObjects(fixtureItems());
     for (const flags of [
       ['--detect-local-mode', 'NodeCIDR'],
       ['--detect-local-mode', 'BridgeInterface', '--pod-bridge-interface', 'cbr0'],
       ['--detect-local-mode', 'InterfaceNamePrefix', '--pod-interface-name-prefix', 'veth'],
     ]) {
-      proxy?.kill('SIGKILL');
-      await proxy;
-      proxy = startUpstream(upstream, [...upstreamArgs(kubeconfig, '10.244.0.0/16'), ...flags], assets);
+      await rig.restartUpstream(flags);
       const dumps = await program(items, flags);
       const theirs = comparable(dumps.upstream);
       const marker = flags[1] === 'NodeCIDR' ? '10.244.1.0/24' : flags[1] === 'BridgeInterface' ? '-i cbr0' : '-i veth+';
@@ -115,13 +86,11 @@ describe.skipIf(ASSET_SETS.length === 0).each(SUITE_ASSET_SETS)('upstream kube-p
       expect(comparable(dumps.ours), flags.join(' ')).toEqual(theirs);
     }
     // Back to the default detector for the tests after this one.
-    proxy?.kill('SIGKILL');
-    await proxy;
-    proxy = startUpstream(upstream, upstreamArgs(kubeconfig, '10.244.0.0/16'), assets);
+    await rig.restartUpstream();
   }, 180_000);
 
   it('generated clusters: every Service type and policy, source ranges, affinity, terminating endpoints, zone hints', async () => {
-    for (const ns of NAMESPACES) await api.ensureNamespace(ns);
+    for (const ns of NAMESPACES) await rig.api.ensureNamespace(ns);
     let chains = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(genService, { minLength: 1, maxLength: 5 }), async (services) => {

@@ -4,11 +4,12 @@
  * intended departures taken out (test/e2e/oracle.test.ts lists them).
  */
 import { execa } from 'execa';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { NODE1_IP, type TestCluster } from '../e2e/harness/cluster.ts';
-import { UPSTREAM_IN_NAMESPACE, type EnvtestAssets, type RealApiServer } from './envtest.ts';
+import { NODE1_IP, NODE2_IP, TestCluster } from '../e2e/harness/cluster.ts';
+import { node } from './objects.ts';
+import { RealApiServer, UPSTREAM_IN_NAMESPACE, type EnvtestAssets } from './envtest.ts';
 
 const UNORDERED = new Set(['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-EXTERNAL-SERVICES', 'KUBE-PROXY-FIREWALL']);
 const BUILTIN = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
@@ -170,4 +171,86 @@ export function exampleObjects(items: readonly Record<string, unknown>[]): objec
       return c;
     })
     .filter((o) => !(o.kind === 'Service' && o.metadata.name === 'kubernetes'));
+}
+
+/**
+ * The oracles' rig: a real API server of `assets`' version with node-1 and node-2, upstream
+ * kube-proxy of the same version in one test cluster's node-1 and an empty cluster for `kproxy
+ * sync` beside it, in `mode`. {@link program} loads a cluster into both; `stop()` removes it all.
+ */
+export class OracleRig {
+  readonly api: RealApiServer;
+  readonly upstream: TestCluster;
+  readonly ours: TestCluster;
+  readonly mode: 'iptables' | 'nftables';
+  readonly #assets: EnvtestAssets;
+  readonly #kubeconfig: string;
+  #proxy: ReturnType<typeof startUpstream> | undefined;
+  #written: { kind: string; namespace: string | undefined; name: string }[] = [];
+
+  private constructor(api: RealApiServer, upstream: TestCluster, ours: TestCluster, mode: 'iptables' | 'nftables', assets: EnvtestAssets, kubeconfig: string) {
+    this.api = api;
+    this.upstream = upstream;
+    this.ours = ours;
+    this.mode = mode;
+    this.#assets = assets;
+    this.#kubeconfig = kubeconfig;
+  }
+
+  /** Starts the API server, both clusters and upstream (with `upstreamArgs` in `mode`). */
+  static async start(mode: 'iptables' | 'nftables', assets: EnvtestAssets): Promise<OracleRig> {
+    const api = await RealApiServer.start([], assets);
+    const made: TestCluster[] = [];
+    try {
+      for (const n of [node('node-1', 'zone-a', [NODE1_IP]), node('node-2', 'zone-b', [NODE2_IP])]) await api.apply(n);
+      await hideKubernetesService(api);
+      const upstream = await TestCluster.create([], [], mode);
+      made.push(upstream);
+      const ours = await TestCluster.create([], [], mode);
+      made.push(ours);
+      const port = await upstream.serveInNamespace('node-1', (h) => new Promise<void>((resolve) => api.forwarder().listen(h as never, resolve)));
+      const kubeconfig = join(upstream.dir, 'kubeconfig');
+      writeFileSync(kubeconfig, api.kubeconfig(api.adminToken, `https://127.0.0.1:${port}`));
+      const rig = new OracleRig(api, upstream, ours, mode, assets, kubeconfig);
+      void rig.restartUpstream();
+      return rig;
+    } catch (err) {
+      for (const c of made) await c.destroy();
+      await api.stop();
+      throw err;
+    }
+  }
+
+  /** (Re)starts upstream with the oracles' flags in the rig's mode, plus `extra`. */
+  restartUpstream(extra: readonly string[] = []): Promise<void> {
+    const old = this.#proxy;
+    old?.kill('SIGKILL');
+    const args = upstreamArgs(this.#kubeconfig, '10.244.0.0/16').map((a) => (a === 'iptables' ? this.mode : a));
+    this.#proxy = startUpstream(this.upstream, [...args, ...extra], this.#assets);
+    return old ? old.then(() => undefined) : Promise.resolve();
+  }
+
+  /**
+   * Replaces the cluster's objects in the API, waits for upstream to have synced them, and syncs
+   * kproxy (`--proxy-mode`, node-1, `--cluster-cidr 10.244.0.0/16` and `flags`) with the objects as
+   * the API server serves them.
+   */
+  async program(objects: readonly object[], flags: readonly string[] = []): Promise<void> {
+    for (const o of this.#written) await this.api.remove(o.kind, o.namespace, o.name);
+    this.#written = [];
+    for (const o of objects) {
+      const created = await this.api.apply(o);
+      this.#written.push({ kind: created.kind ?? (o as { kind: string }).kind, namespace: created.metadata.namespace, name: created.metadata.name });
+    }
+    await upstreamSettled(this.upstream, Date.now());
+    await this.ours.sync(await servedObjects(this.api), ['--cluster-cidr', '10.244.0.0/16', ...flags]);
+  }
+
+  async stop(): Promise<void> {
+    this.#proxy?.kill('SIGKILL');
+    await this.#proxy;
+    await this.upstream.destroy();
+    await this.ours.destroy();
+    await this.api.stop();
+  }
 }
