@@ -88,7 +88,7 @@ export function detectorKey(d: LocalDetector | undefined): string {
   return d === undefined ? '' : `${d.kind}:${d.kind === 'cidr' ? d.cidr : d.kind === 'interface' ? d.name : d.prefix}`;
 }
 
-/** A detector in words, for messages: `--cluster-cidr 10.244.0.0/16`, `interface cbr0`, `an interface veth*`. */
+/** A detector in words, for messages: `10.244.0.0/16`, `interface cbr0`, `an interface named veth*`. */
 export function describeDetector(d: LocalDetector): string {
   switch (d.kind) {
     case 'cidr':
