@@ -7,6 +7,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { hostname } from 'node:os';
 import { PROXY_MODES, type ProxyMode } from '../backends/backend.ts';
 import { parseCIDR, type CIDR } from '../state/ip.ts';
+import { DETECT_LOCAL_MODES } from './config.ts';
 
 /** Flags shared by dry-run and sync, as commander hands them over. */
 export interface ProxyFlags {
@@ -37,7 +38,7 @@ export function nodeFlags(cmd: Command): Command {
       [],
     )
     .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14)
-    .option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix")
+    .addOption(new Option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix").choices(DETECT_LOCAL_MODES))
     .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
     .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names");
 }

@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { PROXY_MODES } from '../backends/backend.ts';
 import type { RunFlags } from './agent.ts';
-import { loadConfigFile, parseDuration, type FileSettings } from './config.ts';
+import { DETECT_LOCAL_MODES, loadConfigFile, parseDuration, type FileSettings } from './config.ts';
 import { masqueradeBit } from './options.ts';
 import { CONNTRACK_DEFAULTS } from './sysctl.ts';
 
@@ -94,7 +94,7 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--hostname-override <name>', "this node's name (default: the host name)")
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), one per family: traffic from outside them to ClusterIPs is masqueraded', '')
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
-    .option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix")
+    .addOption(new Option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix").choices(DETECT_LOCAL_MODES))
     .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
     .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names")
     .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all)', '')
