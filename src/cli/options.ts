@@ -38,7 +38,11 @@ export function nodeFlags(cmd: Command): Command {
       [],
     )
     .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14)
-    .addOption(new Option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix").choices(DETECT_LOCAL_MODES))
+    .addOption(
+      new Option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix").choices(
+        DETECT_LOCAL_MODES,
+      ),
+    )
     .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
     .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names");
 }

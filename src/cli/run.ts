@@ -94,7 +94,11 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--hostname-override <name>', "this node's name (default: the host name)")
     .option('--cluster-cidr <cidrs>', 'pod CIDR(s), one per family: traffic from outside them to ClusterIPs is masqueraded', '')
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false)
-    .addOption(new Option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix").choices(DETECT_LOCAL_MODES))
+    .addOption(
+      new Option('--detect-local-mode <mode>', "how this node's pod traffic is told apart: ClusterCIDR (default), NodeCIDR (the Node's spec.podCIDRs), BridgeInterface, InterfaceNamePrefix").choices(
+        DETECT_LOCAL_MODES,
+      ),
+    )
     .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
     .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names")
     .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all)', '')
