@@ -10,7 +10,11 @@
  * - each check has a cheap part (every sync period) and a **deep** part that runs only when the CPU
  *   budget allows: after a deep read that took d seconds, the next waits d / budget (1 % of one
  *   core by default: a 1 s read at most every 100 s; at 10k Services the nft table's 9 s read,
- *   listing and parsing, every 15 minutes). Small tables are read deeply every period.
+ *   listing and parsing, every 15 minutes). Small tables are read deeply every period;
+ * - a write that replaced everything counts as a deep read just made, costing what the write
+ *   cost ({@link BackgroundCheck.replaced}): the kernel held exactly the committed rules when it
+ *   returned, so the first deep read after a cold start waits too (at 5k Services × 50 endpoints
+ *   in nftables mode that read took half a core over the minute after the cold sync, bench/README.md).
  *
  * What a check found is handed to the next write ({@link BackgroundCheck.take}), which repairs it.
  * Upstream kube-proxy v1.26 checks canary chains every period and rewrites everything at most
@@ -101,6 +105,15 @@ export class BackgroundCheck<D> {
     const r = this.#result;
     this.#result = undefined;
     return r;
+  }
+
+  /**
+   * A write replaced everything kproxy owns and took `seconds`: the next deep read waits as if a
+   * deep read of that cost had just been made (never sooner than one already due later).
+   * @param now the clock, in ms (tests)
+   */
+  replaced(seconds: number, now = Date.now()): void {
+    this.#deepAfter = Math.max(this.#deepAfter, now + (seconds * 1000) / this.#budget);
   }
 
   /** Forgets what a running or finished check found (the writer's committed state was dropped). */

@@ -57,4 +57,20 @@ describe('BackgroundCheck', () => {
     expect(deeps).toEqual([true, false, false, true]);
     expect(() => new BackgroundCheck(0)).toThrow(RangeError);
   });
+
+  it('a write that replaced everything counts as a deep read of its cost: the first deep read after a cold start waits', async () => {
+    const check = new BackgroundCheck<string>(0.01);
+    const deeps: boolean[] = [];
+    const run = (now: number) => check.start(async (deep) => (deeps.push(deep), undefined), now);
+    check.replaced(2, 1_000); // a 2 s cold write: no deep read for 200 s
+    await run(30_000);
+    await run(200_000);
+    await run(201_001);
+    expect(deeps).toEqual([false, false, true]);
+    // A later, smaller replacement does not pull a deep read forward.
+    check.replaced(0.001, 201_002);
+    check.replaced(1, 0);
+    await run(201_003);
+    expect(deeps.at(-1)).toBe(false);
+  });
 });

@@ -275,7 +275,9 @@ export class IptablesWriter {
       if (found?.drift?.wholeTables) this.#committed = undefined;
       if (this.#committed === undefined) {
         this.#check.reset();
+        const started = performance.now();
         const report = await this.#writeTables(next);
+        this.#check.replaced((performance.now() - started) / 1000);
         return { ...report, ...verifyError, ...(found?.drift ? { repaired: found.drift.summary, drift: found.drift.items } : {}) };
       }
       const diff = diffRulesets(this.#committed, next);

@@ -188,6 +188,7 @@ export class NftWriter {
     if (full) this.#check.reset();
     else for (const c of batch.commands) this.#check.touch(touchedName(c));
     const transactions = batch.commands.length === 0 ? [] : (stages ?? [batch.commands]);
+    const started = performance.now();
     for (const [i, commands] of transactions.entries()) {
       try {
         await this.#tools.apply(JSON.stringify(toBatch(commands)));
@@ -200,6 +201,7 @@ export class NftWriter {
     }
     this.#committed = next;
     this.#deferred = batch.stale;
+    if (full) this.#check.replaced((performance.now() - started) / 1000);
     const snapshot = { committed: next, deferred: batch.stale };
     const verifying = options.verify && !full ? this.#check.start((deep, touched) => this.#verify(snapshot.committed, snapshot.deferred, deep, touched)) : undefined;
     return {
