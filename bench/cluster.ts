@@ -56,7 +56,7 @@ export function benchService(i: number, families: readonly IPFamily[] = [4]): Ra
     ...(kind === 13 ? { sessionAffinityConfig: { clientIP: { timeoutSeconds: 10800 } } } : {}),
     ...(external ? { externalTrafficPolicy: i % 2 === 0 ? 'Local' : 'Cluster' } : {}),
     internalTrafficPolicy: i % 50 === 7 ? 'Local' : 'Cluster',
-    ...(type === 'LoadBalancer' && i % 2 === 0 ? { healthCheckNodePort: 40000 + (i % 20000) } : {}),
+    ...(type === 'LoadBalancer' && i % 2 === 0 ? { healthCheckNodePort: 40000 + Math.floor(i / 20) } : {}),
     ...(kind === 19 ? { loadBalancerSourceRanges: ['203.0.113.0/24', '198.51.100.0/24', ...(families.includes(6) ? ['2001:db8:100::/56'] : [])] } : {}),
   };
   const ingress = families.map((f) => ({ ip: f === 6 ? `2001:db8:f::${ip6(i)}` : `172.${ip(16, i)}` }));

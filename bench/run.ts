@@ -540,7 +540,7 @@ const save = () => {
   mkdirSync(dirname(args.out), { recursive: true });
   const cpus = (readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm) ?? []).length;
   const date = new Date().toISOString();
-  const id = (r: RunRow) => `${r.proxy} ${r.services}`;
+  const id = (r: RunRow) => `${r.proxy} ${r.services}×${r.endpoints}`;
   const ran = new Set(rows.map(id));
   const carried = (kept?.rows ?? []).filter((r) => !ran.has(id(r)));
   const invocations: Invocation[] = [];
@@ -552,7 +552,7 @@ const save = () => {
     }
     invocations.push({ date, rows: rows.map(id), ...(args.why ? { why: args.why } : {}) });
   }
-  const order = (r: RunRow) => r.services * 10 + PROXIES.indexOf(r.proxy);
+  const order = (r: RunRow) => (r.services * 100 + r.endpoints) * 10 + PROXIES.indexOf(r.proxy);
   const all = [...carried, ...rows].sort((a, b) => order(a) - order(b));
   writeFileSync(args.out, `${JSON.stringify({ date, kubernetes: ASSETS.version, ...(invocations.length > 0 ? { invocations } : {}), cpus, syncPeriod: args['sync-period'], rows: all }, null, 2)}\n`);
 };
