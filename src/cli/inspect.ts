@@ -88,7 +88,7 @@ async function load(flags: InspectFlags, log: Logger): Promise<{ store: ProxySta
 }
 
 function plan(store: ProxyStateStore, settings: NodeSettings, family: IPFamily): ProxyPlan {
-  return planProxy(store.servicePortStates(), store.node, proxyConfig(settings, family)());
+  return planProxy(store.servicePortStates(), store.node, proxyConfig(settings, family)(), undefined, store.serviceCIDRs);
 }
 
 /** Registers `explain`, `list` and `verify` on the program. */

@@ -32,7 +32,7 @@ class SyncFailed extends Error {
  */
 async function reconcileOnce(reconcilers: readonly Reconciler[], store: ProxyStateStore, log: Logger, message: string): Promise<FamilyOutcome[]> {
   const states = store.servicePortStates();
-  const outcomes = await Promise.all(reconcilers.map((r) => r.reconcile(states, store.node)));
+  const outcomes = await Promise.all(reconcilers.map((r) => r.reconcile(states, store.node, store.serviceCIDRs)));
   for (const o of outcomes) {
     if (o.ok)
       log.info(

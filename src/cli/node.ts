@@ -171,6 +171,7 @@ function loadObjects(input: ObjectBatch, nodeName: string, log: Logger): ProxySt
   let invalid = 0;
   const at = (o: RawObject) => input.origins?.get(o);
   for (const o of input.nodes) invalid += logApplyResult(log, 'Node', store.applyNode(o), at(o));
+  for (const o of input.serviceCIDRs) invalid += logApplyResult(log, 'ServiceCIDR', store.applyServiceCIDR(o), at(o));
   for (const o of input.services) invalid += logApplyResult(log, 'Service', store.applyService(o), at(o));
   for (const o of input.endpointSlices) invalid += logApplyResult(log, 'EndpointSlice', store.applyEndpointSlice(o), at(o));
   log.info({ services: store.serviceCount, invalid, node: store.node.name, zone: store.node.zone }, 'input loaded');

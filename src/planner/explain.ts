@@ -10,7 +10,7 @@
  * 2. a Service port matches its destination as a ClusterIP, externalIP, load-balancer IP or NodePort
  *    (NodePorts on this node's addresses or the `--nodeport-addresses` ones, never loopback), or
  *    nothing matches and the packet is left alone (nftables mode rejects an undefined port of a
- *    ClusterIP, as upstream's does);
+ *    ClusterIP and drops an address of a ServiceCIDR that no Service holds, as upstream's does);
  * 3. `loadBalancerSourceRanges` drop sources outside them (load-balancer IPs only);
  * 4. no usable endpoint anywhere: REJECT; a Local policy without a local endpoint: DROP;
  * 5. externalTrafficPolicy Local: pods (inside `--cluster-cidr`) and the node itself are
@@ -67,6 +67,8 @@ export interface RuleNames {
   readonly sourceRangesWithoutEndpoints: boolean;
   /** What rejects a ClusterIP's undefined port; undefined when nothing does (iptables mode). */
   unknownClusterIPPort(): string | undefined;
+  /** What drops a new connection to `cidr`'s addresses that no Service holds; undefined when nothing does (iptables mode). */
+  unallocatedClusterIP(cidr: string): string | undefined;
   /** The chain of `sp` for its external destinations, and the short-circuit rule for `source`. */
   external(sp: ServicePortPlan, source?: 'pod' | 'node'): string;
   /** The chain that picks among the Cluster or the Local endpoints of `sp`. */
@@ -202,6 +204,12 @@ export function explainPacket(states: readonly ServicePortState[], node: NodeInf
     if (reject) {
       steps.push({ decision: `${dest} is a ClusterIP, but no Service port of it is ${query.port}/${query.protocol}: rejected`, rule: reject });
       return { ...base, verdict: 'REJECT', reason: `no Service port ${query.port}/${query.protocol} on ClusterIP ${dest}` };
+    }
+    const range = plan.serviceCIDRs.find((c) => inCIDR(c, query.destination));
+    const drop = range === undefined ? undefined : names.unallocatedClusterIP(range);
+    if (drop) {
+      steps.push({ decision: `${dest} is in the ServiceCIDR ${range}, but no Service holds it: dropped`, rule: drop });
+      return { ...base, verdict: 'DROP', reason: `${dest} is an unallocated address of the ServiceCIDR ${range}` };
     }
     for (const hint of noMatchHints(plan, query)) notes.push(hint);
     steps.push({ decision: 'no Service port matches: the packet is left alone', rule: names.noMatch() });

@@ -179,6 +179,12 @@ export interface ProxyPlan {
   readonly noLocalEndpointsExternal: number;
   /** Destinations claimed by more than one Service, and who kept them (the oldest; see frontends.ts). */
   readonly conflicts: readonly FrontendConflict[];
+  /**
+   * The ServiceCIDRs' ranges of this family (`a.b.c.d/n`), sorted: nftables mode drops new
+   * connections to an address in them that no ClusterIP rule took (upstream's "Drop traffic to
+   * unallocated ClusterIPs"); iptables mode leaves them alone, as upstream's.
+   */
+  readonly serviceCIDRs: readonly string[];
 }
 
 /**
@@ -202,9 +208,10 @@ export class PlanCache extends IdentityCache<ServicePortState, ServicePortPlan |
  * @param states every service port with its merged endpoints (ProxyStateStore.servicePortStates())
  * @param node this node (name, zone, addresses)
  * @param cache plans of earlier calls to reuse (see {@link PlanCache}); the result is the same with or without it
+ * @param serviceCIDRs the cluster's ServiceCIDR ranges, of any family (ProxyStateStore.serviceCIDRs); the plan keeps its family's
  * @throws RangeError when `config.masqueradeBit` is outside 0–31 or a CIDR is of the wrong family
  */
-export function planProxy(states: readonly ServicePortState[], node: NodeInfo, config: ProxyConfig, cache?: PlanCache): ProxyPlan {
+export function planProxy(states: readonly ServicePortState[], node: NodeInfo, config: ProxyConfig, cache?: PlanCache, serviceCIDRs: readonly CIDR[] = []): ProxyPlan {
   if (!Number.isInteger(config.masqueradeBit) || config.masqueradeBit < 0 || config.masqueradeBit > 31) {
     throw new RangeError(`masquerade bit must be 0-31, got ${config.masqueradeBit}`);
   }
@@ -250,6 +257,7 @@ export function planProxy(states: readonly ServicePortState[], node: NodeInfo, c
     noLocalEndpointsInternal: noLocalInternal,
     noLocalEndpointsExternal: noLocalExternal,
     conflicts: resolved.conflicts,
+    serviceCIDRs: serviceCIDRs.filter((c) => c.family === family).map((c) => c.text),
   };
 }
 

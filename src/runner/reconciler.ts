@@ -19,7 +19,7 @@ import { errorFacts } from '../backends/errors.ts';
 import { staleUDPFlows, type ConntrackFilter } from '../planner/conntrack.ts';
 import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../planner/plan.ts';
 import type { ProxyMetrics } from '../server/metrics.ts';
-import type { IPFamily } from '../state/ip.ts';
+import type { CIDR, IPFamily } from '../state/ip.ts';
 import type { NodeInfo, ServicePortState } from '../state/model.ts';
 
 /** Timing of the sync loop, in milliseconds. */
@@ -148,8 +148,9 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
    * after a failure, or a sync period after the last full one, even while changes keep arriving:
    * a busy cluster must not starve the verify that repairs rules someone else changed. Never throws:
    * a failure is logged, counted in the backend's metric, and retried after a backoff as a full sync.
+   * @param serviceCIDRs the cluster's ServiceCIDR ranges (ProxyStateStore.serviceCIDRs), of any family
    */
-  async reconcile(states: readonly ServicePortState[], node: NodeInfo): Promise<FamilyOutcome> {
+  async reconcile(states: readonly ServicePortState[], node: NodeInfo, serviceCIDRs: readonly CIDR[] = []): Promise<FamilyOutcome> {
     const { backend, applier, metrics, timing } = this.#d;
     const log = this.#log;
     const startedAt = Date.now();
@@ -165,7 +166,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
       return { plan: ms(0), render: ms(1), write: ms(2) };
     };
     try {
-      plan = planProxy(states, node, this.#d.config(), this.#plans);
+      plan = planProxy(states, node, this.#d.config(), this.#plans, serviceCIDRs);
       marks.push(performance.now());
       this.#conflicts = reportConflicts(log, plan, this.#conflicts);
       const rules = backend.render(plan);

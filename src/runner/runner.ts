@@ -56,6 +56,12 @@ export interface SyncOutcome {
 
 const REQUIRED: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
 
+/*
+ * ServiceCIDRs are not required: an API server before v1.33 serves none, and a ClusterRole without
+ * them must not keep the node's Services unprogrammed. Their first list is one more change, as
+ * upstream's proxier does not wait for them either.
+ */
+
 /** The sync loop. Create, then `run(signal)`; it resolves when the signal aborts. */
 export class ProxyRunner {
   readonly #d: RunnerDeps;
@@ -129,7 +135,7 @@ export class ProxyRunner {
     const { metrics, health } = this.#d;
     metrics.serviceChangesTotal.inc(services);
     metrics.endpointChangesTotal.inc(endpoints);
-    if (services + endpoints > 0 || events.some((e) => e.kind === 'Node')) {
+    if (services + endpoints > 0 || events.some((e) => e.type !== 'synced' && (e.kind === 'Node' || e.kind === 'ServiceCIDR'))) {
       for (const r of this.#d.reconcilers) r.markPending();
       health.queued(Date.now());
       for (const r of this.#d.reconcilers) metrics.lastQueued.setToCurrentTime(ipFamilyLabel(r.family));
@@ -143,11 +149,20 @@ export class ProxyRunner {
     if (event.type === 'delete') {
       const key = objectKey(event.object);
       if (event.kind === 'Node') health.setNodeEligible(false);
-      else if (key !== undefined && event.kind === 'Service') store.deleteService(key);
+      else if (event.kind === 'ServiceCIDR') {
+        if (typeof event.object.metadata?.name === 'string') store.deleteServiceCIDR(event.object.metadata.name);
+      } else if (key !== undefined && event.kind === 'Service') store.deleteService(key);
       else if (key !== undefined) store.deleteEndpointSlice(key);
       return;
     }
-    const result = event.kind === 'Service' ? store.applyService(event.object) : event.kind === 'EndpointSlice' ? store.applyEndpointSlice(event.object) : store.applyNode(event.object);
+    const result =
+      event.kind === 'Service'
+        ? store.applyService(event.object)
+        : event.kind === 'EndpointSlice'
+          ? store.applyEndpointSlice(event.object)
+          : event.kind === 'ServiceCIDR'
+            ? store.applyServiceCIDR(event.object)
+            : store.applyNode(event.object);
     if (event.kind === 'Node' && !result.ignored && result.issues.length === 0) health.setNodeEligible(!store.node.deleting);
     this.#report(event.kind, result);
   }
@@ -174,7 +189,7 @@ export class ProxyRunner {
     this.#triggerTimes = [];
     this.#syncs++;
     const states: ServicePortState[] = store.servicePortStates();
-    const outcomes: FamilyOutcome[] = await Promise.all(families.map((r) => r.reconcile(states, store.node)));
+    const outcomes: FamilyOutcome[] = await Promise.all(families.map((r) => r.reconcile(states, store.node, store.serviceCIDRs)));
     const ok = outcomes.every((o) => o.ok);
     const full = outcomes.some((o) => o.full);
     const seconds = (performance.now() - started) / 1000;

@@ -1,5 +1,5 @@
 /**
- * The Kubernetes API source: Services, EndpointSlices and this node's Node, watched through
+ * The Kubernetes API source: Services, EndpointSlices, this node's Node and the ServiceCIDRs, watched through
  * `@kubernetes/client-node`'s `ListWatch`, each under a supervisor that makes it fit for a
  * DaemonSet (client-node informers stop on errors and stall on half-open connections unless supervised):
  *
@@ -21,6 +21,8 @@
  *   the resourceVersion so the restart re-lists; the `AbortError`s the library raises when it is
  *   stopped or restarted are ours and ignored;
  * - a watchdog restarts an informer that showed no sign of life for twice `stallMs`;
+ * - ServiceCIDRs (networking.k8s.io/v1, served from v1.33) are watched only where discovery says
+ *   the API server serves them, as they are optional: a v1.26 server has none to list;
  * - handlers never throw: they push plain {@link SourceEvent}s into an {@link EventQueue}, and a
  *   `synced` event after every complete list tells the runner its cache is whole.
  * @module
@@ -47,14 +49,20 @@ export interface WatchedResource {
   readonly path: string;
   readonly labelSelector?: string;
   readonly fieldSelector?: string;
+  /**
+   * Watched only where the API server serves it: its group version's path and resource name, for
+   * discovery (`GET /apis/networking.k8s.io/v1` lists `servicecidrs` from v1.33 on).
+   */
+  readonly optional?: { readonly groupVersion: string; readonly resource: string };
 }
 
-/** The three resources of a proxy on node `nodeName`. */
+/** The resources of a proxy on node `nodeName`: Services, EndpointSlices, its Node, and ServiceCIDRs where served. */
 export function proxyResources(nodeName: string): WatchedResource[] {
   return [
     { kind: 'Service', path: '/api/v1/services', labelSelector: PROXY_LABEL_SELECTOR },
     { kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices', labelSelector: PROXY_LABEL_SELECTOR },
     { kind: 'Node', path: '/api/v1/nodes', fieldSelector: `metadata.name=${nodeName}` },
+    { kind: 'ServiceCIDR', path: '/apis/networking.k8s.io/v1/servicecidrs', optional: { groupVersion: '/apis/networking.k8s.io/v1', resource: 'servicecidrs' } },
   ];
 }
 
@@ -140,7 +148,6 @@ export async function listCollection(kc: KubeConfig, resource: WatchedResource, 
   const pageSize = options.pageSize ?? LIST_PAGE_SIZE;
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error('no current cluster');
-  const http = new IsomorphicFetchHttpLibrary();
   let items: KubernetesObject[] = [];
   let cont: string | undefined;
   let restarted = false;
@@ -152,12 +159,8 @@ export async function listCollection(kc: KubeConfig, resource: WatchedResource, 
     // The continue token carries the version of its snapshot; the server refuses both together.
     if (cont) url.searchParams.set('continue', cont);
     else if (options.resourceVersion) url.searchParams.set('resourceVersion', options.resourceVersion);
-    const ctx = new RequestContext(url.toString(), HttpMethod.GET);
-    ctx.setHeaderParam('Accept', 'application/json');
-    ctx.setSignal(AbortSignal.timeout(LIST_TIMEOUT_MS));
-    await kc.applySecurityAuthentication(ctx);
-    const response = await http.send(ctx).toPromise();
-    const text = await response.body.text();
+    const response = await get(kc, url);
+    const text = response.text;
     if (response.httpStatusCode === 410 && cont && !restarted) {
       // The continue token expired mid-list (API concepts, "Retrieving large results sets in
       // chunks"): start over, once, for a consistent snapshot.
@@ -176,14 +179,43 @@ export async function listCollection(kc: KubeConfig, resource: WatchedResource, 
   throw new ApiError(500, `list ${resource.path}: more than ${MAX_LIST_PAGES} pages`);
 }
 
+/** One authenticated GET of a JSON document, with the list timeout. */
+async function get(kc: KubeConfig, url: URL): Promise<{ httpStatusCode: number; text: string }> {
+  const ctx = new RequestContext(url.toString(), HttpMethod.GET);
+  ctx.setHeaderParam('Accept', 'application/json');
+  ctx.setSignal(AbortSignal.timeout(LIST_TIMEOUT_MS));
+  await kc.applySecurityAuthentication(ctx);
+  const response = await new IsomorphicFetchHttpLibrary().send(ctx).toPromise();
+  return { httpStatusCode: response.httpStatusCode, text: await response.body.text() };
+}
+
+/**
+ * Whether the API server serves an optional resource, by discovery of its group version (an
+ * `APIResourceList`): true for a required one without asking.
+ * @throws ApiError for an error status other than 404 (the group version is not served), or a network error
+ */
+export async function servesResource(kc: KubeConfig, resource: WatchedResource): Promise<boolean> {
+  if (!resource.optional) return true;
+  const server = kc.getCurrentCluster()?.server;
+  if (!server) throw new Error('no current cluster');
+  const response = await get(kc, new URL(server.replace(/\/$/, '') + resource.optional.groupVersion));
+  if (response.httpStatusCode === 404) return false;
+  if (response.httpStatusCode !== 200) throw new ApiError(response.httpStatusCode, `discovery ${resource.optional.groupVersion}: HTTP ${response.httpStatusCode}: ${statusMessage(response.text)}`);
+  const body = JSON.parse(response.text) as { resources?: unknown };
+  return Array.isArray(body.resources) && body.resources.some((r) => (r as { name?: unknown } | null)?.name === resource.optional!.resource);
+}
+
 /**
  * One complete read of what a proxy on `nodeName` watches (the operator commands' `--kubeconfig`
- * input): the three lists of {@link proxyResources}, with upstream's selectors.
+ * input): the lists of {@link proxyResources}, with upstream's selectors; an optional resource the
+ * server does not serve lists as empty.
  * @throws ApiError or a network error when a list fails
  */
 export async function listProxyObjects(kc: KubeConfig, nodeName: string): Promise<ObjectBatch> {
-  const [services, endpointSlices, nodes] = await Promise.all(proxyResources(nodeName).map(async (r) => (await listCollection(kc, r)).items as unknown as RawObject[]));
-  return { services: services!, endpointSlices: endpointSlices!, nodes: nodes! };
+  const [services, endpointSlices, nodes, serviceCIDRs] = await Promise.all(
+    proxyResources(nodeName).map(async (r) => ((await servesResource(kc, r)) ? ((await listCollection(kc, r)).items as unknown as RawObject[]) : [])),
+  );
+  return { services: services!, endpointSlices: endpointSlices!, nodes: nodes!, serviceCIDRs: serviceCIDRs! };
 }
 
 function statusMessage(text: string): string {
@@ -356,26 +388,68 @@ export function keepIdentityOnly(object: KubernetesObject): void {
   o.metadata = { name: meta.name, namespace: meta.namespace, uid: meta.uid, resourceVersion: meta.resourceVersion };
 }
 
-/** The proxy's three supervised informers, feeding one queue. */
+/**
+ * The proxy's supervised informers, feeding one queue. An optional resource's informer starts once
+ * discovery says the server serves it; a discovery that fails (the server is not up yet, a 5xx)
+ * is retried with the supervisor's backoff; a server that does not serve it is logged once and
+ * not asked again until the next start (as upstream decides its informers at start).
+ */
 export class KubeSource {
   readonly informers: readonly SupervisedInformer[];
+  readonly #kc: KubeConfig;
+  readonly #log: Logger;
+  readonly #opts: Required<Pick<SupervisorOptions, 'minBackoffMs' | 'maxBackoffMs'>>;
+  readonly #started = new Set<SupervisedInformer>();
+  #probe: NodeJS.Timeout | undefined;
+  #stopped = false;
 
   constructor(kc: KubeConfig, nodeName: string, queue: EventQueue, log: Logger, opts: SupervisorOptions = {}) {
+    this.#kc = kc;
+    this.#log = log;
+    this.#opts = { minBackoffMs: opts.minBackoffMs ?? 500, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
     this.informers = proxyResources(nodeName).map((r) => new SupervisedInformer(kc, r, queue, log, opts));
   }
 
-  /** Starts every informer (their first list runs in the background). */
+  /**
+   * Starts every required informer (their first list runs in the background) and makes the first
+   * discovery of each optional one (a failed one is retried in the background).
+   */
   async start(): Promise<void> {
-    await Promise.all(this.informers.map((i) => i.start()));
+    this.#stopped = false;
+    await Promise.all(this.informers.map((i) => (i.resource.optional ? this.#discover(i, 0) : this.#start(i))));
   }
 
-  /** Stops every informer. */
+  /** Stops every informer and any pending discovery. */
   async stop(): Promise<void> {
-    await Promise.all(this.informers.map((i) => i.stop()));
+    this.#stopped = true;
+    clearTimeout(this.#probe);
+    await Promise.all([...this.#started].map((i) => i.stop()));
   }
 
-  /** Counters of each informer. */
+  /** Counters of each informer that was started. */
   stats(): readonly InformerStats[] {
-    return this.informers.map((i) => i.stats);
+    return this.informers.filter((i) => this.#started.has(i)).map((i) => i.stats);
+  }
+
+  async #start(informer: SupervisedInformer): Promise<void> {
+    this.#started.add(informer);
+    await informer.start();
+  }
+
+  async #discover(informer: SupervisedInformer, failures: number): Promise<void> {
+    const { kind, optional } = informer.resource;
+    try {
+      if (await servesResource(this.#kc, informer.resource)) {
+        if (!this.#stopped) await this.#start(informer);
+        return;
+      }
+      this.#log.info({ resource: kind }, `the API server does not serve ${optional!.groupVersion.slice(6)}/${optional!.resource} (before Kubernetes v1.33): not watched`);
+    } catch (err) {
+      if (this.#stopped) return;
+      const base = Math.min(this.#opts.maxBackoffMs, this.#opts.minBackoffMs * 2 ** Math.min(failures, 20));
+      this.#log.warn({ resource: kind, err: err instanceof Error ? err.message : String(err), retryInMs: base }, 'discovery failed, retrying');
+      this.#probe = setTimeout(() => void this.#discover(informer, failures + 1), base);
+      this.#probe.unref();
+    }
   }
 }

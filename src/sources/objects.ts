@@ -1,6 +1,6 @@
 /**
  * The Kubernetes objects kproxy reads, as the API server serialises them (core/v1 Service and Node,
- * discovery.k8s.io/v1 EndpointSlice). Every field is optional and untrusted: these types describe
+ * discovery.k8s.io/v1 EndpointSlice, networking.k8s.io/v1 ServiceCIDR). Every field is optional and untrusted: these types describe
  * what may be there, and src/state validates each field before anything is built from it.
  * @module
  */
@@ -25,13 +25,15 @@ export interface RawObject {
 }
 
 /** The kinds kproxy consumes. */
-export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node';
+export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
 
 /** Objects sorted by kind, in input order. */
 export interface ObjectBatch {
   services: RawObject[];
   endpointSlices: RawObject[];
   nodes: RawObject[];
+  /** networking.k8s.io/v1 ServiceCIDRs (none from an API server before v1.33, or a file without them). */
+  serviceCIDRs: RawObject[];
   /**
    * Where each object came from, for messages (`cluster.yaml, document 2.items[3]`); set by the
    * file source, absent for the API.

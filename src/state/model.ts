@@ -133,7 +133,7 @@ export interface ServicePortState {
 
 /** A problem with one input object, as data. The object was skipped (or, for an endpoint, that endpoint). */
 export interface InputIssue {
-  readonly kind: 'Service' | 'EndpointSlice' | 'Node';
+  readonly kind: 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
   /** `namespace/name` as far as it could be read (quoted when not a valid name). */
   readonly object: string;
   /** JSON-path-like field, e.g. `spec.ports[1].protocol`. */

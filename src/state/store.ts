@@ -1,5 +1,5 @@
 /**
- * The proxy's state: validated Services, EndpointSlices and this node, with change tracking.
+ * The proxy's state: validated Services, EndpointSlices, ServiceCIDRs and this node, with change tracking.
  *
  * Sources feed raw objects in (`applyService`, `deleteEndpointSlice`, …); the planner reads plain
  * data out (`servicePortStates()`, `node`). Endpoints of a service port are merged from every
@@ -16,6 +16,8 @@ import { normaliseEndpointSlice } from './endpointslice.ts';
 import { joinHostPort } from './ip.ts';
 import type { Endpoint, EndpointSlice, InputIssue, NodeInfo, NormaliseResult, Service, ServicePortState, SliceEndpoint } from './model.ts';
 import { normaliseNode } from './node.ts';
+import type { CIDR } from './ip.ts';
+import { normaliseServiceCIDR } from './servicecidr.ts';
 import { normaliseService } from './service.ts';
 
 /** What applying one object did, as data for logs and metrics. */
@@ -34,6 +36,8 @@ export class ProxyStateStore {
   readonly #slicesByService = new Map<string, Set<string>>();
   readonly #merged = new Map<string, readonly ServicePortState[]>();
   readonly #dirty = new Set<string>();
+  readonly #serviceCIDRs = new Map<string, readonly CIDR[]>();
+  #serviceCIDRUnion: readonly CIDR[] | undefined;
   /** Service keys in order; dropped when a Service comes or goes, not when one changes. */
   #order: string[] | undefined;
 
@@ -113,6 +117,40 @@ export class ProxyStateStore {
     this.#node = result.node;
     if (zoneChanged) for (const key of this.#services.keys()) this.#dirty.add(key);
     return { issues: [] };
+  }
+
+  /**
+   * Adds or replaces a ServiceCIDR (by name). An invalid one removes its earlier version: its
+   * unallocated addresses are then no longer dropped, which fails open only for traffic that no
+   * Service would have taken anyway.
+   */
+  applyServiceCIDR(raw: RawObject): ApplyResult {
+    const result = normaliseServiceCIDR(raw);
+    if ('issue' in result) {
+      const name = raw.metadata?.name;
+      if (typeof name === 'string') this.deleteServiceCIDR(name);
+      return { issues: [result.issue] };
+    }
+    this.#serviceCIDRs.set(result.serviceCIDR.name, result.serviceCIDR.cidrs);
+    this.#serviceCIDRUnion = undefined;
+    return { issues: [] };
+  }
+
+  /** Removes a ServiceCIDR by name. */
+  deleteServiceCIDR(name: string): void {
+    if (this.#serviceCIDRs.delete(name)) this.#serviceCIDRUnion = undefined;
+  }
+
+  /**
+   * The ranges of every ServiceCIDR held, both families, each range once, sorted by family then
+   * text. Unlike upstream's ServiceCIDRConfig (a set it deletes an old object's CIDRs from), a
+   * range two ServiceCIDRs share stays while either holds it. The same array until a ServiceCIDR changes.
+   */
+  get serviceCIDRs(): readonly CIDR[] {
+    if (this.#serviceCIDRUnion) return this.#serviceCIDRUnion;
+    const byText = new Map<string, CIDR>();
+    for (const cidrs of this.#serviceCIDRs.values()) for (const c of cidrs) byText.set(c.text, c);
+    return (this.#serviceCIDRUnion = [...byText.values()].sort((a, b) => a.family - b.family || (a.text < b.text ? -1 : a.text > b.text ? 1 : 0)));
   }
 
   /** Returns and clears the keys (`namespace/name`) of Services changed since the last call. */

@@ -88,6 +88,25 @@ describe.skipIf(ASSET_SETS.length === 0).each(MATRIX)('$mode mode: kproxy run ag
     expect(readFileSync(logs.stderr, 'utf8')).not.toMatch(/forbidden|http_403/i);
   });
 
+  it(assets.minor >= 33 ? 'watches the ServiceCIDRs: the default one and one created through the API' : 'does not watch ServiceCIDRs, which this server does not serve, and says so once', async () => {
+    const { readFileSync } = await import('node:fs');
+    if (assets.minor < 33) {
+      await eventually(
+        async () => readFileSync(logs.stderr, 'utf8'),
+        (t) => t.includes('does not serve networking.k8s.io/v1/servicecidrs'),
+      );
+      return;
+    }
+    await api.apply({ apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'extra' }, spec: { cidrs: ['10.100.0.0/16'] } });
+    if (mode === 'iptables') return; // iptables mode writes nothing for them (test/e2e/servicecidr.test.ts)
+    const check = () => c.onNode('nft', ['list', 'chain', 'ip', 'kube-proxy', 'cluster-ips-check']);
+    const listed = await eventually(check, (t) => t.includes('10.100.0.0/16 drop'));
+    expect(listed).toMatch(/ip daddr 10\.96\.0\.0\/12 drop/);
+    // An unallocated address of the new range is dropped: no answer and no refusal.
+    const r = await c.probe('src', 'tcp', '10.100.0.9', 80, { timeoutMs: 500 });
+    expect(r).toMatchObject({ answers: [], refused: 0, timeout: 1 });
+  });
+
   it('REJECTs once the EndpointSlice is gone, and forgets the Service when it is deleted', async () => {
     await api.remove('EndpointSlice', 'demo', 'web-abcde');
     await eventually(toWeb, (r) => r.refused > 0 && r.answers.length === 0);

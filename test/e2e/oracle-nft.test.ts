@@ -8,11 +8,9 @@
  * from the node, from clients inside and outside the source ranges, and from each local endpoint
  * (hairpin), is walked through both listings by test/support/nfteval.ts; the fates (dropped,
  * rejected, untouched or DNATed to which endpoints with which probability, masqueraded or not,
- * sticky or not) must be equal. Identical up to these intended departures:
- * 1. traffic to an unallocated address of the service CIDR: v1.36 drops it (`cluster-ips-check`,
- *    from its ServiceCIDR objects); kproxy, which does not watch ServiceCIDRs, leaves it alone.
- *    No probe is sent to one;
- * 2. a pod reaching itself through an endpoint whose EndpointSlice names no node: kproxy
+ * sticky or not) must be equal; an unallocated address of the service CIDR is probed too (both
+ * drop it, from the API server's ServiceCIDR). Identical up to this intended departure:
+ * a pod reaching itself through an endpoint whose EndpointSlice names no node: kproxy
  *    masquerades it, as an endpoint that may be on this node (planner `mayBeLocal`; upstream's
  *    iptables mode masquerades every endpoint's hairpin); v1.36's nftables mode only for endpoints
  *    the slice puts on this node. The hairpin probes come from the pods upstream's set names.
@@ -28,7 +26,7 @@ import { CLIENT_IP, NODE1_EXT_IP, NODE1_IP, type TestCluster } from './harness/c
 
 const ENABLED = NEWEST_ASSETS !== undefined && NEWEST_ASSETS.minor >= 33;
 /** node-1's addresses in the test cluster, and the sources of the probes (test/support/nfteval.ts {@link probes}). */
-const NODE = { addresses: [NODE1_IP, NODE1_EXT_IP], ip: NODE1_IP, client: CLIENT_IP };
+const NODE = { addresses: [NODE1_IP, NODE1_EXT_IP], ip: NODE1_IP, client: CLIENT_IP, unallocated: ['10.111.255.253'] };
 
 if (!ENABLED) console.log(NEWEST_ASSETS === undefined ? ENVTEST_HINT : `the nftables-mode oracle needs kube-proxy v1.33 or later; the newest assets are ${NEWEST_ASSETS.version}`);
 
@@ -51,7 +49,7 @@ describe.skipIf(!ENABLED)(`upstream kube-proxy ${NEWEST_ASSETS?.version ?? ''} a
 
   /** Both tables' behaviour on the probes of both. */
   function compare(tables: { upstream: NftTable; ours: NftTable }) {
-    // Departure 2: hairpin sources are the pods upstream's set names.
+    // The departure: hairpin sources are the pods upstream's set names.
     const packets = probes([tables.upstream, tables.ours], NODE, [tables.upstream]);
     return { theirs: behaviour(tables.upstream, packets), ours: behaviour(tables.ours, packets), packets };
   }

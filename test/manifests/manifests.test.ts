@@ -106,7 +106,16 @@ describe('manifests/', () => {
   it('RBAC: read-only, on exactly what kproxy watches', () => {
     const role = one<{ rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] }>('ClusterRole');
     const grants = role.rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g || 'core'}/${res}:${v}`)))).sort();
-    expect(grants).toEqual(['core/nodes:list', 'core/nodes:watch', 'core/services:list', 'core/services:watch', 'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch']);
+    expect(grants).toEqual([
+      'core/nodes:list',
+      'core/nodes:watch',
+      'core/services:list',
+      'core/services:watch',
+      'discovery.k8s.io/endpointslices:list',
+      'discovery.k8s.io/endpointslices:watch',
+      'networking.k8s.io/servicecidrs:list',
+      'networking.k8s.io/servicecidrs:watch',
+    ]);
     const binding = one<{ roleRef: { name: string }; subjects: { kind: string; name: string; namespace: string }[] }>('ClusterRoleBinding');
     expect(binding.roleRef.name).toBe('kproxy');
     expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'kproxy', namespace: 'kube-system' }]);

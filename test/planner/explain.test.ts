@@ -29,7 +29,7 @@ function explain(objects: readonly RawObject[], dest: string, ask: Ask = {}): Ex
   const [host, port] = dest.startsWith('[') ? [dest.slice(1, dest.indexOf(']')), dest.slice(dest.indexOf(']') + 2)] : dest.split(':');
   const destination = parseIP(host!)!;
   const config = { ...CONFIG, family: destination.family, ...(destination.family === 6 ? { clusterCIDR: parseCIDR('fd00:10:244::/56'), localAddresses: [] } : {}), ...ask.config };
-  const plan = planProxy(store.servicePortStates(), store.node, config);
+  const plan = planProxy(store.servicePortStates(), store.node, config, undefined, store.serviceCIDRs);
   const who = ask.source ?? 'external';
   const ip = parseIP(who);
   const source = ip ? { kind: classifySource(ip, store.node, config), ip } : { kind: who as SourceKind, ip: undefined };
@@ -177,6 +177,17 @@ describe('explain: nothing matches', () => {
     const nft = explain(web(), '10.96.0.50:81', { mode: 'nftables' });
     expect(nft).toMatchObject({ verdict: 'REJECT' });
     expect(nft.steps.at(-1)!.rule).toBe('cluster-ips-check: ip daddr @cluster-ips reject');
+  });
+
+  it('an unallocated address of a ServiceCIDR: left alone in iptables mode, dropped in nftables mode', () => {
+    const objects = [...web(), { apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: ['10.96.0.0/12'] } }];
+    expect(explain(objects, '10.96.9.9:80').verdict).toBe('NO_MATCH');
+    const nft = explain(objects, '10.96.9.9:80', { mode: 'nftables' });
+    expect(nft).toMatchObject({ verdict: 'DROP', reason: '10.96.9.9 is an unallocated address of the ServiceCIDR 10.96.0.0/12' });
+    expect(nft.steps.at(-1)!.rule).toBe('cluster-ips-check: ip daddr 10.96.0.0/12 drop ("Drop traffic to unallocated ClusterIPs")');
+    // A ClusterIP's undefined port is rejected first; an address outside the range is left alone.
+    expect(explain(objects, '10.96.0.50:81', { mode: 'nftables' }).verdict).toBe('REJECT');
+    expect(explain(objects, '10.200.0.1:80', { mode: 'nftables' }).verdict).toBe('NO_MATCH');
   });
 
   it('another protocol, loopback NodePorts and --nodeport-addresses say why they do not match', () => {

@@ -308,3 +308,64 @@ describe('supervised informers', () => {
     expect(mirror.keys('Node')).toEqual(['/node-1']);
   });
 });
+
+describe('ServiceCIDRs: watched where the server serves them (v1.33 and later)', () => {
+  const cidrs = wire<List>('list-servicecidrs-v1.36.json');
+
+  it('a server that serves them: discovered, listed and watched like the rest', async () => {
+    const { api, kc } = await fixtureServer();
+    api.serviceCIDRs = true;
+    api.seed('servicecidrs', cidrs.items);
+    const queue = new EventQueue();
+    const source = new KubeSource(kc, 'node-1', queue, log, { minBackoffMs: 50, maxBackoffMs: 200 });
+    cleanup.push(
+      () => api.close(),
+      () => source.stop(),
+    );
+    await source.start();
+    const mirror = new Mirror(queue);
+    await mirror.until(() => mirror.synced.get('ServiceCIDR') === 1 && mirror.keys('ServiceCIDR').includes('/kubernetes'));
+    api.apply('servicecidrs', { metadata: { name: 'extra' }, spec: { cidrs: ['10.100.0.0/16'] } });
+    await mirror.until(() => mirror.keys('ServiceCIDR').includes('/extra'));
+    api.remove('servicecidrs', '', 'extra');
+    await mirror.until(() => !mirror.keys('ServiceCIDR').includes('/extra'));
+    expect(source.stats().map((s) => s.kind)).toEqual(['Service', 'EndpointSlice', 'Node', 'ServiceCIDR']);
+  });
+
+  it('a server that does not (v1.26): one discovery request, never a list, and the others sync', async () => {
+    const lines: string[] = [];
+    const capture = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const { api, kc } = await fixtureServer();
+    const queue = new EventQueue();
+    const source = new KubeSource(kc, 'node-1', queue, capture, { minBackoffMs: 50, maxBackoffMs: 200 });
+    cleanup.push(
+      () => api.close(),
+      () => source.stop(),
+    );
+    await source.start();
+    const mirror = new Mirror(queue);
+    await mirror.until(() => mirror.synced.get('Service') === 1 && mirror.synced.get('EndpointSlice') === 1 && mirror.synced.get('Node') === 1);
+    expect(api.requests.filter((r) => r.includes('networking.k8s.io'))).toEqual(['GET /apis/networking.k8s.io/v1']);
+    expect(lines.join('')).toMatch(/does not serve networking.k8s.io\/v1\/servicecidrs/);
+    expect(source.stats().map((s) => s.kind)).toEqual(['Service', 'EndpointSlice', 'Node']);
+  });
+
+  it('a discovery that fails is retried with backoff until it answers', async () => {
+    const { api, kc } = await fixtureServer();
+    api.serviceCIDRs = true;
+    api.seed('servicecidrs', cidrs.items);
+    const broken = new KubeConfig();
+    // The first discovery goes to a closed port; then the cluster's server is put back.
+    broken.loadFromOptions({ ...kc, clusters: [{ name: 'test', server: 'http://127.0.0.1:1', skipTLSVerify: true }], users: kc.users, contexts: kc.contexts, currentContext: 'test' });
+    const queue = new EventQueue();
+    const source = new KubeSource(broken, 'node-1', queue, log, { minBackoffMs: 50, maxBackoffMs: 200 });
+    cleanup.push(
+      () => api.close(),
+      () => source.stop(),
+    );
+    await source.start();
+    broken.clusters = kc.clusters;
+    const mirror = new Mirror(queue);
+    await mirror.until(() => mirror.keys('ServiceCIDR').includes('/kubernetes'));
+  });
+});

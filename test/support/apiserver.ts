@@ -33,7 +33,10 @@ export const COLLECTIONS = {
   services: { path: '/api/v1/services', listKind: 'ServiceList', kind: 'Service', apiVersion: 'v1' },
   endpointslices: { path: '/apis/discovery.k8s.io/v1/endpointslices', listKind: 'EndpointSliceList', kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1' },
   nodes: { path: '/api/v1/nodes', listKind: 'NodeList', kind: 'Node', apiVersion: 'v1' },
+  servicecidrs: { path: '/apis/networking.k8s.io/v1/servicecidrs', listKind: 'ServiceCIDRList', kind: 'ServiceCIDR', apiVersion: 'networking.k8s.io/v1' },
 } as const;
+/** The discovery document of networking.k8s.io/v1, as v1.33 and later serve it (abridged to the resource kproxy looks for). */
+const NETWORKING_V1 = '/apis/networking.k8s.io/v1';
 export type Collection = keyof typeof COLLECTIONS;
 const BY_PATH = new Map(Object.entries(COLLECTIONS).map(([name, c]) => [c.path as string, name as Collection]));
 
@@ -76,6 +79,11 @@ export function wire<T = unknown>(name: string): T {
 export class TestApiServer {
   /** Every request, `METHOD path?query`, in order. */
   readonly requests: string[] = [];
+  /**
+   * Serves networking.k8s.io/v1 ServiceCIDRs, with their discovery document, as an API server of
+   * v1.33 or later; off (the default), both answer 404, as v1.26's do.
+   */
+  serviceCIDRs = false;
   #rv = 1000;
   #oldestRv = 0;
   #tokenEpoch = 0;
@@ -212,7 +220,15 @@ export class TestApiServer {
     const url = new URL(req.url ?? '/', 'http://test');
     this.requests.push(`${req.method} ${url.pathname}${url.search}`);
     const collection = BY_PATH.get(url.pathname);
-    if (req.method !== 'GET' || !collection) return json(res, 404, status(404, 'NotFound', `${url.pathname} not found`));
+    if (req.method === 'GET' && url.pathname === NETWORKING_V1 && this.serviceCIDRs) {
+      return json(res, 200, {
+        kind: 'APIResourceList',
+        apiVersion: 'v1',
+        groupVersion: 'networking.k8s.io/v1',
+        resources: [{ name: 'servicecidrs', singularName: 'servicecidr', namespaced: false, kind: 'ServiceCIDR', verbs: ['list', 'watch'] }],
+      });
+    }
+    if (req.method !== 'GET' || !collection || (collection === 'servicecidrs' && !this.serviceCIDRs)) return json(res, 404, status(404, 'NotFound', `${url.pathname} not found`));
     const c = COLLECTIONS[collection];
     const labelSelector = url.searchParams.get('labelSelector');
     const fieldSelector = url.searchParams.get('fieldSelector');

@@ -90,6 +90,7 @@ const PATHS: Record<string, (ns: string | undefined) => string> = {
   ServiceAccount: (ns) => `/api/v1/namespaces/${ns}/serviceaccounts`,
   ClusterRole: () => '/apis/rbac.authorization.k8s.io/v1/clusterroles',
   ClusterRoleBinding: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
+  ServiceCIDR: () => '/apis/networking.k8s.io/v1/servicecidrs',
 };
 
 /** Runs a server in the background, its stderr to `log`. */

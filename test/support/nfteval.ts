@@ -301,6 +301,8 @@ export interface ProbeNode {
   readonly pod?: string;
   /** A client inside the example's source ranges. Default 203.0.113.200. */
   readonly allowed?: string;
+  /** Addresses of the service CIDRs that no Service holds, probed on tcp/80. */
+  readonly unallocated?: readonly string[];
 }
 
 type Key = [string, string, number];
@@ -321,6 +323,7 @@ export function probes(tables: readonly NftTable[], node: ProbeNode, hairpinFrom
     for (const m of ['service-nodeports', 'no-endpoint-nodeports']) for (const [proto, port] of t.keys(m) as [string, number][]) for (const ip of nodePortIPs) add([ip, proto, port]);
     for (const ip of t.keys('cluster-ips') as string[]) add([ip, 'tcp', 1]);
   }
+  for (const ip of node.unallocated ?? []) add([ip, 'tcp', 80]);
   const hairpin = new Set<string>();
   for (const t of hairpinFrom) for (const name of ['hairpin-connections', 'hairpin-endpoints']) for (const e of t.keys(name) as string[][]) hairpin.add(e[0]!);
   const sources: Pick<Packet, 'saddr' | 'iifname' | 'fromNode'>[] = [

@@ -20,6 +20,7 @@ export function storeOf(objects: readonly RawObject[], nodeName = 'test-node'): 
   for (const o of objects) {
     if (o.kind === 'Service') store.applyService(o);
     else if (o.kind === 'Node') store.applyNode(o);
+    else if (o.kind === 'ServiceCIDR') store.applyServiceCIDR(o);
     else store.applyEndpointSlice(o);
   }
   return store;
@@ -27,7 +28,7 @@ export function storeOf(objects: readonly RawObject[], nodeName = 'test-node'): 
 
 export function plan(objects: readonly RawObject[], config: Partial<ProxyConfig> = {}, nodeName = 'test-node'): ProxyPlan {
   const store = storeOf(objects, nodeName);
-  return planProxy(store.servicePortStates(), store.node, { ...TEST_CONFIG, ...config });
+  return planProxy(store.servicePortStates(), store.node, { ...TEST_CONFIG, ...config }, undefined, store.serviceCIDRs);
 }
 
 export function rules(objects: readonly RawObject[], config: Partial<ProxyConfig> = {}, nodeName = 'test-node'): IptablesRuleset {

@@ -152,13 +152,19 @@ export async function upstreamSettled(cluster: TestCluster, since: number): Prom
   }
 }
 
-/** The Services, EndpointSlices and Nodes as `api` serves them, with kind and apiVersion (list items have none): what `kproxy sync` is fed beside upstream. */
+/** The Services, EndpointSlices, Nodes and ServiceCIDRs (v1.33 and later) as `api` serves them, with kind and apiVersion (list items have none): what `kproxy sync` is fed beside upstream. */
 export async function servedObjects(api: RealApiServer): Promise<object[]> {
-  const list = async (path: string, kind: string, apiVersion: string) => ((await api.request('GET', path)).body as { items: object[] }).items.map((item) => ({ kind, apiVersion, ...item }));
+  const list = async (path: string, kind: string, apiVersion: string) => {
+    const r = await api.request('GET', path);
+    // ServiceCIDRs: a server before v1.33 answers 404.
+    if (r.status === 404 && kind === 'ServiceCIDR') return [];
+    return (r.body as { items: object[] }).items.map((item) => ({ kind, apiVersion, ...item }));
+  };
   return [
     ...(await list('/api/v1/services', 'Service', 'v1')),
     ...(await list('/apis/discovery.k8s.io/v1/endpointslices', 'EndpointSlice', 'discovery.k8s.io/v1')),
     ...(await list('/api/v1/nodes', 'Node', 'v1')),
+    ...(await list('/apis/networking.k8s.io/v1/servicecidrs', 'ServiceCIDR', 'networking.k8s.io/v1')),
   ];
 }
 

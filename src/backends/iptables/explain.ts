@@ -38,6 +38,7 @@ export function iptablesRuleNames(plan: Pick<ProxyPlan, 'localDetector'>): RuleN
     noMatch: () => `nat ${CHAIN.services} and ${CHAIN.nodePorts}: no rule matches`,
     sourceRangesWithoutEndpoints: false,
     unknownClusterIPPort: () => undefined,
+    unallocatedClusterIP: () => undefined,
     external(sp, source) {
       const n = serviceChainNames(sp.name, sp.protocol);
       if (source === 'pod') return `nat ${n.ext} ${fromPod} -j ${n.svc} ("pod traffic for ${sp.name} external destinations")`;

@@ -40,6 +40,7 @@ export function nftablesRuleNames(plan: Pick<ProxyPlan, 'localDetector' | 'famil
     noMatch: () => `${NFT.services}: no element of map ${NFT.serviceIPs} or ${NFT.serviceNodePorts} matches`,
     sourceRangesWithoutEndpoints: true,
     unknownClusterIPPort: () => `${NFT.clusterIPsCheck}: ${ip} daddr @${NFT.clusterIPs} reject`,
+    unallocatedClusterIP: (cidr) => `${NFT.clusterIPsCheck}: ${ip} daddr ${cidr} drop ("Drop traffic to unallocated ClusterIPs")`,
     external(sp, source) {
       const n = serviceNames(sp.name, sp.protocol);
       if (source === 'pod') return `${n.external}: ${fromPod} goto ${n.service}`;

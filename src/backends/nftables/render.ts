@@ -7,7 +7,7 @@
  *   local or external chain), `service-nodeports` (`l4proto . dport`), `no-endpoint-services` and
  *   `no-endpoint-nodeports` (→ drop, or goto `reject-chain`), `firewall-ips` (→ goto a
  *   loadBalancerSourceRanges chain, run before DNAT), and the `cluster-ips` set (a ClusterIP on an
- *   undefined port is rejected);
+ *   undefined port is rejected; one in a ServiceCIDR that no Service holds is dropped);
  * - masquerading by the mark bit: `mark-for-masquerade` sets it, `masquerading` (postrouting)
  *   clears it and masquerades `fully-random`;
  * - **endpoint selection is a cascade of plain rules that DNAT themselves**: `numgen random mod
@@ -185,6 +185,10 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   r.chain(NFT.serviceEndpointsCheck, { expr: [dispatch(NFT.noEndpointServices)] });
   r.chain(NFT.nodePortEndpointsCheck, { expr: [...nodePortDestination, { vmap: { key: protoPort, data: `@${NFT.noEndpointNodePorts}` } }] });
   r.chain(NFT.clusterIPsCheck, { expr: [eq(daddr, `@${NFT.clusterIPs}`), { reject: null }] });
+  // An address of a ServiceCIDR that no Service holds: the connection is dropped, not sent on.
+  // Upstream writes one rule with an anonymous set of the ranges; one rule a range (there are one
+  // or two) does the same without a set.
+  for (const cidr of plan.serviceCIDRs) r.chain(NFT.clusterIPsCheck, { expr: [eq(daddr, prefix(cidr)), DROP], comment: 'Drop traffic to unallocated ClusterIPs' });
   r.chain(NFT.markMasq, { expr: [{ mangle: { key: markOf, value: { '|': [markOf, mark] } } }] });
   r.chain(
     NFT.masquerading,
