@@ -443,3 +443,12 @@ export const webSlice = (ips: string[]): Record<string, unknown> =>
     [{ name: 'http', port: 8080 }],
     ips.map((ip) => endpoint(ip, { node: ip.startsWith('10.244.1.') ? 'node-1' : 'node-2' })),
   );
+
+/**
+ * Waits out the spacing of deep verifies after a whole-table write by a writer made with
+ * `verifyBudget: 1` (verify.ts: the write counts as a deep read of its cost, so the next deep read
+ * waits as long as the write took; the small tables of these tests are written well within this).
+ */
+export function settle(ms = 400): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
