@@ -304,7 +304,7 @@ export function logApplyResult(log: Logger, kind: ObjectKind, result: ApplyResul
   for (const issue of result.issues) {
     log.warn(
       { kind: issue.kind, object: issue.object, field: issue.field, skipped: issue.skipped, ...(origin === undefined ? {} : { origin }) },
-      `skipping ${issue.skipped === 'object' ? issue.kind : `endpoint of ${issue.kind}`} ${issue.object}${origin === undefined ? '' : ` (${origin})`}: ${issue.message}`,
+      `skipping ${issue.skipped === 'object' ? issue.kind : issue.skipped === 'rules' ? `the rules of ${issue.kind}` : `endpoint of ${issue.kind}`} ${issue.object}${origin === undefined ? '' : ` (${origin})`}: ${issue.message}${issue.skipped === 'rules' ? ' (it still isolates the pods it selects: nothing of it is allowed)' : ''}`,
     );
   }
   if (result.ignored) log.debug({ kind }, `ignored: ${result.ignored}`);

@@ -133,14 +133,14 @@ export interface ServicePortState {
 
 /** A problem with one input object, as data. The object was skipped (or, for an endpoint, that endpoint). */
 export interface InputIssue {
-  readonly kind: 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
+  readonly kind: 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR' | 'NetworkPolicy' | 'Pod' | 'Namespace';
   /** `namespace/name` as far as it could be read (quoted when not a valid name). */
   readonly object: string;
   /** JSON-path-like field, e.g. `spec.ports[1].protocol`. */
   readonly field: string;
   readonly message: string;
   /** What was dropped: the whole object, or one element of it. */
-  readonly skipped: 'object' | 'endpoint';
+  readonly skipped: 'object' | 'endpoint' | 'rules';
 }
 
 /**
