@@ -217,16 +217,18 @@ function runTable(file = 'results/run.json'): string[] {
   const pct = (v: number | undefined) => (v === undefined ? '–' : `${(v * 100).toFixed(v < 0.01 ? 2 : 1)} %`);
   const sec = (v: number | undefined) => (v === undefined ? '–' : `${v.toFixed(v < 1 ? 3 : v < 10 ? 2 : 1)} s`);
   const ratio = (ours: number | undefined, theirs: number | undefined) => (ours === undefined || theirs === undefined || theirs === 0 ? '' : ` (${(ours / theirs).toFixed(2)}×)`);
-  const sizes = [...new Set(doc.rows.map((r) => r.services))].sort((a, b) => a - b);
+  // Shapes: Services × endpoints per Service, by Service count then endpoints.
+  const shapes = [...new Map(doc.rows.map((r) => [`${r.services}×${r.endpoints}`, [r.services, r.endpoints] as const])).values()].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const mixed = new Set(doc.rows.map((r) => r.endpoints)).size > 1;
   const split =
     doc.invocations && doc.invocations.length > 1
       ? ` The rows come from ${doc.invocations.length} invocations: ${doc.invocations.map((i) => `one (finished ${i.date.slice(0, 10)} ${i.date.slice(11, 16)} UTC) ran ${i.rows.join(', ')}${i.why ? ` (${i.why})` : ''}`).join('; ')}.`
       : '';
   const out = [
-    `${split ? 'Runs' : 'One run'} of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service): each proxy alone in a fresh node namespace against the same real kube-apiserver ${version}. Ratios in parentheses are against ${sameMode ? `upstream ${version} in the same mode` : 'upstream v1.26 without the feature gate'}.${split}`,
+    `${split ? 'Runs' : 'One run'} of \`bench/run.ts\` (${doc.date.slice(0, 10)}, ${doc.cpus} CPUs, sync period ${doc.syncPeriod}${mixed ? '' : `, ${doc.rows[0]?.endpoints ?? 10} endpoints per Service`}): each proxy alone in a fresh node namespace against the same real kube-apiserver ${version}. Ratios in parentheses are against ${sameMode ? `upstream ${version} in the same mode` : 'upstream v1.26 without the feature gate'}.${split}`,
   ];
-  for (const n of sizes) {
-    const rows = doc.rows.filter((r) => r.services === n);
+  for (const [n, e] of shapes) {
+    const rows = doc.rows.filter((r) => r.services === n && r.endpoints === e);
     const baseOf = (r: RunRow) => rows.find((x) => x.proxy === (sameMode && r.proxy.endsWith('nftables') ? 'upstream-nftables' : 'upstream'));
     const cold = (r: RunRow) =>
       r.coldStartSeconds === undefined
@@ -237,7 +239,7 @@ function runTable(file = 'results/run.json'): string[] {
     const line = (label: string, cell: (r: RunRow) => string) => `| ${label} | ${rows.map(cell).join(' | ')} |`;
     out.push(
       '',
-      `**${k(n)} Services** (+ default/kubernetes)`,
+      mixed ? `**${k(n)} Services × ${e} endpoint${e === 1 ? '' : 's'}** (+ default/kubernetes)` : `**${k(n)} Services** (+ default/kubernetes)`,
       '',
       `| | ${rows.map(name).join(' | ')} |`,
       `|---|${rows.map(() => '---|').join('')}`,

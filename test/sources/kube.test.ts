@@ -311,19 +311,23 @@ describe('supervised informers', () => {
 
 describe('ServiceCIDRs: watched where the server serves them (v1.33 and later)', () => {
   const cidrs = wire<List>('list-servicecidrs-v1.36.json');
-
-  it('a server that serves them: discovered, listed and watched like the rest', async () => {
-    const { api, kc } = await fixtureServer();
-    api.serviceCIDRs = true;
-    api.seed('servicecidrs', cidrs.items);
+  /** Starts a source on `kc` (default: the server's own) and mirrors its events; everything is cleaned up after the test. */
+  const watch = async (api: TestApiServer, kc: KubeConfig, logger = log) => {
     const queue = new EventQueue();
-    const source = new KubeSource(kc, 'node-1', queue, log, { minBackoffMs: 50, maxBackoffMs: 200 });
+    const source = new KubeSource(kc, 'node-1', queue, logger, { minBackoffMs: 50, maxBackoffMs: 200 });
     cleanup.push(
       () => api.close(),
       () => source.stop(),
     );
     await source.start();
-    const mirror = new Mirror(queue);
+    return { source, mirror: new Mirror(queue) };
+  };
+
+  it('a server that serves them: discovered, listed and watched like the rest', async () => {
+    const { api, kc } = await fixtureServer();
+    api.serviceCIDRs = true;
+    api.seed('servicecidrs', cidrs.items);
+    const { source, mirror } = await watch(api, kc);
     await mirror.until(() => mirror.synced.get('ServiceCIDR') === 1 && mirror.keys('ServiceCIDR').includes('/kubernetes'));
     api.apply('servicecidrs', { metadata: { name: 'extra' }, spec: { cidrs: ['10.100.0.0/16'] } });
     await mirror.until(() => mirror.keys('ServiceCIDR').includes('/extra'));
@@ -336,14 +340,7 @@ describe('ServiceCIDRs: watched where the server serves them (v1.33 and later)',
     const lines: string[] = [];
     const capture = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
     const { api, kc } = await fixtureServer();
-    const queue = new EventQueue();
-    const source = new KubeSource(kc, 'node-1', queue, capture, { minBackoffMs: 50, maxBackoffMs: 200 });
-    cleanup.push(
-      () => api.close(),
-      () => source.stop(),
-    );
-    await source.start();
-    const mirror = new Mirror(queue);
+    const { source, mirror } = await watch(api, kc, capture);
     await mirror.until(() => mirror.synced.get('Service') === 1 && mirror.synced.get('EndpointSlice') === 1 && mirror.synced.get('Node') === 1);
     expect(api.requests.filter((r) => r.includes('networking.k8s.io'))).toEqual(['GET /apis/networking.k8s.io/v1']);
     expect(lines.join('')).toMatch(/does not serve networking.k8s.io\/v1\/servicecidrs/);
@@ -357,15 +354,8 @@ describe('ServiceCIDRs: watched where the server serves them (v1.33 and later)',
     const broken = new KubeConfig();
     // The first discovery goes to a closed port; then the cluster's server is put back.
     broken.loadFromOptions({ ...kc, clusters: [{ name: 'test', server: 'http://127.0.0.1:1', skipTLSVerify: true }], users: kc.users, contexts: kc.contexts, currentContext: 'test' });
-    const queue = new EventQueue();
-    const source = new KubeSource(broken, 'node-1', queue, log, { minBackoffMs: 50, maxBackoffMs: 200 });
-    cleanup.push(
-      () => api.close(),
-      () => source.stop(),
-    );
-    await source.start();
+    const { mirror } = await watch(api, broken);
     broken.clusters = kc.clusters;
-    const mirror = new Mirror(queue);
     await mirror.until(() => mirror.keys('ServiceCIDR').includes('/kubernetes'));
   });
 });
