@@ -208,12 +208,21 @@ export async function servesResource(kc: KubeConfig, resource: WatchedResource):
 /**
  * One complete read of what a proxy on `nodeName` watches (the operator commands' `--kubeconfig`
  * input): the lists of {@link proxyResources}, with upstream's selectors; an optional resource the
- * server does not serve lists as empty.
+ * server does not serve, or does not let this user list (403), lists as empty.
  * @throws ApiError or a network error when a list fails
  */
 export async function listProxyObjects(kc: KubeConfig, nodeName: string): Promise<ObjectBatch> {
   const [services, endpointSlices, nodes, serviceCIDRs] = await Promise.all(
-    proxyResources(nodeName).map(async (r) => ((await servesResource(kc, r)) ? ((await listCollection(kc, r)).items as unknown as RawObject[]) : [])),
+    proxyResources(nodeName).map(async (r) => {
+      if (!(await servesResource(kc, r))) return [];
+      try {
+        return (await listCollection(kc, r)).items as unknown as RawObject[];
+      } catch (err) {
+        // A ClusterRole of before ServiceCIDRs: the Services are still read, without them.
+        if (r.optional && err instanceof ApiError && err.statusCode === 403) return [];
+        throw err;
+      }
+    }),
   );
   return { services: services!, endpointSlices: endpointSlices!, nodes: nodes!, serviceCIDRs: serviceCIDRs! };
 }
