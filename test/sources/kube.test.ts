@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { keepIdentityOnly, KubeSource, listCollection, LIST_PAGE_SIZE, PROXY_LABEL_SELECTOR, proxyResources, SupervisedInformer } from '../../src/sources/kube.ts';
+import { keepIdentityOnly, KubeSource, listCollection, listProxyObjects, LIST_PAGE_SIZE, PROXY_LABEL_SELECTOR, proxyResources, SupervisedInformer } from '../../src/sources/kube.ts';
 import { EventQueue, type SourceEvent } from '../../src/sources/queue.ts';
 import { TestApiServer, wire } from '../support/apiserver.ts';
 import { endpoint, endpointSlice, service } from '../support/objects.ts';
@@ -357,5 +357,17 @@ describe('ServiceCIDRs: watched where the server serves them (v1.33 and later)',
     const { mirror } = await watch(api, broken);
     broken.clusters = kc.clusters;
     await mirror.until(() => mirror.keys('ServiceCIDR').includes('/kubernetes'));
+  });
+
+  it('a one-shot read lists them, or none when the ClusterRole predates them (403), and still reads the Services', async () => {
+    const { api, kc } = await fixtureServer();
+    cleanup.push(() => api.close());
+    api.serviceCIDRs = true;
+    api.seed('servicecidrs', cidrs.items);
+    expect((await listProxyObjects(kc, 'node-1')).serviceCIDRs.map((c) => c.metadata?.name)).toEqual(['kubernetes']);
+    api.forbidden.add('servicecidrs');
+    const batch = await listProxyObjects(kc, 'node-1');
+    expect(batch.serviceCIDRs).toEqual([]);
+    expect(batch.services.length).toBeGreaterThan(3);
   });
 });

@@ -84,6 +84,8 @@ export class TestApiServer {
    * v1.33 or later; off (the default), both answer 404, as v1.26's do.
    */
   serviceCIDRs = false;
+  /** Collections this server's RBAC does not let the client list or watch: 403 Forbidden. */
+  readonly forbidden = new Set<Collection>();
   #rv = 1000;
   #oldestRv = 0;
   #tokenEpoch = 0;
@@ -229,6 +231,7 @@ export class TestApiServer {
       });
     }
     if (req.method !== 'GET' || !collection || (collection === 'servicecidrs' && !this.serviceCIDRs)) return json(res, 404, status(404, 'NotFound', `${url.pathname} not found`));
+    if (this.forbidden.has(collection)) return json(res, 403, status(403, 'Forbidden', `${url.pathname} is forbidden`));
     const c = COLLECTIONS[collection];
     const labelSelector = url.searchParams.get('labelSelector');
     const fieldSelector = url.searchParams.get('fieldSelector');
