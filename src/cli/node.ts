@@ -152,7 +152,7 @@ export async function loadFiles(paths: readonly string[], nodeName: string, log:
  * @throws Error when no configuration loads; SourceError naming the server when a list fails
  */
 export async function loadApi(kubeconfig: string | undefined, master: string | undefined, nodeName: string, log: Logger): Promise<ProxyStateStore> {
-  const { listProxyObjects, loadKubeConfig } = await import('../sources/kube.ts');
+  const { listProxyObjects, loadKubeConfig } = await import('../sources/api.ts');
   const kc = loadKubeConfig(kubeconfig, master);
   const server = kc.getCurrentCluster()?.server ?? 'the API server';
   let batch: ObjectBatch;

@@ -6,6 +6,7 @@
  * @module
  */
 import type { RawObject } from '../sources/objects.ts';
+import type { InputIssue } from './model.ts';
 import type { ApplyResult } from './store.ts';
 import { normaliseNamespace, normaliseNetworkPolicy, normalisePod, type NamespaceFacts, type NetworkPolicy, type PodFacts } from './networkpolicy.ts';
 
@@ -57,13 +58,7 @@ export class PolicyStateStore {
   /** Adds or replaces a Pod; an invalid one removes its earlier version (it is then no peer and no target). */
   applyPod(raw: RawObject): ApplyResult {
     const r = normalisePod(raw);
-    if ('pod' in r) {
-      this.#pods.set(r.pod.key, r.pod);
-      this.#generation++;
-      return { issues: [] };
-    }
-    if (r.key !== undefined) this.deletePod(r.key);
-    return { issues: [r.issue] };
+    return this.#apply(this.#pods, 'pod' in r ? { key: r.pod.key, value: r.pod } : r);
   }
 
   /** Removes a Pod by `namespace/name`. */
@@ -74,17 +69,19 @@ export class PolicyStateStore {
   /** Adds or replaces a Namespace; an invalid one removes its earlier version (it then has no labels to select). */
   applyNamespace(raw: RawObject): ApplyResult {
     const r = normaliseNamespace(raw);
-    if ('namespace' in r) {
-      this.#namespaces.set(r.namespace.name, r.namespace);
-      this.#generation++;
-      return { issues: [] };
-    }
-    if (r.key !== undefined) this.deleteNamespace(r.key);
-    return { issues: [r.issue] };
+    return this.#apply(this.#namespaces, 'namespace' in r ? { key: r.namespace.name, value: r.namespace } : r);
   }
 
   /** Removes a Namespace by name. */
   deleteNamespace(name: string): void {
     if (this.#namespaces.delete(name)) this.#generation++;
+  }
+
+  /** Stores a valid object by key; an invalid one removes its earlier version (when its key was read) and is reported. */
+  #apply<T>(map: Map<string, T>, r: { key: string; value: T } | { issue: InputIssue; key?: string }): ApplyResult {
+    if ('value' in r) map.set(r.key, r.value);
+    else if (r.key === undefined || !map.delete(r.key)) return { issues: [r.issue] };
+    this.#generation++;
+    return { issues: 'issue' in r ? [r.issue] : [] };
   }
 }
