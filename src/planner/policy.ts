@@ -20,10 +20,10 @@
  *   conntrack state before any of this); policy applies to pod addresses after Service DNAT.
  * @module
  */
-import { createHash } from 'node:crypto';
 import { cidrContains, parseCIDR, parseIP, type CIDR, type IPAddress } from '../state/ip.ts';
 import { selects, selectorText, type Labels } from '../state/labels.ts';
 import type { Protocol } from '../state/model.ts';
+import { hashSuffix } from '../state/strings.ts';
 import type { NamespaceFacts, NetworkPolicy, PodFacts, PolicyPeer, PolicyRule } from '../state/networkpolicy.ts';
 
 /** What the planner reads (the PolicyStateStore's maps, this node). */
@@ -156,7 +156,7 @@ export function planPolicies(input: PolicyInput): PolicyPlan {
     let set = byDescription.get(description);
     if (set) return set;
     const addresses = [...new Set(peerPods(peer, namespace).flatMap((p) => p.ips.map((ip) => ip.text)))].sort();
-    set = { id: `peers-${hash(description)}`, description, addresses };
+    set = { id: `peers-${hashSuffix(description)}`, description, addresses };
     byDescription.set(description, set);
     peerSets.set(set.id, set);
     return set;
@@ -282,23 +282,4 @@ export function connectionVerdict(plan: PolicyPlan, src: string, dst: string, pr
 
 function inBlock(cidr: CIDR, except: readonly CIDR[], ip: IPAddress): boolean {
   return cidr.family === ip.family && cidrContains(cidr, ip) && !except.some((e) => cidrContains(e, ip));
-}
-
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-/** 16 base32 characters of SHA-256 (80 bits), as upstream names its chains (16 of them). */
-function hash(text: string): string {
-  const bytes = createHash('sha256').update(text).digest();
-  let out = '';
-  let bits = 0;
-  let value = 0;
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5 && out.length < 16) {
-      out += BASE32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-    if (out.length >= 16) break;
-  }
-  return out;
 }

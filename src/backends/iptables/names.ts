@@ -8,11 +8,8 @@
  * - probabilities: Go `%0.10f` of the float64 1/n (round half to even on the exact binary value)
  * @module
  */
-import { hash } from 'node:crypto';
 import type { Protocol } from '../../state/model.ts';
-import { flat } from '../../state/strings.ts';
-
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+import { flat, hashSuffix } from '../../state/strings.ts';
 
 /** The four chains of one service port; they share one hash suffix. */
 export interface ServiceChainNames {
@@ -34,25 +31,6 @@ export interface ServiceChainNames {
  */
 export function fitComment(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 9)}~${hashSuffix(text).slice(0, 8)}`;
-}
-
-/** The 16-character suffix: upper-case standard base32 of the first 10 bytes of a SHA-256. */
-export function hashSuffix(input: string): string {
-  const digest = hash('sha256', input, 'buffer');
-  const out: string[] = [];
-  // 10 bytes = 80 bits = exactly 16 base32 characters, no padding; a bit buffer of < 13 bits.
-  let buffer = 0;
-  let bits = 0;
-  for (let i = 0; i < 10; i++) {
-    buffer = (buffer << 8) | digest[i]!;
-    bits += 8;
-    while (bits >= 5) {
-      bits -= 5;
-      out.push(BASE32[(buffer >> bits) & 31]!);
-    }
-    buffer &= (1 << bits) - 1;
-  }
-  return out.join(''); // flat, see state/strings.ts
 }
 
 /**

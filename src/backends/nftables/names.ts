@@ -9,8 +9,8 @@
  * @module
  */
 import type { Protocol } from '../../state/model.ts';
-import { hashSuffix } from '../iptables/names.ts';
-import { flat } from '../../state/strings.ts';
+import { flat, hashSuffix } from '../../state/strings.ts';
+import { fitComment } from '../iptables/names.ts';
 
 /** The table kproxy owns in each family (upstream's name, so `cleanup` of either removes the other). */
 export const TABLE = 'kube-proxy';
@@ -84,9 +84,27 @@ export function endpointNames(serviceBase: string, ip: string, port: number): { 
   return { chain: flat('endpoint-', hashed), affinity: flat('affinity-', hashed) };
 }
 
-function hashAndTruncate(base: string): string {
+/**
+ * `<8 of hash>-<base>`, cut to fit a name with the longest prefix kproxy gives (upstream's
+ * `hashAndTruncate`, pkg/proxy/nftables/helpers.go).
+ * @throws Error when the result holds characters nft could not take unquoted
+ */
+export function hashAndTruncate(base: string): string {
   const hash = hashSuffix(base).slice(0, 8);
   const name = `${hash}-${base}`.slice(0, MAX_NAME - 'endpoint-'.length);
   if (!NAME.test(`x${name}`)) throw new Error(`refusing to write nft name ${JSON.stringify(name)}`);
   return name;
+}
+
+/** nft's limit on a comment (NFT_USERDATA_MAXLEN allows more; nft's parser takes 128). */
+const MAX_COMMENT = 128;
+
+/**
+ * The comment as written: shortened to fit ({@link fitComment}), then checked.
+ * @throws Error when it holds a character nft cannot take (the state stage's validators refuse those first)
+ */
+export function checkedComment(full: string): string {
+  const text = fitComment(full, MAX_COMMENT);
+  if (!/^[\x20-\x7e]{1,128}$/.test(text) || /["\\]/.test(text)) throw new Error(`refusing to write comment ${JSON.stringify(text)} into an nft rule`);
+  return text;
 }

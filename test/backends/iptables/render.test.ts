@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { endpointChainName, hashSuffix, probability, serviceChainNames } from '../../../src/backends/iptables/names.ts';
+import { endpointChainName, probability, serviceChainNames } from '../../../src/backends/iptables/names.ts';
+import { hashSuffix } from '../../../src/state/strings.ts';
 import { comment } from '../../../src/backends/iptables/render.ts';
 import { parseCIDR, parseIP } from '../../../src/state/ip.ts';
 import { endpoint, endpointSlice, node, service } from '../../support/objects.ts';
