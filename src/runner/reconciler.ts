@@ -21,14 +21,9 @@ import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../plann
 import type { ProxyMetrics } from '../server/metrics.ts';
 import type { CIDR, IPFamily } from '../state/ip.ts';
 import type { NodeInfo, ServicePortState } from '../state/model.ts';
+import { SyncSchedule, type RunnerTiming } from './schedule.ts';
 
-/** Timing of the sync loop, in milliseconds. */
-export interface RunnerTiming {
-  /** Least time between the starts of two syncs (`--iptables-min-sync-period`, default 1 s). */
-  readonly minSyncPeriodMs: number;
-  /** Longest time between two syncs (`--iptables-sync-period`, default 30 s). */
-  readonly syncPeriodMs: number;
-}
+export type { RunnerTiming } from './schedule.ts';
 
 /**
  * What a reconciler does with the rules: write them to the kernel (`run`, `sync`), or print the
@@ -81,13 +76,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
   /** What the print applier printed last (the write applier's writer keeps the kernel's). */
   #printed: S | undefined;
   #previousPlan: ProxyPlan | undefined;
-  #pending = true;
-  #needFull = true;
-  #failures = 0;
-  #lastStart = 0;
-  /** When the last successful full (verifying) sync started; the next is due one sync period later, whatever the churn. */
-  #lastFull = 0;
-  #retryAt = 0;
+  readonly #schedule: SyncSchedule;
   /** Destinations in conflict at the last sync: each is logged once, when it first appears. */
   #conflicts = new Set<string>();
   /** Service ports left out of the last render, and why: each is logged and counted once, when it is first left out. */
@@ -100,6 +89,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
   constructor(deps: ReconcilerDeps<R, S>) {
     this.#d = deps;
     this.#log = deps.log.child({ ipFamily: `IPv${deps.backend.family}` });
+    this.#schedule = new SyncSchedule(deps.timing);
   }
 
   get family(): IPFamily {
@@ -112,7 +102,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
 
   /** The last sync failed and its retry is pending. */
   get failing(): boolean {
-    return this.#failures > 0;
+    return this.#schedule.failures > 0;
   }
 
   /** What the family's rules hold after the last successful write, keyed as the backend reports (`nat`, `rules`, …). */
@@ -127,7 +117,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
 
   /** The state changed: this family has something to sync. */
   markPending(): void {
-    this.#pending = true;
+    this.#schedule.markPending();
   }
 
   /**
@@ -136,11 +126,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
    * period after the last full sync (kube-proxy's `BoundedFrequencyRunner` use).
    */
   dueAt(): number {
-    const { minSyncPeriodMs, syncPeriodMs } = this.#d.timing;
-    // Before the first full sync succeeded there is no period to keep, only the backoff.
-    const periodic = this.#lastFull === 0 ? Infinity : this.#lastFull + syncPeriodMs;
-    if (!this.#pending && !this.#needFull) return periodic;
-    return Math.min(periodic, Math.max(this.#lastStart + minSyncPeriodMs, this.#retryAt));
+    return this.#schedule.dueAt();
   }
 
   /**
@@ -151,12 +137,10 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
    * @param serviceCIDRs the cluster's ServiceCIDR ranges (ProxyStateStore.serviceCIDRs), of any family
    */
   async reconcile(states: readonly ServicePortState[], node: NodeInfo, serviceCIDRs: readonly CIDR[] = []): Promise<FamilyOutcome> {
-    const { backend, applier, metrics, timing } = this.#d;
+    const { backend, applier, metrics } = this.#d;
     const log = this.#log;
     const startedAt = Date.now();
-    this.#lastStart = startedAt;
-    const full = this.#needFull || startedAt >= this.#lastFull + timing.syncPeriodMs;
-    this.#pending = false;
+    const full = this.#schedule.begin(startedAt);
     let plan: ProxyPlan | undefined;
     let report: WriteReport | undefined;
     const marks = [performance.now()];
@@ -188,20 +172,13 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
       marks.push(performance.now());
     } catch (err) {
       marks.push(performance.now());
-      this.#failures++;
-      this.#needFull = true;
-      this.#pending = true;
-      const backoff = Math.min(timing.syncPeriodMs, timing.minSyncPeriodMs * 2 ** Math.min(this.#failures, 10));
-      this.#retryAt = Date.now() + backoff;
+      const backoff = this.#schedule.failed();
       if (metrics) backend.countFailure(metrics, full);
       if (this.#d.retries === false) log.error({ err: errorFacts(err) }, `syncing proxy rules failed: ${(err as Error).message}`);
-      else log.error({ err: errorFacts(err), retryInMs: backoff, failures: this.#failures }, 'syncing proxy rules failed; will retry with a full sync');
+      else log.error({ err: errorFacts(err), retryInMs: backoff, failures: this.#schedule.failures }, 'syncing proxy rules failed; will retry with a full sync');
       return { family: backend.family, ok: false, full, plan, report, error: (err as Error).message, phasesMs: phasesMs() };
     }
-    this.#failures = 0;
-    this.#needFull = false;
-    this.#retryAt = 0;
-    if (full) this.#lastFull = startedAt;
+    this.#schedule.succeeded(startedAt, full);
     if (report) {
       this.#totals = report.rulesTotal;
       if (report.verifying) this.#watchVerify(report.verifying);
@@ -221,7 +198,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
   #watchVerify(verifying: Promise<boolean>): void {
     const done: Promise<boolean> = verifying.then((found) => {
       if (this.#verifying === done) this.#verifying = undefined;
-      if (found) this.#pending = true;
+      if (found) this.#schedule.markPending();
       return found;
     });
     this.#verifying = done;

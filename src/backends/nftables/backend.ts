@@ -15,6 +15,8 @@ import { deltaBatch, fullBatch } from './batch.ts';
 import { NftRenderCache, nftFamily, renderNftables, type NftRuleset } from './render.ts';
 import { formatBatch, type NftOutput } from './text.ts';
 import type { NftTools, NftWriter } from './writer.ts';
+import type { NftTableFamily } from './json.ts';
+import { TABLE } from './names.ts';
 import { ipFamilyLabel } from '../../server/labels.ts';
 
 /** What an nftables diff starts from: the last ruleset, and the chains whose deletion waits a sync (batch.ts). */
@@ -23,19 +25,21 @@ export interface NftCommitted {
   readonly deferred: readonly string[];
 }
 
+/** What writes one nft table: diff (dry-run), apply, compare (verify) and cleanup, over an {@link NftWriter}. */
+export type NftTableOps = Pick<ProxyBackend<NftRuleset, NftCommitted>, 'diff' | 'apply' | 'compare' | 'cleanup'>;
+
 /**
- * The writer module (and execa with it) is loaded on the first write: `dry-run` never loads it.
+ * The write side of an nft table, whatever renders it: the Service tables here, the NetworkPolicy
+ * table in backends/policy. The writer module (and execa with it) is loaded on the first write:
+ * `dry-run` never loads it.
+ * @param table the table `cleanup` deletes
  * @param output the form `diff` prints in (dry-run): nft text, or the JSON batch
  * @param tools nft; default the real binary
  */
-export function nftablesBackend(family: IPFamily, output: NftOutput = 'text', tools?: NftTools): ProxyBackend<NftRuleset, NftCommitted> {
+export function nftTableOps(table: { readonly family: NftTableFamily; readonly name: string }, output: NftOutput = 'text', tools?: NftTools): NftTableOps {
   const writerModule = () => import('./writer.ts');
   let writer: NftWriter | undefined;
-  const cache = new NftRenderCache();
   return {
-    mode: 'nftables',
-    family,
-    render: (plan: ProxyPlan) => renderNftables(plan, cache),
     diff(committed, next) {
       const batch = committed === undefined ? fullBatch(next) : deltaBatch(committed.rules, next, committed.deferred);
       return { text: batch.commands.length === 0 ? undefined : formatBatch(batch.commands, output), committed: { rules: next, deferred: batch.stale } };
@@ -68,8 +72,23 @@ export function nftablesBackend(family: IPFamily, output: NftOutput = 'text', to
     },
     async cleanup() {
       const m = await writerModule();
-      return m.cleanupNftables(tools ?? m.systemNft(), [nftFamily(family)]);
+      return m.cleanupNftables(tools ?? m.systemNft(), [table.family], table.name);
     },
+  };
+}
+
+/**
+ * The nftables proxy backend of one family.
+ * @param output the form `diff` prints in (dry-run): nft text, or the JSON batch
+ * @param tools nft; default the real binary
+ */
+export function nftablesBackend(family: IPFamily, output: NftOutput = 'text', tools?: NftTools): ProxyBackend<NftRuleset, NftCommitted> {
+  const cache = new NftRenderCache();
+  return {
+    mode: 'nftables',
+    family,
+    render: (plan: ProxyPlan) => renderNftables(plan, cache),
+    ...nftTableOps({ family: nftFamily(family), name: TABLE }, output, tools),
     countFailure: (metrics) => metrics.nftablesSyncFailures.inc(ipFamilyLabel(family)),
     setRuleGauges(metrics, written, total) {
       for (const [object, n] of Object.entries(written)) metrics.nftablesLast.set({ ...ipFamilyLabel(family), object }, n);

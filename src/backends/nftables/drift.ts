@@ -11,7 +11,7 @@
 import { diffLists, type DriftItem } from '../drift.ts';
 import { keyText, type NftElement, type NftKey, type NftStatement } from './json.ts';
 import { statementText } from './text.ts';
-import { servicePortOfName, TABLE } from './names.ts';
+import { servicePortOfName } from './names.ts';
 import type { NftRuleset } from './render.ts';
 
 /**
@@ -104,8 +104,8 @@ function parseListing(listing: string): Listed {
  * @param touched `chain NAME` / `set NAME` written while the listing was read: left out
  */
 export function compareNft(want: NftRuleset, listing: string | undefined, deferred: readonly string[] = [], touched: ReadonlySet<string> = new Set()): DriftItem[] {
-  const table = `${want.family} ${TABLE}`;
-  if (listing === undefined) return [{ servicePort: undefined, change: 'missing', object: 'table', table, name: TABLE }];
+  const table = `${want.family} ${want.table}`;
+  if (listing === undefined) return [{ servicePort: undefined, change: 'missing', object: 'table', table, name: want.table }];
   const kernel = parseListing(listing);
   const items: DriftItem[] = [];
   const chainOwner = new Map<string, string>();

@@ -10,8 +10,11 @@
  * @module
  */
 
-/** nft address families kproxy writes: `ip` (IPv4) and `ip6`. */
+/** nft address families of the Service tables and of packet matches: `ip` (IPv4) and `ip6`. */
 export type NftFamily = 'ip' | 'ip6';
+
+/** Families of the tables kproxy writes: the Service tables' ({@link NftFamily}), and `inet` (both: the NetworkPolicy table). */
+export type NftTableFamily = NftFamily | 'inet';
 
 /** A packet or metadata value read by a match. */
 export type NftSelector =
@@ -23,8 +26,11 @@ export type NftSelector =
   | { readonly '&': readonly [NftSelector, number] }
   | { readonly concat: readonly NftSelector[] };
 
-/** A constant: address, protocol or keyword (string), number, prefix, or `@set` reference (string). */
-export type NftValue = string | number | { readonly prefix: { readonly addr: string; readonly len: number } };
+/**
+ * A constant: address, protocol or keyword (string), number, prefix, inclusive port range, a list of
+ * flags (`ct state established,related`), or `@set` reference (string).
+ */
+export type NftValue = string | number | { readonly prefix: { readonly addr: string; readonly len: number } } | { readonly range: readonly [number, number] } | readonly string[];
 
 /** A verdict, as a statement or as the value of a verdict-map element. */
 export type NftVerdict =
@@ -83,19 +89,19 @@ export interface NftSetSpec {
 
 /** A set or map by name; `add` also carries its {@link NftSetSpec}. */
 export interface NftSetRef {
-  readonly family: NftFamily;
+  readonly family: NftTableFamily;
   readonly table: string;
   readonly name: string;
 }
 
 /** An object of a command, in its JSON form. */
 export type NftObject =
-  | { readonly table: { readonly family: NftFamily; readonly name: string } }
-  | { readonly chain: { readonly family: NftFamily; readonly table: string; readonly name: string } & Partial<NftHook & { readonly policy: 'accept' }> }
-  | { readonly rule: { readonly family: NftFamily; readonly table: string; readonly chain: string; readonly expr: readonly NftStatement[]; readonly comment?: string } }
+  | { readonly table: { readonly family: NftTableFamily; readonly name: string } }
+  | { readonly chain: { readonly family: NftTableFamily; readonly table: string; readonly name: string } & Partial<NftHook & { readonly policy: 'accept' }> }
+  | { readonly rule: { readonly family: NftTableFamily; readonly table: string; readonly chain: string; readonly expr: readonly NftStatement[]; readonly comment?: string } }
   | { readonly set: NftSetRef & Partial<Omit<NftSetSpec, 'map' | 'name'>> }
   | { readonly map: NftSetRef & Partial<NftSetSpec> }
-  | { readonly element: { readonly family: NftFamily; readonly table: string; readonly name: string; readonly elem: readonly JsonElement[] } };
+  | { readonly element: { readonly family: NftTableFamily; readonly table: string; readonly name: string; readonly elem: readonly JsonElement[] } };
 
 /** An element as JSON: key, `[key, verdict]`, or with an `elem` wrapper carrying a comment. */
 export type JsonElement =

@@ -47,6 +47,7 @@ import {
   prefix,
   type NftElement,
   type NftFamily,
+  type NftTableFamily,
   type NftHook,
   type NftRule,
   type NftSelector,
@@ -54,8 +55,7 @@ import {
   type NftStatement,
 } from './json.ts';
 import { renderParts, type RenderSkip } from '../backend.ts';
-import { fitComment } from '../iptables/names.ts';
-import { endpointNames, NFT, serviceNames, TABLE } from './names.ts';
+import { checkedComment, endpointNames, NFT, serviceNames, TABLE } from './names.ts';
 import { SelectionChain } from './selection.ts';
 
 /**
@@ -87,7 +87,8 @@ export interface NftChain {
 
 /** The complete desired content of kproxy's table. */
 export interface NftRuleset {
-  readonly family: NftFamily;
+  /** `ip` or `ip6` for a Service table; `inet` for the NetworkPolicy table (backends/policy), written by the same writer. */
+  readonly family: NftTableFamily;
   readonly table: string;
   /** Every set and map, sorted by name (built on first read: deltas do not need it). */
   readonly sets: readonly NftSetSpec[];
@@ -101,7 +102,8 @@ export interface NftRuleset {
   readonly elements: ReadonlyMap<string, readonly NftElement[]>;
   /**
    * Each service port's part, keyed by `namespace/name:port protocol`, in plan order. A part that
-   * is the same object in two rulesets is unchanged between them.
+   * is the same object in two rulesets is unchanged between them. (In the NetworkPolicy table:
+   * each local pod's part, and each peer set's, keyed `pod ns/name` and `peers <id>`.)
    */
   readonly services: ReadonlyMap<string, NftServiceRules>;
   /** Map keys claimed by more than one service port (`map key`); only the first one's element is kept. */
@@ -393,17 +395,4 @@ class Renderer {
     const sets = affinitySets.size === 0 ? undefined : endpoints.map((ep) => affinitySets.get(ep.hostPort));
     this.chains.set(chain, new SelectionChain(chain, Array.isArray(head) ? head.slice() : [], endpoints, proto, sets, payload(this.#family, 'saddr')));
   }
-}
-
-/** nft's limit on a comment (NFT_USERDATA_MAXLEN allows more; nft's parser takes 128). */
-const MAX_COMMENT = 128;
-
-/**
- * The comment as written: shortened to fit ({@link fitComment}), then checked.
- * @throws Error when it holds a character nft cannot take (the state stage's validators refuse those first)
- */
-function checkedComment(full: string): string {
-  const text = fitComment(full, MAX_COMMENT);
-  if (!/^[\x20-\x7e]{1,128}$/.test(text) || /["\\]/.test(text)) throw new Error(`refusing to write comment ${JSON.stringify(text)} into an nft rule`);
-  return text;
 }

@@ -66,7 +66,10 @@ function selectorText(s: NftSelector): string {
 }
 
 function valueText(v: NftValue): string {
-  return typeof v === 'object' ? `${v.prefix.addr}/${v.prefix.len}` : String(v);
+  if (typeof v !== 'object') return String(v);
+  if ('range' in v) return `${v.range[0]}-${v.range[1]}`;
+  if ('prefix' in v) return `${v.prefix.addr}/${v.prefix.len}`;
+  return v.join(',');
 }
 
 const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;

@@ -15,7 +15,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deltaBatch, stagedFullBatch, type NftBatchPlan } from './batch.ts';
-import { toBatch, type NftCommand, type NftFamily } from './json.ts';
+import { toBatch, type NftCommand, type NftTableFamily } from './json.ts';
 import { servicePortOfName, TABLE } from './names.ts';
 import { ToolError, type ToolErrorCode } from '../errors.ts';
 import { BackgroundCheck } from '../verify.ts';
@@ -44,14 +44,14 @@ export interface NftTools {
   /** `nft -j -f` of a JSON document; with `check`, `nft -c` (validated, not committed). */
   apply(json: string, check?: boolean): Promise<void>;
   /** `nft -j list table <family> <table>`, or undefined when the table does not exist. */
-  list(family: NftFamily, table: string): Promise<string | undefined>;
+  list(family: NftTableFamily, table: string): Promise<string | undefined>;
   /**
    * The chain names of one table (`nft -j list chains <family>`: names only, 0.03 s at 10k
    * Services where a listing of the table takes 6 s, and 1 s beside a 10k-Service iptables-nft
    * ruleset, where nft 1.0.6 takes 51 s and 950 MB to answer `list tables`).
    * @returns the names, or undefined when the table does not exist
    */
-  chains(family: NftFamily, table: string): Promise<readonly string[] | undefined>;
+  chains(family: NftTableFamily, table: string): Promise<readonly string[] | undefined>;
 }
 
 /**
@@ -300,14 +300,15 @@ function touchedName(command: NftCommand): string {
 /**
  * Deletes kproxy's (or kube-proxy's) tables, `ip kube-proxy` and `ip6 kube-proxy`, and nothing else.
  * @param families which of the two (default both)
+ * @param table another table of kproxy's instead (the NetworkPolicy table, `inet kproxy-policy`)
  * @returns the number of tables deleted
  * @throws NftError when nft fails
  */
-export async function cleanupNftables(tools: NftTools, families: readonly NftFamily[] = ['ip', 'ip6']): Promise<number> {
+export async function cleanupNftables(tools: NftTools, families: readonly NftTableFamily[] = ['ip', 'ip6'], table = TABLE): Promise<number> {
   // Not `nft list tables`: beside a large iptables-nft ruleset nft 1.0.6 loads all of it to answer.
-  const owned: NftFamily[] = [];
-  for (const family of families) if ((await tools.chains(family, TABLE)) !== undefined) owned.push(family);
+  const owned: NftTableFamily[] = [];
+  for (const family of families) if ((await tools.chains(family, table)) !== undefined) owned.push(family);
   if (owned.length === 0) return 0;
-  await tools.apply(JSON.stringify(toBatch(owned.map((family) => ({ delete: { table: { family, name: TABLE } } })))));
+  await tools.apply(JSON.stringify(toBatch(owned.map((family) => ({ delete: { table: { family, name: table } } })))));
   return owned.length;
 }

@@ -1,0 +1,80 @@
+/**
+ * When a reconciler syncs next: kube-proxy's `BoundedFrequencyRunner` use (pkg/proxy/iptables/proxier.go)
+ * as plain state, shared by the Service reconcilers (one per IP family) and the NetworkPolicy one.
+ * @module
+ */
+
+/** Timing of the sync loop, in milliseconds. */
+export interface RunnerTiming {
+  /** Least time between the starts of two syncs (`--iptables-min-sync-period`, default 1 s). */
+  readonly minSyncPeriodMs: number;
+  /** Longest time between two syncs (`--iptables-sync-period`, default 30 s). */
+  readonly syncPeriodMs: number;
+}
+
+/**
+ * A sync is due after the min sync period when something is pending, not before a failed sync's
+ * backoff, and at the latest one sync period after the last full sync. A sync is full when it is
+ * the first, the first after a failure, or a sync period after the last full one, even while
+ * changes keep arriving: a busy cluster must not starve the verify that repairs rules someone
+ * else changed.
+ */
+export class SyncSchedule {
+  readonly #timing: RunnerTiming;
+  #pending = true;
+  #needFull = true;
+  #failures = 0;
+  #lastStart = 0;
+  /** When the last successful full sync started. */
+  #lastFull = 0;
+  #retryAt = 0;
+
+  constructor(timing: RunnerTiming) {
+    this.#timing = timing;
+  }
+
+  /** Failed syncs in a row (0 after a success). */
+  get failures(): number {
+    return this.#failures;
+  }
+
+  /** Something changed: sync after the min sync period. */
+  markPending(): void {
+    this.#pending = true;
+  }
+
+  /** When the next sync should start, in ms since the epoch. */
+  dueAt(): number {
+    const { minSyncPeriodMs, syncPeriodMs } = this.#timing;
+    // Before the first full sync succeeded there is no period to keep, only the backoff.
+    const periodic = this.#lastFull === 0 ? Infinity : this.#lastFull + syncPeriodMs;
+    if (!this.#pending && !this.#needFull) return periodic;
+    return Math.min(periodic, Math.max(this.#lastStart + minSyncPeriodMs, this.#retryAt));
+  }
+
+  /** A sync starts at `now` (ms since the epoch). @returns whether it must be full */
+  begin(now: number): boolean {
+    this.#lastStart = now;
+    this.#pending = false;
+    return this.#needFull || now >= this.#lastFull + this.#timing.syncPeriodMs;
+  }
+
+  /** The sync that began at `startedAt` succeeded. */
+  succeeded(startedAt: number, full: boolean): void {
+    this.#failures = 0;
+    this.#needFull = false;
+    this.#retryAt = 0;
+    if (full) this.#lastFull = startedAt;
+  }
+
+  /** The sync failed: the next is full, after a backoff doubling from the min sync period up to the sync period. @returns the backoff in ms */
+  failed(): number {
+    this.#failures++;
+    this.#needFull = true;
+    this.#pending = true;
+    const { minSyncPeriodMs, syncPeriodMs } = this.#timing;
+    const backoff = Math.min(syncPeriodMs, minSyncPeriodMs * 2 ** Math.min(this.#failures, 10));
+    this.#retryAt = Date.now() + backoff;
+    return backoff;
+  }
+}
