@@ -25,12 +25,25 @@ import { selects, selectorText, type Labels } from '../state/labels.ts';
 import type { Protocol } from '../state/model.ts';
 import { hashSuffix } from '../state/strings.ts';
 import type { NamespaceFacts, NetworkPolicy, PodFacts, PolicyPeer, PolicyRule } from '../state/networkpolicy.ts';
+import { ALL_CHANGED, type PolicyChanges } from '../state/policystore.ts';
 
-/** What the planner reads (the PolicyStateStore's maps, this node). */
-export interface PolicyInput {
+/** The policy state the planner reads: the PolicyStateStore, or anything shaped like it. */
+export interface PolicySource {
   readonly policies: ReadonlyMap<string, NetworkPolicy>;
-  readonly pods: ReadonlyMap<string, PodFacts>;
   readonly namespaces: ReadonlyMap<string, NamespaceFacts>;
+  /** One namespace's pods by key. */
+  podsIn(namespace: string): ReadonlyMap<string, PodFacts>;
+  /** The namespaces that have pods. */
+  podNamespaces(): Iterable<string>;
+  /** One node's pods by key. */
+  podsOn(node: string): ReadonlyMap<string, PodFacts>;
+}
+
+/** What the planner reads: the state, what changed in it since the last plan, and this node. */
+export interface PolicyInput {
+  readonly state: PolicySource;
+  /** From PolicyStateStore.takeChanges; default everything (no reuse). */
+  readonly changes?: PolicyChanges;
   /** This node's name: its pods are the ones enforced here. */
   readonly nodeName: string;
   /** This node's addresses: traffic between its pods and them is always allowed. */
@@ -113,54 +126,122 @@ export function selectablePod(pod: PodFacts): boolean {
   return pod.ips.length > 0 && !pod.hostNetwork && !pod.finished;
 }
 
+/** A peer set as planned: what it was computed from, to compute it again when that changes. */
+interface CachedSet {
+  readonly set: PeerSet;
+  readonly peer: Extract<PolicyPeer, { kind: 'pods' }>;
+  /** The policy's namespace (the peer's scope when it has no namespaceSelector). */
+  readonly namespace: string;
+}
+
+/** A local pod's plan as planned: the facts and policies it came from. */
+interface CachedPod {
+  readonly facts: PodFacts;
+  readonly plan: PodPolicyPlan;
+  /** Its egress has named ports: their targets depend on every pod, so any pod change re-plans it. */
+  readonly named: boolean;
+}
+
+/**
+ * Memory of the last plan, so the next one re-plans only what changed (as the Service planner's
+ * PlanCache does): a peer set is computed again only when a pod of a namespace in its scope
+ * changed, or (for a namespaceSelector) a Namespace did; a local pod is planned again only when
+ * it, or its namespace's NetworkPolicies, changed (or, with egress named ports, any pod). What is
+ * not planned again is the same object as before, which the renderer's cache and the nft diff
+ * skip by identity. Not for concurrent use.
+ */
+export class PolicyPlanCache {
+  #sets = new Map<string, CachedSet>();
+  #pods = new Map<string, CachedPod>();
+  /** Peer sets and pods planned (not reused) by the last plan; for tests and benchmarks. */
+  planned = { sets: 0, pods: 0 };
+
+  /** @internal the planner's */
+  get sets(): Map<string, CachedSet> {
+    return this.#sets;
+  }
+
+  /** @internal the planner's */
+  get pods(): Map<string, CachedPod> {
+    return this.#pods;
+  }
+
+  /** @internal the planner's: keep only what this plan used */
+  keep(sets: Map<string, CachedSet>, pods: Map<string, CachedPod>): void {
+    this.#sets = sets;
+    this.#pods = pods;
+  }
+}
+
 /**
  * Plans every local pod's allow-lists.
  * Source of the semantics: the module comment.
+ * @param cache the previous plan's memory; without it (or with `changes` absent) everything is planned
  */
-export function planPolicies(input: PolicyInput): PolicyPlan {
-  const peerSets = new Map<string, PeerSet>();
-  const byDescription = new Map<string, PeerSet>();
-  const podsByNamespace = new Map<string, PodFacts[]>();
-  const selectable: PodFacts[] = [];
-  for (const pod of input.pods.values()) {
-    if (!selectablePod(pod)) continue;
-    selectable.push(pod);
-    let list = podsByNamespace.get(pod.namespace);
-    if (!list) podsByNamespace.set(pod.namespace, (list = []));
-    list.push(pod);
-  }
+export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): PolicyPlan {
+  const { state } = input;
+  const changes = input.changes ?? ALL_CHANGED;
+  const reuse = cache !== undefined && !changes.all;
+  const planned = { sets: 0, pods: 0 };
+  const nsLabels = (name: string): Labels | undefined => state.namespaces.get(name)?.labels;
   const policiesByNamespace = new Map<string, NetworkPolicy[]>();
-  for (const p of [...input.policies.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
-    let list = policiesByNamespace.get(p.namespace);
-    if (!list) policiesByNamespace.set(p.namespace, (list = []));
-    list.push(p);
-  }
-  const nsLabels = (name: string): Labels | undefined => input.namespaces.get(name)?.labels;
-
+  const policiesIn = (namespace: string): NetworkPolicy[] => {
+    let list = policiesByNamespace.get(namespace);
+    if (list) return list;
+    list = [];
+    for (const p of state.policies.values()) if (p.namespace === namespace) list.push(p);
+    list.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    policiesByNamespace.set(namespace, list);
+    return list;
+  };
+  /** The namespaces a pods peer of a policy in `namespace` reaches. */
+  const scope = (peer: Extract<PolicyPeer, { kind: 'pods' }>, namespace: string): string[] =>
+    peer.namespaceSelector === undefined
+      ? [namespace]
+      : [...state.podNamespaces()].filter((n) => {
+          const l = nsLabels(n);
+          return l !== undefined && selects(peer.namespaceSelector!, l);
+        });
   /** The pods a pods peer of a policy in `namespace` selects. */
   const peerPods = (peer: Extract<PolicyPeer, { kind: 'pods' }>, namespace: string): PodFacts[] => {
-    const namespaces =
-      peer.namespaceSelector === undefined
-        ? [namespace]
-        : [...podsByNamespace.keys()].filter((n) => {
-            const l = nsLabels(n);
-            return l !== undefined && selects(peer.namespaceSelector!, l);
-          });
     const out: PodFacts[] = [];
-    for (const n of namespaces) for (const pod of podsByNamespace.get(n) ?? []) if (selects(peer.podSelector, pod.labels)) out.push(pod);
+    for (const n of scope(peer, namespace)) for (const pod of state.podsIn(n).values()) if (selectablePod(pod) && selects(peer.podSelector, pod.labels)) out.push(pod);
     return out;
   };
+  /** Whether a cached set may be out of date. */
+  const stale = (c: CachedSet): boolean => {
+    if (c.peer.namespaceSelector === undefined) return changes.podNamespaces.has(c.namespace);
+    if (changes.namespaces) return true;
+    for (const n of changes.podNamespaces) {
+      const l = nsLabels(n);
+      if (l !== undefined && selects(c.peer.namespaceSelector, l)) return true;
+    }
+    return false;
+  };
+  const sets = new Map<string, CachedSet>();
   const setOf = (peer: Extract<PolicyPeer, { kind: 'pods' }>, namespace: string): PeerSet => {
     const where = peer.namespaceSelector === undefined ? `in namespace ${namespace}` : `in namespaces ${selectorText(peer.namespaceSelector)}`;
     const description = `pods ${selectorText(peer.podSelector)} ${where}`;
-    let set = byDescription.get(description);
-    if (set) return set;
-    const addresses = [...new Set(peerPods(peer, namespace).flatMap((p) => p.ips.map((ip) => ip.text)))].sort();
-    set = { id: `peers-${hashSuffix(description)}`, description, addresses };
-    byDescription.set(description, set);
-    peerSets.set(set.id, set);
-    return set;
+    const id = `peers-${hashSuffix(description)}`;
+    return useSet(id, { peer, namespace, description }).set;
   };
+  const useSet = (id: string, from: { peer: CachedSet['peer']; namespace: string; description: string }): CachedSet => {
+    let c = sets.get(id);
+    if (c) return c;
+    const old = cache?.sets.get(id);
+    if (old && reuse && !stale(old)) c = old;
+    else {
+      planned.sets++;
+      const addresses = [...new Set(peerPods(from.peer, from.namespace).flatMap((p) => p.ips.map((ip) => ip.text)))].sort();
+      const same = old && old.set.addresses.length === addresses.length && old.set.addresses.every((a, i) => a === addresses[i]);
+      c = { set: same ? old.set : { id, description: from.description, addresses }, peer: from.peer, namespace: from.namespace };
+    }
+    sets.set(id, c);
+    return c;
+  };
+  /** Every selectable pod, for rules whose peers are everyone (walked at most once a plan). */
+  let everyone: PodFacts[] | undefined;
+  const allPods = () => (everyone ??= [...state.podNamespaces()].flatMap((n) => [...state.podsIn(n).values()].filter(selectablePod)));
   /** Egress named-port targets of a rule: every candidate destination pod's port of that name. */
   const targetsMemo = new Map<PolicyRule, NamedTarget[]>();
   const namedTargets = (rule: PolicyRule, namespace: string): NamedTarget[] => {
@@ -176,11 +257,11 @@ export function planPolicies(input: PolicyInput): PolicyPlan {
       if (!s) admitted.set(pod, (s = new Set()));
       for (const ip of ips) s.add(ip.text);
     };
-    if (rule.peers.length === 0) for (const pod of selectable) admit(pod, pod.ips);
+    if (rule.peers.length === 0) for (const pod of allPods()) admit(pod, pod.ips);
     for (const peer of rule.peers) {
       if (peer.kind === 'pods') for (const pod of peerPods(peer, namespace)) admit(pod, pod.ips);
       else
-        for (const pod of selectable)
+        for (const pod of allPods())
           admit(
             pod,
             pod.ips.filter((ip) => inBlock(peer.cidr, peer.except, ip)),
@@ -197,7 +278,7 @@ export function planPolicies(input: PolicyInput): PolicyPlan {
   };
 
   const planDirection = (pod: PodFacts, direction: 'ingress' | 'egress'): DirectionPlan => {
-    const selecting = (policiesByNamespace.get(pod.namespace) ?? []).filter((p) => p[direction] && selects(p.podSelector, pod.labels));
+    const selecting = policiesIn(pod.namespace).filter((p) => p[direction] && selects(p.podSelector, pod.labels));
     const rules: PlannedRule[] = [];
     for (const p of selecting) {
       (direction === 'ingress' ? p.ingressRules : p.egressRules).forEach((rule, index) => {
@@ -224,13 +305,44 @@ export function planPolicies(input: PolicyInput): PolicyPlan {
     return { isolated: selecting.length > 0, policies: selecting.map((p) => p.key), rules };
   };
 
+  const podsChanged = changes.all || changes.podNamespaces.size > 0;
+  const cachedPods = new Map<string, CachedPod>();
   const pods: PodPolicyPlan[] = [];
-  for (const pod of selectable) {
-    if (pod.nodeName !== input.nodeName) continue;
-    pods.push({ pod: pod.key, addresses: pod.ips.map((ip) => ip.text), ingress: planDirection(pod, 'ingress'), egress: planDirection(pod, 'egress') });
+  for (const pod of state.podsOn(input.nodeName).values()) {
+    if (!selectablePod(pod)) continue;
+    const old = cache?.pods.get(pod.key);
+    let c: CachedPod;
+    if (old && reuse && old.facts === pod && !changes.policyNamespaces.has(pod.namespace) && !(old.named && podsChanged)) {
+      c = old;
+      // Its sets: still wanted, and current.
+      for (const d of [c.plan.ingress, c.plan.egress])
+        for (const r of d.rules)
+          if (r.peers !== 'any')
+            for (const id of r.peers.sets) {
+              const cs = cache.sets.get(id);
+              if (cs) useSet(id, { peer: cs.peer, namespace: cs.namespace, description: cs.set.description });
+            }
+    } else {
+      planned.pods++;
+      const plan = { pod: pod.key, addresses: pod.ips.map((ip) => ip.text), ingress: planDirection(pod, 'ingress'), egress: planDirection(pod, 'egress') };
+      c = { facts: pod, plan, named: plan.egress.rules.some((r) => hasNamedPorts(state, r)) };
+    }
+    cachedPods.set(pod.key, c);
+    pods.push(c.plan);
   }
   pods.sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0));
+  const peerSets = new Map<string, PeerSet>();
+  for (const [id, c] of [...sets].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) peerSets.set(id, c.set);
+  if (cache) {
+    cache.keep(sets, cachedPods);
+    cache.planned = planned;
+  }
   return { pods, peerSets, nodeAddresses: [...new Set(input.nodeAddresses.map((a) => a.text))].sort() };
+}
+
+/** Whether a planned egress rule came from a policy rule with named ports (its targets may appear later). */
+function hasNamedPorts(state: PolicySource, r: PlannedRule): boolean {
+  return state.policies.get(r.policy)?.egressRules[r.index]?.ports.some((x) => x.kind === 'named') ?? false;
 }
 
 /** Why a direction lets a packet through or not. */

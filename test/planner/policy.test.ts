@@ -62,7 +62,7 @@ function check(
   ],
 ) {
   const s = store(policies);
-  const plan = planPolicies({ policies: s.policies, pods: s.pods, namespaces: s.namespaces, nodeName: 'node-1', nodeAddresses: [parseIP(NODE_IP)!] });
+  const plan = planPolicies({ state: s, nodeName: 'node-1', nodeAddresses: [parseIP(NODE_IP)!] });
   for (const [port, protocol] of ports) {
     const got = matrix((f, t) => connectionVerdict(plan, ip(f), ip(t), protocol, port).allowed);
     const want = matrix((f, t) => expected(f, t, port, protocol));
@@ -180,7 +180,7 @@ describe('NetworkPolicy input that cannot be enforced as written fails closed', 
       spec: { podSelector: { matchExpressions: [{ key: 'pod', operator: 'Near' }] }, ingress: [{}] },
     });
     expect(worse.issues[0]!.field).toBe('spec.podSelector.matchExpressions[0].operator');
-    const plan = planPolicies({ policies: s.policies, pods: s.pods, namespaces: s.namespaces, nodeName: 'node-1', nodeAddresses: [] });
+    const plan = planPolicies({ state: s, nodeName: 'node-1', nodeAddresses: [] });
     const got = matrix((f, t) => connectionVerdict(plan, ip(f), ip(t), 'TCP', 80).allowed);
     expect(got).toBe(matrix((_f, t) => t !== 'x/a' && ns(t) !== 'y'));
   });
