@@ -21,8 +21,9 @@ import { ConfigError } from './config.ts';
 import { cidrList, nodeName } from './options.ts';
 import { tcpBeLiberal } from './host.ts';
 import { applyConntrackSettings, type ConntrackSettings, type SysctlOutcome } from './sysctl.ts';
-import { createReconcilers } from './backends.ts';
-import { cleanupAll, cleanupOtherModes, nodeFamilies } from './cleanup.ts';
+import { createPolicyReconciler, createReconcilers } from './backends.ts';
+import { cleanupAll, cleanupOtherModes, cleanupPolicyTable, nodeFamilies } from './cleanup.ts';
+import { PolicyStateStore } from '../state/policystore.ts';
 import { checkSettings, localDetection, nodePortPrimaryDefault, warnUnmasqueraded, type NodeSettings } from './node.ts';
 
 /** `run`'s options as commander hands them over (defaults applied). */
@@ -57,6 +58,7 @@ export interface RunFlags {
   conntrackUdpTimeout: number;
   conntrackUdpTimeoutStream: number;
   watchStallTimeout: number;
+  networkPolicy: boolean;
 }
 
 function parseCidrs(text: string, flag: string) {
@@ -154,11 +156,20 @@ export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
   const queue = new EventQueue();
   const store = new ProxyStateStore(node);
   const supervisor: SupervisorOptions = { stallMs: flags.watchStallTimeout };
-  const source = new KubeSource(kc, node, queue, log, supervisor);
+  const policies = flags.networkPolicy ? new PolicyStateStore() : undefined;
+  const source = new KubeSource(kc, node, queue, log, { ...supervisor, networkPolicy: flags.networkPolicy });
   const metrics = new ProxyMetrics(() => source.stats());
   const health = new ProxyHealth(2 * flags.iptablesSyncPeriod);
   log.info(
-    { node, mode: flags.proxyMode, dryRun: flags.dryRun, server: kc.getCurrentCluster()?.server, minSyncPeriodMs: flags.iptablesMinSyncPeriod, syncPeriodMs: flags.iptablesSyncPeriod },
+    {
+      node,
+      mode: flags.proxyMode,
+      networkPolicy: flags.networkPolicy,
+      dryRun: flags.dryRun,
+      server: kc.getCurrentCluster()?.server,
+      minSyncPeriodMs: flags.iptablesMinSyncPeriod,
+      syncPeriodMs: flags.iptablesSyncPeriod,
+    },
     'kproxy starting',
   );
   // The lists go out first: the API round trips overlap the other mode's cleanup and the servers'
@@ -185,6 +196,11 @@ export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
       conntrack: deleteConntrackEntries,
     });
     if (!flags.dryRun) await cleanupOtherModes(flags.proxyMode, families, log);
+    if (!flags.dryRun && !policies) await cleanupPolicyTable(log);
+    const policyPrint = (change: string) => void process.stdout.write(`# sync at ${new Date().toISOString()}, NetworkPolicy\n${change}`);
+    const policy = policies
+      ? { store: policies, reconciler: createPolicyReconciler({ output: flags.output, timing, log, metrics, applier: flags.dryRun ? { kind: 'print', print: policyPrint } : { kind: 'write' } }) }
+      : undefined;
     const nodePortHealth = flags.dryRun ? undefined : new ServiceHealthServers(listenHost('0.0.0.0', families), () => health.healthy(Date.now()), log);
     serviceHealth = nodePortHealth;
     const bind = (b: { host: string; port: number }) => ({ host: listenHost(b.host, families), port: b.port });
@@ -201,6 +217,7 @@ export async function runProxy(flags: RunFlags, log: Logger): Promise<void> {
       metrics,
       log,
       ...(nodePortHealth ? { healthChecks: (targets) => nodePortHealth.update(targets) } : {}),
+      ...(policy ? { policy } : {}),
     });
 
     const stop = new AbortController();

@@ -9,6 +9,8 @@ import { nftablesBackend } from '../backends/nftables/backend.ts';
 import type { NftOutput } from '../backends/nftables/text.ts';
 import { Reconciler, type ReconcilerDeps, type RunnerTiming } from '../runner/reconciler.ts';
 import type { IPFamily } from '../state/ip.ts';
+import { policyBackend } from '../backends/policy/backend.ts';
+import { PolicyReconciler, type PolicyApplier } from '../runner/policy.ts';
 import { proxyConfig, type NodeSettings } from './node.ts';
 
 /** What the reconcilers of a command need besides the mode and families: the node settings, and each reconciler's own deps but its backend and config. */
@@ -34,5 +36,17 @@ export function createReconcilers(mode: ProxyMode, families: readonly IPFamily[]
     const backend = createBackend(mode, family, o);
     const { settings, tcpBeLiberal: _, output: __, ...deps } = o;
     return new Reconciler({ ...deps, backend, config: proxyConfig(settings, family) });
+  });
+}
+
+/** The NetworkPolicy table's reconciler, writing with the real nft (or printing, as `applier` says). */
+export function createPolicyReconciler(o: Pick<ProxyOptions, 'output' | 'timing' | 'log' | 'metrics' | 'retries'> & { readonly applier: PolicyApplier }): PolicyReconciler {
+  return new PolicyReconciler({
+    backend: policyBackend(o.output),
+    applier: o.applier,
+    timing: o.timing,
+    log: o.log,
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(o.retries === undefined ? {} : { retries: o.retries }),
   });
 }

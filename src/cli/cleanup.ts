@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { ProxyMode } from '../backends/backend.ts';
 import { cleanupIptables, IptablesError, systemIptables } from '../backends/iptables/writer.ts';
 import { cleanupNftables, NftError, systemNft } from '../backends/nftables/writer.ts';
+import { POLICY_TABLE } from '../backends/policy/render.ts';
 import type { IPFamily } from '../state/ip.ts';
 import { ALL_FAMILIES } from './node.ts';
 
@@ -51,13 +52,28 @@ export async function nodeFamilies(mode: ProxyMode, log: Logger): Promise<IPFami
  * @returns what was removed, per mode
  * @throws the first failure (a tool that is not installed counts as having nothing)
  */
-export async function cleanupAll(): Promise<{ iptablesChains: number; nftablesTables: number }> {
+export async function cleanupAll(): Promise<{ iptablesChains: number; nftablesTables: number; policyTables: number }> {
   let iptablesChains = 0;
   // On a node without IPv6, ip6tables fails for want of a table, not for want of rules.
   const families: readonly IPFamily[] = (await ipv6Unavailable('iptables')) === undefined ? ALL_FAMILIES : [4];
   for (const family of families) iptablesChains += await cleanupIptables(systemIptables(family)).catch(notInstalled);
   const nftablesTables = await cleanupNftables(systemNft()).catch(notInstalled);
-  return { iptablesChains, nftablesTables };
+  const policyTables = await cleanupNftables(systemNft(), ['inet'], POLICY_TABLE).catch(notInstalled);
+  return { iptablesChains, nftablesTables, policyTables };
+}
+
+/**
+ * Without --network-policy: removes the NetworkPolicy table an earlier run with it left, so that
+ * turning the flag off never leaves pods isolated by policies nobody keeps current. Failures are
+ * logged, not thrown.
+ */
+export async function cleanupPolicyTable(log: Logger): Promise<void> {
+  try {
+    const removed = await cleanupNftables(systemNft(), ['inet'], POLICY_TABLE).catch(notInstalled);
+    if (removed > 0) log.info({ table: `inet ${POLICY_TABLE}` }, 'removed the NetworkPolicy table: --network-policy is off');
+  } catch (err) {
+    log.warn({ table: `inet ${POLICY_TABLE}`, err: (err as Error).message }, 'could not remove the NetworkPolicy table left by an earlier --network-policy run');
+  }
 }
 
 /** Removes what modes other than `mode` left behind, in `families`; failures are logged, not thrown. */

@@ -47,6 +47,8 @@ export interface FileSettings {
   detectLocalMode?: string;
   podBridgeInterface?: string;
   podInterfaceNamePrefix?: string;
+  /** kproxy's own field (`networkPolicy: true`): what `--network-policy` does. */
+  networkPolicy?: boolean;
 }
 
 /** A field that is reported instead of applied. */
@@ -216,6 +218,8 @@ const RULES: ReadonlyMap<string, Rule> = new Map(
     'conntrack.udpTimeout': conntrackDuration('conntrackUdpTimeout'),
     'conntrack.udpStreamTimeout': conntrackDuration('conntrackUdpTimeoutStream'),
     configSyncPeriod: ignore,
+    // kproxy's own field, not in v1alpha1 (upstream's lenient decoding would skip it): --network-policy.
+    networkPolicy: bool('networkPolicy'),
     portRange: ignore,
   }),
 );

@@ -15,7 +15,9 @@ import type { IPFamily } from '../state/ip.ts';
 import type { ProxyStateStore } from '../state/store.ts';
 import { ConfigError } from './config.ts';
 import { tcpBeLiberal } from './host.ts';
-import { ALL_FAMILIES, loadFiles, settingsFromFlags, warnUnmasqueraded } from './node.ts';
+import { ALL_FAMILIES, loadFileInput, settingsFromFlags, warnUnmasqueraded } from './node.ts';
+import type { PolicyReconciler } from '../runner/policy.ts';
+import type { PolicyStateStore } from '../state/policystore.ts';
 import { collect, nodeFlags, nodeName, type ProxyFlags } from './options.ts';
 import { runCommand } from './run.ts';
 import { CommandExit, inspectCommands } from './inspect.ts';
@@ -51,6 +53,26 @@ async function reconcileOnce(reconcilers: readonly Reconciler[], store: ProxySta
   return outcomes;
 }
 
+/**
+ * Plans and writes (or prints) the NetworkPolicy table once (`sync`, `dry-run` with --network-policy).
+ * @throws SyncFailed when it failed (the reconciler has logged why)
+ */
+async function reconcilePolicyOnce(reconciler: PolicyReconciler, policies: PolicyStateStore, store: ProxyStateStore, log: Logger, message: string): Promise<void> {
+  const o = await reconciler.reconcile({ state: policies, nodeName: store.nodeName, nodeAddresses: store.node.addresses });
+  if (!o.ok) throw new SyncFailed(`the NetworkPolicy table failed: ${o.error}`);
+  const plan = o.plan!;
+  log.info(
+    {
+      localPods: plan.pods.length,
+      isolatedPods: plan.pods.filter((p) => p.ingress.isolated || p.egress.isolated).length,
+      peerSets: plan.peerSets.size,
+      phasesMs: o.phasesMs,
+      ...(o.report ? { rulesWritten: o.report.rulesWritten } : {}),
+    },
+    message,
+  );
+}
+
 function proxyCommand(program: Command, name: string, summary: string): Command {
   return nodeFlags(program.command(name).description(summary).requiredOption('--from <path>', 'YAML or JSON file or directory of Services, EndpointSlices and Nodes (repeatable)', collect));
 }
@@ -75,7 +97,7 @@ export function buildProgram(log: Logger): Command {
       ]),
     )
     .action(async (flags: ProxyFlags & { output: 'text' | 'json'; ipFamily?: '4' | '6' }) => {
-      const store = await loadFiles(flags.from, nodeName(flags), log);
+      const { store, policies } = await loadFileInput(flags.from, nodeName(flags), log, flags.networkPolicy);
       const settings = settingsFromFlags(flags);
       const families: readonly IPFamily[] = flags.ipFamily ? [Number(flags.ipFamily) as IPFamily] : ALL_FAMILIES;
       warnUnmasqueraded(log, settings, families);
@@ -94,11 +116,22 @@ export function buildProgram(log: Logger): Command {
         retries: false,
       });
       await reconcileOnce(reconcilers, store, log, 'rules printed');
+      if (policies) {
+        const { createPolicyReconciler } = await import('./backends.ts');
+        const policy = createPolicyReconciler({
+          output: flags.output,
+          timing: ONE_SHOT,
+          log,
+          retries: false,
+          applier: { kind: 'print', print: (text) => void process.stdout.write(flags.output === 'json' ? text : `# NetworkPolicy (inet table, both families)\n${text}`) },
+        });
+        await reconcilePolicyOnce(policy, policies, store, log, 'NetworkPolicy table printed');
+      }
     });
 
   proxyCommand(program, 'sync', 'apply the rules of both IP families once, atomically per family (iptables-restore / ip6tables-restore --noflush, or one nft transaction each)').action(
     async (flags: ProxyFlags) => {
-      const store = await loadFiles(flags.from, nodeName(flags), log);
+      const { store, policies } = await loadFileInput(flags.from, nodeName(flags), log, flags.networkPolicy);
       const settings = settingsFromFlags(flags);
       const { createReconcilers, ONE_SHOT } = await import('./backends.ts');
       const { cleanupOtherModes, nodeFamilies } = await import('./cleanup.ts');
@@ -107,7 +140,14 @@ export function buildProgram(log: Logger): Command {
       const liberal = await tcpBeLiberal();
       await cleanupOtherModes(flags.proxyMode, families, log);
       const reconcilers = createReconcilers(flags.proxyMode, families, { settings, tcpBeLiberal: () => liberal, output: 'text', applier: { kind: 'write' }, timing: ONE_SHOT, log, retries: false });
+      const { cleanupPolicyTable } = await import('./cleanup.ts');
+      if (!policies) await cleanupPolicyTable(log);
       await reconcileOnce(reconcilers, store, log, 'rules applied');
+      if (policies) {
+        const { createPolicyReconciler } = await import('./backends.ts');
+        const policy = createPolicyReconciler({ output: 'text', timing: ONE_SHOT, log, retries: false, applier: { kind: 'write' } });
+        await reconcilePolicyOnce(policy, policies, store, log, 'NetworkPolicy table applied');
+      }
     },
   );
 

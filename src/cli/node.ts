@@ -11,6 +11,7 @@ import { readObjectFiles, SourceError } from '../sources/file.ts';
 import type { ObjectBatch, RawObject } from '../sources/objects.ts';
 import type { CIDR, IPFamily } from '../state/ip.ts';
 import { ProxyStateStore } from '../state/store.ts';
+import { PolicyStateStore } from '../state/policystore.ts';
 import { logApplyResult } from '../runner/runner.ts';
 import { ConfigError, DETECT_LOCAL_MODES, INTERFACE_NAME } from './config.ts';
 import { localAddresses } from './host.ts';
@@ -135,14 +136,26 @@ export function warnUnmasqueraded(log: Logger, settings: NodeSettings, families:
   }
 }
 
+/** What a command read: the Service state, and with --network-policy the policy state. */
+export interface LoadedInput {
+  readonly store: ProxyStateStore;
+  readonly policies: PolicyStateStore | undefined;
+}
+
 /**
- * Reads input files (Services, EndpointSlices, Nodes) into a store, logging every skipped object.
+ * Reads input files (Services, EndpointSlices, Nodes, ServiceCIDRs; with `networkPolicy`, also
+ * NetworkPolicies, Pods and Namespaces) into stores, logging every skipped object.
  * @throws SourceError when a file cannot be read or parsed
  */
-export async function loadFiles(paths: readonly string[], nodeName: string, log: Logger): Promise<ProxyStateStore> {
+export async function loadFileInput(paths: readonly string[], nodeName: string, log: Logger, networkPolicy = false): Promise<LoadedInput> {
   const input = await readObjectFiles(paths);
   for (const w of input.warnings) log.warn({ file: w.file }, w.message);
-  return loadObjects(input, nodeName, log);
+  return { store: loadObjects(input, nodeName, log), policies: networkPolicy ? loadPolicyObjects(input, log) : undefined };
+}
+
+/** {@link loadFileInput} without policy. */
+export async function loadFiles(paths: readonly string[], nodeName: string, log: Logger): Promise<ProxyStateStore> {
+  return (await loadFileInput(paths, nodeName, log)).store;
 }
 
 /**
@@ -152,17 +165,34 @@ export async function loadFiles(paths: readonly string[], nodeName: string, log:
  * @throws Error when no configuration loads; SourceError naming the server when a list fails
  */
 export async function loadApi(kubeconfig: string | undefined, master: string | undefined, nodeName: string, log: Logger): Promise<ProxyStateStore> {
+  return (await loadApiInput(kubeconfig, master, nodeName, log)).store;
+}
+
+/** {@link loadApi}, and with `networkPolicy` the NetworkPolicies, Pods and Namespaces too. */
+export async function loadApiInput(kubeconfig: string | undefined, master: string | undefined, nodeName: string, log: Logger, networkPolicy = false): Promise<LoadedInput> {
   const { listProxyObjects, loadKubeConfig } = await import('../sources/api.ts');
   const kc = loadKubeConfig(kubeconfig, master);
   const server = kc.getCurrentCluster()?.server ?? 'the API server';
   let batch: ObjectBatch;
   try {
-    batch = await listProxyObjects(kc, nodeName);
+    batch = await listProxyObjects(kc, nodeName, { networkPolicy });
   } catch (err) {
     const cause = (err as Error & { cause?: Error }).cause?.message;
     throw new SourceError(server, `reading Services, EndpointSlices and Nodes failed: ${(err as Error).message}${cause ? ` (${cause})` : ''}`, { cause: err });
   }
-  return loadObjects(batch, nodeName, log);
+  return { store: loadObjects(batch, nodeName, log), policies: networkPolicy ? loadPolicyObjects(batch, log) : undefined };
+}
+
+/** Applies a batch's NetworkPolicies, Namespaces and Pods to a new policy store, logging every skipped one. */
+function loadPolicyObjects(input: ObjectBatch, log: Logger): PolicyStateStore {
+  const store = new PolicyStateStore();
+  let invalid = 0;
+  const at = (o: RawObject) => input.origins?.get(o);
+  for (const o of input.namespaces ?? []) invalid += logApplyResult(log, 'Namespace', store.applyNamespace(o), at(o));
+  for (const o of input.pods ?? []) invalid += logApplyResult(log, 'Pod', store.applyPod(o), at(o));
+  for (const o of input.networkPolicies ?? []) invalid += logApplyResult(log, 'NetworkPolicy', store.applyNetworkPolicy(o), at(o));
+  log.info({ networkPolicies: store.policies.size, pods: store.pods.size, namespaces: store.namespaces.size, invalid }, 'NetworkPolicy input loaded');
+  return store;
 }
 
 /** Applies a batch of objects to a new store, logging every skipped one. */

@@ -22,6 +22,8 @@ export interface ProxyFlags {
   readonly detectLocalMode?: string;
   readonly podBridgeInterface?: string;
   readonly podInterfaceNamePrefix?: string;
+  /** Enforce NetworkPolicy for this node's pods in the `inet kproxy-policy` table. */
+  readonly networkPolicy: boolean;
 }
 
 /** Adds the flags that say what this node is and how it proxies (kube-proxy's names and defaults), shared by every command that plans. */
@@ -44,8 +46,13 @@ export function nodeFlags(cmd: Command): Command {
       ),
     )
     .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
-    .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names");
+    .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names")
+    .option('--network-policy', NETWORK_POLICY_HELP, false);
 }
+
+/** `--network-policy`'s help, shared by every command that takes it. */
+export const NETWORK_POLICY_HELP =
+  "enforce NetworkPolicy (networking.k8s.io/v1) for this node's pods, in an nftables table of its own (inet kproxy-policy), in either proxy mode; reads NetworkPolicies, Pods and Namespaces too";
 
 /** commander parser: collects a repeatable option into a list. */
 export function collect(value: string, previous: readonly string[] = []): string[] {

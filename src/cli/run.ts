@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { PROXY_MODES } from '../backends/backend.ts';
 import type { RunFlags } from './agent.ts';
 import { DETECT_LOCAL_MODES, loadConfigFile, parseDuration, type FileSettings } from './config.ts';
-import { masqueradeBit } from './options.ts';
+import { masqueradeBit, NETWORK_POLICY_HELP } from './options.ts';
 import { CONNTRACK_DEFAULTS } from './sysctl.ts';
 
 /**
@@ -102,6 +102,7 @@ export function runCommand(program: Command, log: Logger): Command {
     .option('--pod-bridge-interface <name>', 'with --detect-local-mode BridgeInterface: the bridge the pods are on')
     .option('--pod-interface-name-prefix <prefix>', "with --detect-local-mode InterfaceNamePrefix: the start of the pods' interface names")
     .option('--nodeport-addresses <cidrs>', 'accept NodePorts only on local addresses in these CIDRs (default: all)', '')
+    .option('--network-policy', NETWORK_POLICY_HELP, false)
     .option('--iptables-masquerade-bit <bit>', 'bit of the packet mark that flags masquerading (0-31)', masqueradeBit, 14)
     .option('--iptables-sync-period <duration>', 'longest time between full syncs, which also repair flushed rules (both modes)', durationFlag, 30_000)
     .option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes within it are batched (both modes)', durationFlag, 1_000)

@@ -24,6 +24,8 @@ import type { ProxyHealth } from '../server/health.ts';
 import type { ProxyMetrics } from '../server/metrics.ts';
 import { ipFamilyLabel } from '../server/labels.ts';
 import type { FamilyOutcome, Reconciler, RunnerTiming } from './reconciler.ts';
+import type { PolicyStateStore } from '../state/policystore.ts';
+import type { PolicyOutcome, PolicyReconciler } from './policy.ts';
 
 export type { RunnerTiming } from './reconciler.ts';
 
@@ -42,6 +44,8 @@ export interface RunnerDeps {
   readonly log: Logger;
   /** Given the health-check targets after every successful sync. */
   readonly healthChecks?: (targets: readonly HealthCheckTarget[]) => Promise<void>;
+  /** The NetworkPolicy pipeline (--network-policy): its state and reconciler, fed by the same queue. */
+  readonly policy?: { readonly store: PolicyStateStore; readonly reconciler: PolicyReconciler };
 }
 
 /** Outcome of one sync, for tests and logs: one entry per family that synced. */
@@ -55,6 +59,9 @@ export interface SyncOutcome {
 }
 
 const REQUIRED: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
+/** The policy table is written once these are listed: a table from half the pods or half the policies would isolate the wrong pods. */
+const POLICY_REQUIRED: readonly ObjectKind[] = ['NetworkPolicy', 'Pod', 'Namespace', 'Node'];
+const POLICY_KINDS: ReadonlySet<ObjectKind> = new Set(['NetworkPolicy', 'Pod', 'Namespace']);
 
 /*
  * ServiceCIDRs are not required: an API server before v1.33 serves none, and a ClusterRole without
@@ -87,21 +94,30 @@ export class ProxyRunner {
     return REQUIRED.every((k) => this.#synced.has(k));
   }
 
+  /** With --network-policy: every resource the policy table needs has been listed at least once. */
+  get policyReady(): boolean {
+    return this.#d.policy !== undefined && POLICY_REQUIRED.every((k) => this.#synced.has(k));
+  }
+
   /** Runs until `signal` aborts. Never throws; sync failures are retried. */
   async run(signal: AbortSignal): Promise<void> {
     const { queue, timing, health, reconcilers } = this.#d;
     health.queued(Date.now());
+    const policy = this.#d.policy?.reconciler;
     while (!signal.aborted) {
       this.#drain();
       const now = Date.now();
-      const due = this.ready ? Math.min(...reconcilers.map((r) => r.dueAt())) : Infinity;
-      if (due <= now) {
-        await this.#sync(reconcilers.filter((r) => r.dueAt() <= now));
+      const servicesDue = this.ready ? Math.min(...reconcilers.map((r) => r.dueAt())) : Infinity;
+      const policyDue = policy && this.policyReady ? policy.dueAt() : Infinity;
+      if (servicesDue <= now || policyDue <= now) {
+        // The two pipelines side by side: neither waits for the other's write.
+        await Promise.all([servicesDue <= now ? this.#sync(reconcilers.filter((r) => r.dueAt() <= now)) : undefined, policyDue <= now ? this.#syncPolicy() : undefined]);
         this.#heap.afterSync();
         continue;
       }
+      const due = Math.min(servicesDue, policyDue);
       const wait = queue.wait(Math.min(due - now, timing.syncPeriodMs), signal);
-      const verifies = reconcilers.map((r) => r.verifying).filter((v) => v !== undefined);
+      const verifies = [...reconcilers, ...(policy ? [policy] : [])].map((r) => r.verifying).filter((v) => v !== undefined);
       for (const v of verifies) this.#watchVerify(v);
       await (verifies.length > 0 ? Promise.race([wait, ...verifies]) : wait);
     }
@@ -113,11 +129,17 @@ export class ProxyRunner {
     if (events.length === 0) return;
     let services = 0;
     let endpoints = 0;
+    let policyChanges = 0;
     for (const event of events) {
       try {
         if (event.type === 'synced') {
           if (!this.#synced.has(event.kind)) this.#d.log.info({ resource: event.kind }, 'initial list received');
           this.#synced.add(event.kind);
+          continue;
+        }
+        if (POLICY_KINDS.has(event.kind)) {
+          policyChanges++;
+          this.#applyPolicy(event);
           continue;
         }
         if (event.kind === 'Service') services++;
@@ -142,6 +164,46 @@ export class ProxyRunner {
     }
     metrics.serviceChangesPending.inc(services);
     metrics.endpointChangesPending.inc(endpoints);
+    // The Node gives the policy table the node's addresses.
+    if (policyChanges > 0 || events.some((e) => e.type !== 'synced' && e.kind === 'Node')) this.#d.policy?.reconciler.markPending();
+  }
+
+  /** Applies a NetworkPolicy, Pod or Namespace event to the policy state (dropped without --network-policy). */
+  #applyPolicy(event: Exclude<SourceEvent, { type: 'synced' }>): void {
+    const store = this.#d.policy?.store;
+    if (!store) return;
+    if (event.type === 'delete') {
+      const key = objectKey(event.object);
+      if (event.kind === 'Namespace') {
+        if (typeof event.object.metadata?.name === 'string') store.deleteNamespace(event.object.metadata.name);
+      } else if (key !== undefined && event.kind === 'Pod') store.deletePod(key);
+      else if (key !== undefined) store.deleteNetworkPolicy(key);
+      return;
+    }
+    const result = event.kind === 'Pod' ? store.applyPod(event.object) : event.kind === 'Namespace' ? store.applyNamespace(event.object) : store.applyNetworkPolicy(event.object);
+    this.#report(event.kind, result);
+  }
+
+  /** Plans and writes the policy table once; its reconciler owns errors and retries. */
+  async #syncPolicy(): Promise<PolicyOutcome> {
+    const { store, log } = this.#d;
+    const { store: policies, reconciler } = this.#d.policy!;
+    const o = await reconciler.reconcile({ state: policies, changes: policies.takeChanges(), nodeName: store.nodeName, nodeAddresses: store.node.addresses });
+    if (o.ok && o.plan) {
+      const isolated = o.plan.pods.filter((p) => p.ingress.isolated || p.egress.isolated).length;
+      log.info(
+        {
+          full: o.full,
+          localPods: o.plan.pods.length,
+          isolatedPods: isolated,
+          peerSets: o.plan.peerSets.size,
+          phasesMs: o.phasesMs,
+          ...(o.report ? { rulesWritten: o.report.rulesWritten } : {}),
+        },
+        'NetworkPolicy table synced',
+      );
+    }
+    return o;
   }
 
   #apply(event: Exclude<SourceEvent, { type: 'synced' }>): void {

@@ -56,6 +56,20 @@ export class ProxyMetrics {
   readonly frontendConflicts = this.#gauge('kproxy_service_destination_conflicts', 'Destinations (IP:port/protocol or NodePort) claimed by more than one Service; only the oldest gets them');
   /** Verifies that could not read the kernel's rules. */
   readonly verifyFailures = this.#counter('kproxy_sync_proxy_rules_verify_failures_total', "Periodic verifies that could not read the kernel's rules");
+  // NetworkPolicy (--network-policy): its own table and sync, so its own series.
+  /** Seconds of each NetworkPolicy sync (plan, render, write). */
+  readonly policySyncDuration = new Histogram({
+    name: 'kproxy_network_policy_sync_duration_seconds',
+    help: 'NetworkPolicy sync latency in seconds',
+    buckets: exponentialBuckets(0.001, 2, 15),
+    registers: [this.registry],
+  });
+  readonly policySyncFailures = this.#counter('kproxy_network_policy_sync_failures_total', 'Cumulative NetworkPolicy table sync failures');
+  readonly policyLastSync = this.#gauge('kproxy_network_policy_sync_last_timestamp_seconds', 'The last time the NetworkPolicy table was successfully synced');
+  /** Local pods by isolation: none, ingress, egress, both. */
+  readonly policyPods = this.#gauge('kproxy_network_policy_local_pods', 'Pods on this node by the directions their NetworkPolicies isolate', ['isolated']);
+  /** Rules and set elements in the NetworkPolicy table. */
+  readonly policyTotal = this.#gauge('kproxy_network_policy_rules_total', 'Total number of nftables rules and set elements in the NetworkPolicy table', ['object']);
   /** Objects skipped because a field failed validation. */
   readonly invalidObjects = this.#counter('kproxy_invalid_objects_total', 'Objects (or single endpoints) skipped because a field was invalid', ['kind', 'skipped']);
 

@@ -41,6 +41,20 @@ export function proxyResources(nodeName: string): WatchedResource[] {
   ];
 }
 
+/**
+ * The resources of the NetworkPolicy pipeline (--network-policy), cluster-wide because peers can
+ * be anywhere: NetworkPolicies, Namespaces, and Pods that have not finished (the field selector
+ * upstream's controllers use; a pod that finishes leaves the watch as a deletion, so its address,
+ * which may be reused, is never a peer).
+ */
+export function policyResources(): WatchedResource[] {
+  return [
+    { kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies' },
+    { kind: 'Namespace', path: '/api/v1/namespaces' },
+    { kind: 'Pod', path: '/api/v1/pods', fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed' },
+  ];
+}
+
 /** An error answer of the API server, with its HTTP status. */
 export class ApiError extends Error {
   override readonly name = 'ApiError';
@@ -158,10 +172,12 @@ export async function servesResource(kc: KubeConfig, resource: WatchedResource):
 /**
  * One complete read of what a proxy on `nodeName` watches (the operator commands' `--kubeconfig`
  * input): the lists of {@link proxyResources}, with upstream's selectors; an optional resource the
- * server does not serve, or does not let this user list (403), lists as empty.
+ * server does not serve, or does not let this user list (403), lists as empty. With
+ * `networkPolicy`, the lists of {@link policyResources} too.
  * @throws ApiError or a network error when a list fails
  */
-export async function listProxyObjects(kc: KubeConfig, nodeName: string): Promise<ObjectBatch> {
+export async function listProxyObjects(kc: KubeConfig, nodeName: string, options: { readonly networkPolicy?: boolean } = {}): Promise<ObjectBatch> {
+  const policy = options.networkPolicy ? Promise.all(policyResources().map(async (r) => (await listCollection(kc, r)).items as unknown as RawObject[])) : undefined;
   const [services, endpointSlices, nodes, serviceCIDRs] = await Promise.all(
     proxyResources(nodeName).map(async (r) => {
       if (!(await servesResource(kc, r))) return [];
@@ -174,7 +190,12 @@ export async function listProxyObjects(kc: KubeConfig, nodeName: string): Promis
       }
     }),
   );
-  return { services: services!, endpointSlices: endpointSlices!, nodes: nodes!, serviceCIDRs: serviceCIDRs! };
+  const batch: ObjectBatch = { services: services!, endpointSlices: endpointSlices!, nodes: nodes!, serviceCIDRs: serviceCIDRs! };
+  if (policy) {
+    const [networkPolicies, namespaces, pods] = await policy;
+    Object.assign(batch, { networkPolicies, namespaces, pods });
+  }
+  return batch;
 }
 
 function statusMessage(text: string): string {

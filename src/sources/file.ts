@@ -1,9 +1,12 @@
 /**
  * File source: reads Services, EndpointSlices, Nodes and ServiceCIDRs from YAML or JSON files, the
- * way `kubectl get svc,endpointslices -A -o yaml|json` and `kubectl get nodes,servicecidrs -o yaml` write them.
+ * way `kubectl get svc,endpointslices -A -o yaml|json` and `kubectl get nodes,servicecidrs -o yaml` write them,
+ * and NetworkPolicies, Pods and Namespaces as `kubectl get networkpolicies,pods,namespaces -A -o yaml` does
+ * (used with --network-policy).
  *
  * Accepted shapes: a single object, multi-document YAML (`---`), `kind: List` and typed lists
- * (`ServiceList`, `EndpointSliceList`, `NodeList`, `ServiceCIDRList`, whose items may omit `kind` as the API server's
+ * (`ServiceList`, `EndpointSliceList`, `NodeList`, `ServiceCIDRList`, `NetworkPolicyList`, `PodList`,
+ * `NamespaceList`, whose items may omit `kind` as the API server's
  * list responses do). A directory is read one level deep, its `.yaml`, `.yml` and `.json` files in
  * name order. Objects of any other kind are skipped with a warning; a file that cannot be read or
  * parsed is an error (the caller decides whether that is fatal).
@@ -43,12 +46,18 @@ const KINDS: ReadonlyMap<string, ObjectKind> = new Map([
   ['EndpointSlice', 'EndpointSlice'],
   ['Node', 'Node'],
   ['ServiceCIDR', 'ServiceCIDR'],
+  ['NetworkPolicy', 'NetworkPolicy'],
+  ['Pod', 'Pod'],
+  ['Namespace', 'Namespace'],
 ]);
 const LIST_ITEM_KIND: ReadonlyMap<string, ObjectKind> = new Map([
   ['ServiceList', 'Service'],
   ['EndpointSliceList', 'EndpointSlice'],
   ['NodeList', 'Node'],
   ['ServiceCIDRList', 'ServiceCIDR'],
+  ['NetworkPolicyList', 'NetworkPolicy'],
+  ['PodList', 'Pod'],
+  ['NamespaceList', 'Namespace'],
 ]);
 /** Lists inside lists read, at most. */
 const MAX_LIST_NESTING = 4;
@@ -62,7 +71,7 @@ export const MAX_FILE_BYTES = 512 * 1024 * 1024;
  * @throws SourceError when a path is missing or unreadable, or a file does not parse
  */
 export async function readObjectFiles(paths: readonly string[]): Promise<FileSourceResult> {
-  const result: FileSourceResult = { services: [], endpointSlices: [], nodes: [], serviceCIDRs: [], warnings: [], origins: new Map() };
+  const result: FileSourceResult = { services: [], endpointSlices: [], nodes: [], serviceCIDRs: [], networkPolicies: [], pods: [], namespaces: [], warnings: [], origins: new Map() };
   for (const path of paths) {
     for (const file of await expand(path)) {
       let text: string;
@@ -275,6 +284,9 @@ export function collect(file: string, docs: readonly unknown[], into: FileSource
     if (known === 'Service') into.services.push(obj);
     else if (known === 'EndpointSlice') into.endpointSlices.push(obj);
     else if (known === 'ServiceCIDR') into.serviceCIDRs.push(obj);
+    else if (known === 'NetworkPolicy') (into.networkPolicies ??= []).push(obj);
+    else if (known === 'Pod') (into.pods ??= []).push(obj);
+    else if (known === 'Namespace') (into.namespaces ??= []).push(obj);
     else into.nodes.push(obj);
   };
   docs.forEach((doc, i) => add(doc, docs.length > 1 ? `document ${i + 1}` : 'document'));

@@ -23,13 +23,15 @@
  * - a watchdog restarts an informer that showed no sign of life for twice `stallMs`;
  * - ServiceCIDRs (networking.k8s.io/v1, served from v1.33) are watched only where discovery says
  *   the API server serves them, as they are optional: a v1.26 server has none to list;
+ * - with --network-policy, NetworkPolicies, Namespaces and (unfinished) Pods cluster-wide too; a
+ *   Pod's event is cut to its identity here like every object, and the policy store keeps only its facts;
  * - handlers never throw: they push plain {@link SourceEvent}s into an {@link EventQueue}, and a
  *   `synced` event after every complete list tells the runner its cache is whole.
  * @module
  */
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from './client-node.ts';
 import type { Logger } from 'pino';
-import { listCollection, proxyResources, servesResource, type WatchedResource } from './api.ts';
+import { listCollection, policyResources, proxyResources, servesResource, type WatchedResource } from './api.ts';
 import type { ObjectKind, RawObject } from './objects.ts';
 import type { EventQueue } from './queue.ts';
 
@@ -233,11 +235,13 @@ export class KubeSource {
   #probe: NodeJS.Timeout | undefined;
   #stopped = false;
 
-  constructor(kc: KubeConfig, nodeName: string, queue: EventQueue, log: Logger, opts: SupervisorOptions = {}) {
+  /** @param opts.networkPolicy also watch NetworkPolicies, Namespaces and Pods (api.ts policyResources) */
+  constructor(kc: KubeConfig, nodeName: string, queue: EventQueue, log: Logger, opts: SupervisorOptions & { readonly networkPolicy?: boolean } = {}) {
     this.#kc = kc;
     this.#log = log;
     this.#opts = { minBackoffMs: opts.minBackoffMs ?? 500, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
-    this.informers = proxyResources(nodeName).map((r) => new SupervisedInformer(kc, r, queue, log, opts));
+    const resources = [...proxyResources(nodeName), ...(opts.networkPolicy ? policyResources() : [])];
+    this.informers = resources.map((r) => new SupervisedInformer(kc, r, queue, log, opts));
   }
 
   /**

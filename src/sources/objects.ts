@@ -24,8 +24,11 @@ export interface RawObject {
   [field: string]: unknown;
 }
 
-/** The kinds kproxy consumes. */
-export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
+/** The kinds kproxy consumes: the Service pipeline's, and (with --network-policy) the NetworkPolicy pipeline's. */
+export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR' | PolicyObjectKind;
+
+/** The kinds of the NetworkPolicy pipeline (networking.k8s.io/v1 NetworkPolicy, v1 Pod and Namespace). */
+export type PolicyObjectKind = 'NetworkPolicy' | 'Pod' | 'Namespace';
 
 /** Objects sorted by kind, in input order. */
 export interface ObjectBatch {
@@ -34,6 +37,10 @@ export interface ObjectBatch {
   nodes: RawObject[];
   /** networking.k8s.io/v1 ServiceCIDRs (none from an API server before v1.33, or a file without them). */
   serviceCIDRs: RawObject[];
+  /** NetworkPolicies, Pods and Namespaces: read from files always, from the API with --network-policy only. */
+  networkPolicies?: RawObject[];
+  pods?: RawObject[];
+  namespaces?: RawObject[];
   /**
    * Where each object came from, for messages (`cluster.yaml, document 2.items[3]`); set by the
    * file source, absent for the API.
