@@ -135,3 +135,39 @@ export function webServices(...names: string[]): Record<string, unknown>[] {
     endpointSlice(`demo/${n}`, [{ name: 'http', port: 8080 }], [endpoint('10.244.1.10', { node: 'node-1' })]),
   ]);
 }
+
+/** A Namespace with labels (and `kubernetes.io/metadata.name`, as the API server adds it). */
+export function namespace(name: string, labels: Record<string, string> = {}): Record<string, unknown> {
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'kubernetes.io/metadata.name': name, ...labels } } };
+}
+
+/** A running Pod `namespace/name` on `node` with addresses, labels and named container ports, as the API server serialises one. */
+export function pod(
+  key: string,
+  o: {
+    readonly ips: readonly string[];
+    readonly node: string;
+    readonly labels?: Record<string, string>;
+    readonly ports?: readonly { name: string; port: number; protocol?: string }[];
+    readonly hostNetwork?: boolean;
+  },
+): Record<string, unknown> {
+  const [ns, name] = key.split('/');
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { namespace: ns, name, labels: o.labels ?? {} },
+    spec: {
+      nodeName: o.node,
+      ...(o.hostNetwork ? { hostNetwork: true } : {}),
+      containers: [{ name: 'c', image: 'agnhost', ports: (o.ports ?? []).map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol ?? 'TCP' })) }],
+    },
+    status: { phase: 'Running', podIP: o.ips[0], podIPs: o.ips.map((ip) => ({ ip })) },
+  };
+}
+
+/** A NetworkPolicy `namespace/name` with the given spec. */
+export function networkPolicy(key: string, spec: Record<string, unknown>): Record<string, unknown> {
+  const [ns, name] = key.split('/');
+  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: ns, name }, spec };
+}

@@ -8,6 +8,9 @@
  *   agent.ts probe tcp|udp HOST PORT --count N [--bind SRC] [--timeout MS] [--sport PORT]
  *     makes N fresh connections (new source port each unless --sport), one after another, and
  *     prints one JSON line: {"answers":[{"name","peer"}],"refused":n,"timeout":n,"errors":[...]}.
+ *   agent.ts matrix --targets '[["tcp","10.244.1.10",80],…]' [--timeout MS]
+ *     one fresh connection to every target at once; prints a JSON list, per target, of the name
+ *     that answered or "!" and the failure ("!TIMEOUT", "!ECONNREFUSED").
  *   agent.ts http-get URL [--timeout MS]
  *     prints one JSON line: {"status":n,"body":"..."} or {"error":"CODE"}.
  *   agent.ts listen-socket
@@ -18,6 +21,42 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+
+/** One fresh TCP connection or UDP datagram: the answer, or why there was none (`ECONNREFUSED`, `TIMEOUT`, …). */
+function connectOnce(proto: 'tcp' | 'udp', host: string, port: number, timeoutMs: number, bind?: string, sport?: number): Promise<{ name: string; peer: string } | { fail: string }> {
+  return new Promise((resolve) => {
+    let done = false;
+    let cleanup = () => {};
+    const finish = (r: { name: string; peer: string } | { fail: string }) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      cleanup();
+      resolve(r);
+    };
+    const answer = (line: string) => {
+      const [name = '', peer = ''] = line.trim().split(' ');
+      finish({ name, peer });
+    };
+    const timer = setTimeout(() => finish({ fail: 'TIMEOUT' }), timeoutMs);
+    if (proto === 'tcp') {
+      const s = net.connect({ host, port, ...(bind ? { localAddress: bind } : {}), ...(sport ? { localPort: sport } : {}) });
+      cleanup = () => s.destroy();
+      let data = '';
+      s.on('data', (d: Buffer) => (data += d.toString()));
+      s.on('end', () => answer(data));
+      s.on('error', (e: NodeJS.ErrnoException) => finish({ fail: e.code ?? 'unknown' }));
+    } else {
+      const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+      cleanup = () => s.close();
+      s.on('error', (e: NodeJS.ErrnoException) => finish({ fail: e.code ?? 'unknown' }));
+      s.on('message', (m) => answer(m.toString()));
+      s.bind({ ...(bind ? { address: bind } : {}), ...(sport ? { port: sport } : {}) }, () => {
+        s.connect(port, host, () => s.send('probe'));
+      });
+    }
+  });
+}
 
 const [mode, ...rest] = process.argv.slice(2);
 const flag = (name: string, fallback?: string) => {
@@ -60,74 +99,20 @@ if (mode === 'serve') {
   const bind = flag('bind');
   const sport = flag('sport') === undefined ? undefined : Number(flag('sport'));
   const result = { answers: [] as { name: string; peer: string }[], refused: 0, timeout: 0, errors: [] as string[] };
-  const record = (line: string) => {
-    const [name = '', peer = ''] = line.trim().split(' ');
-    result.answers.push({ name, peer });
-  };
-  const fail = (code: string | undefined) => {
-    if (code === 'ECONNREFUSED') result.refused++;
-    else if (code === 'TIMEOUT') result.timeout++;
-    else result.errors.push(code ?? 'unknown');
-  };
-  const once = () =>
-    new Promise<void>((resolve) => {
-      let done = false;
-      const finish = (fn: () => void) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        fn();
-        resolve();
-      };
-      const timer = setTimeout(
-        () =>
-          finish(() => {
-            fail('TIMEOUT');
-            cleanup();
-          }),
-        timeoutMs,
-      );
-      let cleanup = () => {};
-      if (proto === 'tcp') {
-        const opts: net.NetConnectOpts = { host: host!, port, ...(bind ? { localAddress: bind } : {}), ...(sport ? { localPort: sport } : {}) };
-        const s = net.connect(opts);
-        cleanup = () => s.destroy();
-        let data = '';
-        s.on('data', (d: Buffer) => (data += d.toString()));
-        s.on('end', () =>
-          finish(() => {
-            record(data);
-            s.destroy();
-          }),
-        );
-        s.on('error', (e: NodeJS.ErrnoException) =>
-          finish(() => {
-            fail(e.code);
-            s.destroy();
-          }),
-        );
-      } else {
-        const s = dgram.createSocket(net.isIPv6(host!) ? 'udp6' : 'udp4');
-        cleanup = () => s.close();
-        s.on('error', (e: NodeJS.ErrnoException) =>
-          finish(() => {
-            fail(e.code);
-            s.close();
-          }),
-        );
-        s.on('message', (m) =>
-          finish(() => {
-            record(m.toString());
-            s.close();
-          }),
-        );
-        s.bind({ ...(bind ? { address: bind } : {}), ...(sport ? { port: sport } : {}) }, () => {
-          s.connect(port, host, () => s.send('probe'));
-        });
-      }
-    });
-  for (let i = 0; i < count; i++) await once();
+  for (let i = 0; i < count; i++) {
+    const r = await connectOnce(proto as 'tcp' | 'udp', host!, port, timeoutMs, bind, sport);
+    if ('name' in r) result.answers.push(r);
+    else if (r.fail === 'ECONNREFUSED') result.refused++;
+    else if (r.fail === 'TIMEOUT') result.timeout++;
+    else result.errors.push(r.fail);
+  }
   process.stdout.write(`${JSON.stringify(result)}\n`);
+} else if (mode === 'matrix') {
+  // One fresh connection to each target at once; prints, per target, the name that answered or the failure.
+  const targets = JSON.parse(flag('targets', '[]')!) as [string, string, number][];
+  const timeoutMs = Number(flag('timeout', '1000'));
+  const results = await Promise.all(targets.slice(0, 2000).map(([proto, host, port]) => connectOnce(proto as 'tcp' | 'udp', host, port, timeoutMs)));
+  process.stdout.write(`${JSON.stringify(results.map((r) => ('name' in r ? r.name : `!${r.fail}`)))}\n`);
 } else if (mode === 'http-get') {
   const timeoutMs = Number(flag('timeout', '2000'));
   try {

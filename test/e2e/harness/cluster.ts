@@ -319,6 +319,24 @@ export class TestCluster {
   }
 
   /**
+   * One fresh connection from each origin to each target, all at once (a reachability matrix in
+   * about one timeout): per origin, per target in order, the name that answered or `!` and the
+   * failure (`!TIMEOUT`, `!ECONNREFUSED`). Runs after, and before, any other probe of this cluster.
+   */
+  async probeMatrix(origins: readonly Origin[], targets: readonly (readonly ['tcp' | 'udp', string, number])[], timeoutMs = 1000): Promise<Map<Origin, string[]>> {
+    const one = (origin: Origin) =>
+      execa('ip', ['netns', 'exec', this.ns(origin), NODE, AGENT, 'matrix', '--targets', JSON.stringify(targets), '--timeout', String(timeoutMs)], { timeout: 60_000 }).then(
+        (r) => [origin, JSON.parse(r.stdout) as string[]] as const,
+      );
+    const run = this.#pending.then(() => Promise.all(origins.map(one)));
+    this.#pending = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return new Map(await run);
+  }
+
+  /**
    * Hands `server` a listener on `origin`'s loopback (127.0.0.1, a fresh port): a helper process
    * opens it inside the namespace and passes it over IPC, so a server running in the test process
    * (the test API server) is reachable only from inside that namespace. Resolves to the port.
