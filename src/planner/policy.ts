@@ -282,13 +282,6 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
     const rules: PlannedRule[] = [];
     for (const p of selecting) {
       (direction === 'ingress' ? p.ingressRules : p.egressRules).forEach((rule, index) => {
-        const peers =
-          rule.peers.length === 0
-            ? ('any' as const)
-            : {
-                sets: [...new Set(rule.peers.filter((x) => x.kind === 'pods').map((x) => setOf(x, p.namespace).id))].sort(),
-                blocks: rule.peers.filter((x) => x.kind === 'ipBlock').map((x) => ({ cidr: x.cidr.text, except: x.except.map((e) => e.text) })),
-              };
         const ports: 'any' | PortRange[] =
           rule.ports.length === 0
             ? 'any'
@@ -299,6 +292,14 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
                 const own = pod.namedPorts.find((np) => np.name === port.name && np.protocol === port.protocol);
                 return own ? [{ protocol: port.protocol, from: own.port, to: own.port }] : [];
               });
+        // No port left (only named ones, resolved per destination or absent here): the peer sets would match nothing.
+        const peers =
+          rule.peers.length === 0
+            ? ('any' as const)
+            : {
+                sets: ports !== 'any' && ports.length === 0 ? [] : [...new Set(rule.peers.filter((x) => x.kind === 'pods').map((x) => setOf(x, p.namespace).id))].sort(),
+                blocks: rule.peers.filter((x) => x.kind === 'ipBlock').map((x) => ({ cidr: x.cidr.text, except: x.except.map((e) => e.text) })),
+              };
         rules.push({ policy: p.key, index, peers, ports, namedTargets: direction === 'egress' ? namedTargets(rule, p.namespace) : [] });
       });
     }
@@ -324,7 +325,9 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
             }
     } else {
       planned.pods++;
-      const plan = { pod: pod.key, addresses: pod.ips.map((ip) => ip.text), ingress: planDirection(pod, 'ingress'), egress: planDirection(pod, 'egress') };
+      let plan: PodPolicyPlan = { pod: pod.key, addresses: pod.ips.map((ip) => ip.text), ingress: planDirection(pod, 'ingress'), egress: planDirection(pod, 'egress') };
+      // Planned again but the same (a named-port rule after an unrelated pod change): the old object, which the renderer skips.
+      if (old && JSON.stringify(old.plan) === JSON.stringify(plan)) plan = old.plan;
       c = { facts: pod, plan, named: plan.egress.rules.some((r) => hasNamedPorts(state, r)) };
     }
     cachedPods.set(pod.key, c);
