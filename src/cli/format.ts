@@ -3,6 +3,8 @@
  * aligned columns, no JSON noise. Pure: data in, text out (the JSON forms are the data itself).
  * @module
  */
+import type { PolicyExplanation } from '../planner/policyexplain.ts';
+import type { PolicyListRow } from '../planner/list.ts';
 import { KIND_TEXT, type Explanation } from '../planner/explain.ts';
 import type { ListRow, WeightedEndpoint } from '../planner/list.ts';
 import { groupDrift, type DriftItem } from '../backends/drift.ts';
@@ -78,7 +80,8 @@ export function formatList(rows: readonly ListRow[], wide: boolean): string {
 
 /** What `kproxy verify` found in one family. */
 export interface FamilyDrift {
-  readonly family: IPFamily;
+  /** The family of a Service table; undefined for the NetworkPolicy table (inet: both). */
+  readonly family: IPFamily | undefined;
   readonly mode: string;
   readonly items: readonly DriftItem[];
 }
@@ -87,12 +90,13 @@ export interface FamilyDrift {
 export function formatDrift(reports: readonly FamilyDrift[]): string {
   const lines: string[] = [];
   for (const r of reports) {
+    const what = r.family === undefined ? `NetworkPolicy table (${r.mode})` : `IPv${r.family} ${r.mode}`;
     if (r.items.length === 0) {
-      lines.push(`IPv${r.family} ${r.mode}: no drift`);
+      lines.push(`${what}: no drift`);
       continue;
     }
     const groups = groupDrift(r.items);
-    lines.push(`IPv${r.family} ${r.mode}: ${r.items.length} difference(s) in ${groups.length} place(s)`);
+    lines.push(`${what}: ${r.items.length} difference(s) in ${groups.length} place(s)`);
     for (const [servicePort, items] of groups) {
       lines.push(`  ${servicePort ?? "kproxy's own chains and jumps"}`);
       // What the kernel holds may have been written by anyone: no control characters reach the terminal.
@@ -101,5 +105,36 @@ export function formatDrift(reports: readonly FamilyDrift[]): string {
       lines.push(...columns(rows));
     }
   }
+  return `${lines.join('\n')}\n`;
+}
+
+/** `explain --network-policy`'s section: per final destination, each direction's decision. */
+export function formatPolicyExplanations(list: readonly PolicyExplanation[]): string {
+  const lines = ['', 'NetworkPolicy'];
+  for (const x of list) {
+    const dst = x.destination.includes(':') ? `[${x.destination}]` : x.destination;
+    lines.push(`  ${x.source} -> ${dst}:${x.port} ${x.protocol}: ${x.allowed ? 'allowed' : 'DENIED (dropped by the policy table)'}`);
+    const rows = x.directions.map((d) => [`    ${d.direction} of ${d.pod}`, d.reason, d.chain ? `(chain ${d.chain})` : '']);
+    lines.push(...columns(rows));
+    for (const n of x.notes) lines.push(`    note: ${n}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** `list --policies`: each local pod, its isolation per direction, and what each rule allows. */
+export function formatPolicyList(rows: readonly PolicyListRow[]): string {
+  const lines: string[] = [];
+  for (const r of rows) {
+    lines.push(`${r.pod}  ${r.addresses.join(' ')}`);
+    for (const d of [r.ingress, r.egress]) {
+      if (!d.isolated) {
+        lines.push(`  ${d.direction.padEnd(8)} not isolated: everything passes`);
+        continue;
+      }
+      lines.push(`  ${d.direction.padEnd(8)} isolated by ${d.policies.join(', ')}${d.rules.length === 0 ? ': nothing allowed' : ''}`);
+      for (const rule of d.rules) lines.push(`           ${rule.policy} rule ${rule.index}: ${d.direction === 'ingress' ? 'from' : 'to'} ${rule.peers}; ${rule.ports}`);
+    }
+  }
+  if (rows.length === 0) lines.push('no pods with addresses on this node');
   return `${lines.join('\n')}\n`;
 }

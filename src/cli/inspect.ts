@@ -8,22 +8,29 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Logger } from 'pino';
 import { classifySource, EXPLAIN_EXIT, explainPacket, type PacketSource } from '../planner/explain.ts';
-import { listServicePorts } from '../planner/list.ts';
+import { listPolicies, listServicePorts } from '../planner/list.ts';
 import { planProxy, type ProxyPlan } from '../planner/plan.ts';
 import { parseIP, type IPAddress, type IPFamily } from '../state/ip.ts';
 import type { Protocol } from '../state/model.ts';
 import type { ProxyStateStore } from '../state/store.ts';
 import { iptablesRuleNames } from '../backends/iptables/explain.ts';
 import { nftablesRuleNames } from '../backends/nftables/explain.ts';
-import { formatDrift, formatExplanation, formatList, type FamilyDrift } from './format.ts';
+import { formatDrift, formatExplanation, formatList, formatPolicyExplanations, formatPolicyList, type FamilyDrift } from './format.ts';
+import { planPolicies, type PolicyPlan } from '../planner/policy.ts';
+import { explainPolicy, type PolicyExplanation } from '../planner/policyexplain.ts';
+import { POLICY_TABLE, podChainName } from '../backends/policy/render.ts';
+import type { PolicyStateStore } from '../state/policystore.ts';
 import { tcpBeLiberal } from './host.ts';
-import { ALL_FAMILIES, loadApi, loadFiles, proxyConfig, settingsFromFlags, type NodeSettings } from './node.ts';
+import { ALL_FAMILIES, loadApiInput, loadFileInput, proxyConfig, settingsFromFlags, type NodeSettings } from './node.ts';
 import { collect, nodeFlags, nodeName, type ProxyFlags } from './options.ts';
 
 /** The JSON forms: every documented field present, `null` where the text form shows nothing. */
 function json(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (v === undefined ? null : v), 2);
 }
+
+/** `explain --network-policy`'s exit status when the policy table drops the packet wherever it may end up. */
+export const POLICY_DENIED_EXIT = 5;
 
 /** A command finished with a status other than 0 that is not an error (explain's 3 and 4, verify's 1). */
 export class CommandExit extends Error {
@@ -80,11 +87,17 @@ function inspectCommand(program: Command, name: string, summary: string): Comman
   );
 }
 
-async function load(flags: InspectFlags, log: Logger): Promise<{ store: ProxyStateStore; settings: NodeSettings }> {
+async function load(flags: InspectFlags, log: Logger): Promise<{ store: ProxyStateStore; policies: PolicyStateStore | undefined; settings: NodeSettings }> {
   const settings = settingsFromFlags(flags);
   const name = nodeName(flags);
-  const store = flags.from && flags.from.length > 0 ? await loadFiles(flags.from, name, log) : await loadApi(flags.kubeconfig, flags.master, name, log);
-  return { store, settings };
+  const input =
+    flags.from && flags.from.length > 0 ? await loadFileInput(flags.from, name, log, flags.networkPolicy) : await loadApiInput(flags.kubeconfig, flags.master, name, log, flags.networkPolicy);
+  return { ...input, settings };
+}
+
+/** This node's NetworkPolicy plan (--network-policy). */
+function planPolicy(store: ProxyStateStore, policies: PolicyStateStore): PolicyPlan {
+  return planPolicies({ state: policies, nodeName: store.nodeName, nodeAddresses: store.node.addresses });
 }
 
 function plan(store: ProxyStateStore, settings: NodeSettings, family: IPFamily): ProxyPlan {
@@ -99,7 +112,7 @@ export function inspectCommands(program: Command, log: Logger): void {
     .addOption(new Option('--protocol <protocol>', 'transport protocol').choices(['tcp', 'udp', 'sctp']).default('tcp'))
     .addOption(new Option('--output <format>', 'text for a person, json for scripts').choices(['text', 'json']).default('text'))
     .action(async (dest: HostPort, flags: InspectFlags & { source: ReturnType<typeof parseSource>; protocol: string; output: 'text' | 'json' }) => {
-      const { store, settings } = await load(flags, log);
+      const { store, policies, settings } = await load(flags, log);
       const family = dest.ip.family;
       const config = proxyConfig(settings, family)();
       const p = plan(store, settings, family);
@@ -113,15 +126,25 @@ export function inspectCommands(program: Command, log: Logger): void {
       } else source = { kind: flags.source.kind, ip: undefined };
       const names = flags.proxyMode === 'nftables' ? nftablesRuleNames(p) : iptablesRuleNames(p);
       const e = explainPacket(store.servicePortStates(), store.node, config, p, { destination: dest.ip, port: dest.port, protocol: flags.protocol.toUpperCase() as Protocol, source }, names);
-      process.stdout.write(flags.output === 'json' ? `${json(e)}\n` : formatExplanation(e));
-      const status = EXPLAIN_EXIT[e.verdict];
+      // With --network-policy and a source address: the policy table's decision for each place the packet may end up.
+      let policy: PolicyExplanation[] | undefined;
+      if (policies && source.ip) {
+        const pp = planPolicy(store, policies);
+        const ends = e.verdict === 'DNAT' ? e.endpoints.map((ep) => [ep.address, ep.port] as const) : e.verdict === 'NO_MATCH' ? [[dest.ip.text, dest.port] as const] : [];
+        const ip = source.ip.text;
+        policy = ends.map(([address, port]) => explainPolicy(pp, ip, address, flags.protocol.toUpperCase() as Protocol, port, podChainName));
+      } else if (policies) log.warn('--network-policy explains a packet from an address: give --source IP');
+      process.stdout.write(flags.output === 'json' ? `${json(policy ? { ...e, networkPolicy: policy } : e)}\n` : formatExplanation(e) + (policy ? formatPolicyExplanations(policy) : ''));
+      // A pod-to-pod packet matches no Service: then the policy table's decision is the answer.
+      const status = policy && e.verdict === 'NO_MATCH' ? 0 : EXPLAIN_EXIT[e.verdict];
       if (status !== 0) throw new CommandExit(status);
+      if (policy && policy.length > 0 && policy.every((x) => !x.allowed)) throw new CommandExit(POLICY_DENIED_EXIT);
     });
 
   inspectCommand(program, 'verify', "compare the rules in this network namespace's kernel with the rules kproxy would write now, per Service; changes nothing")
     .addOption(new Option('--output <format>', 'text for a person, json for scripts').choices(['text', 'json']).default('text'))
     .action(async (flags: InspectFlags & { output: 'text' | 'json' }) => {
-      const { store, settings } = await load(flags, log);
+      const { store, policies, settings } = await load(flags, log);
       const { createBackend } = await import('./backends.ts');
       const { nodeFamilies } = await import('./cleanup.ts');
       const liberal = await tcpBeLiberal();
@@ -130,13 +153,29 @@ export function inspectCommands(program: Command, log: Logger): void {
         const backend = createBackend(flags.proxyMode, family, { tcpBeLiberal: () => liberal, output: 'text' });
         reports.push({ family, mode: flags.proxyMode, items: await backend.compare(backend.render(plan(store, settings, family))) });
       }
+      if (policies) {
+        const { policyBackend } = await import('../backends/policy/backend.ts');
+        const backend = policyBackend();
+        reports.push({ family: undefined, mode: `inet ${POLICY_TABLE}`, items: await backend.compare(backend.render(planPolicy(store, policies))) });
+      }
       process.stdout.write(flags.output === 'json' ? `${json(reports)}\n` : formatDrift(reports));
       if (reports.some((r) => r.items.length > 0)) throw new CommandExit(1);
     });
 
   inspectCommand(program, 'list', 'list every service port this node proxies: frontends, policies, flags, and the endpoints in use with their weights')
     .addOption(new Option('--output <format>', 'text (first endpoints), wide (every endpoint), or json').choices(['text', 'wide', 'json']).default('text'))
-    .action(async (flags: InspectFlags & { output: 'text' | 'wide' | 'json' }) => {
+    .option('--policies', "with --network-policy: list this node's pods instead, each direction's isolation and what its NetworkPolicy rules allow", false)
+    .action(async (flags: InspectFlags & { output: 'text' | 'wide' | 'json'; policies: boolean }) => {
+      if (flags.policies) {
+        if (!flags.networkPolicy) {
+          log.error('--policies needs --network-policy (it reads NetworkPolicies, Pods and Namespaces)');
+          throw new CommandExit(2);
+        }
+        const { store, policies } = await load(flags, log);
+        const rows = listPolicies(planPolicy(store, policies!));
+        process.stdout.write(flags.output === 'json' ? `${json(rows)}\n` : formatPolicyList(rows));
+        return;
+      }
       const { store, settings } = await load(flags, log);
       const rows = listServicePorts(ALL_FAMILIES.map((f) => plan(store, settings, f)));
       process.stdout.write(flags.output === 'json' ? `${json(rows)}\n` : formatList(rows, flags.output === 'wide'));

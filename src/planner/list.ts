@@ -7,6 +7,7 @@
 import type { IPFamily } from '../state/ip.ts';
 import type { Protocol } from '../state/model.ts';
 import type { PlannedEndpoint, ProxyPlan, ServicePortPlan } from './plan.ts';
+import type { PodPolicyPlan, PolicyPlan } from './policy.ts';
 
 /** An endpoint in use and its share of new connections, 0–1. */
 export interface WeightedEndpoint {
@@ -72,4 +73,50 @@ function row(sp: ServicePortPlan, family: IPFamily): ListRow {
     externalEndpoints: external ? (sp.externalNoEndpoints ? [] : weighted(sp.externalPolicyLocal ? sp.localEndpoints : sp.clusterEndpoints)) : undefined,
     flags,
   };
+}
+
+/** One direction of a local pod in `list --policies`. */
+export interface PolicyListDirection {
+  readonly direction: 'ingress' | 'egress';
+  readonly isolated: boolean;
+  readonly policies: readonly string[];
+  /** Each planned rule: whom it allows (peers in words, with address counts) and on which ports. */
+  readonly rules: readonly { readonly policy: string; readonly index: number; readonly peers: string; readonly ports: string }[];
+}
+
+/** One pod of this node in `list --policies`. */
+export interface PolicyListRow {
+  readonly pod: string;
+  readonly addresses: readonly string[];
+  readonly ingress: PolicyListDirection;
+  readonly egress: PolicyListDirection;
+}
+
+/** The rows of `list --policies`: every local pod with an address, in the plan's order (by name). */
+export function listPolicies(plan: PolicyPlan): PolicyListRow[] {
+  const direction = (pod: PodPolicyPlan, which: 'ingress' | 'egress'): PolicyListDirection => {
+    const d = pod[which];
+    return {
+      direction: which,
+      isolated: d.isolated,
+      policies: d.policies,
+      rules: d.rules.map((r) => {
+        const peers =
+          r.peers === 'any'
+            ? 'anyone'
+            : [
+                ...r.peers.sets.map((id) => {
+                  const set = plan.peerSets.get(id);
+                  return set ? `${set.description} (${set.addresses.length} address${set.addresses.length === 1 ? '' : 'es'})` : id;
+                }),
+                ...r.peers.blocks.map((b) => (b.except.length > 0 ? `${b.cidr} except ${b.except.join(', ')}` : b.cidr)),
+              ].join(', ') || 'the pods of its named ports';
+        const named = r.namedTargets.map((t) => `${t.protocol} ${t.port} of ${t.address}`);
+        const ports =
+          r.ports === 'any' ? 'every port' : [...r.ports.map((p) => `${p.protocol} ${p.from === p.to ? p.from : `${p.from}-${p.to}`}`), ...named].join(', ') || 'no port (a named port no pod has)';
+        return { policy: r.policy, index: r.index, peers, ports };
+      }),
+    };
+  };
+  return plan.pods.map((p) => ({ pod: p.pod, addresses: p.addresses, ingress: direction(p, 'ingress'), egress: direction(p, 'egress') }));
 }
