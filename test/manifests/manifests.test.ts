@@ -63,7 +63,15 @@ function missing(a: unknown, b: unknown, path = ''): string[] {
 
 describe('manifests/', () => {
   it('hold the expected objects', () => {
-    expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(['ClusterRole/kproxy', 'ClusterRoleBinding/kproxy', 'ConfigMap/kproxy', 'DaemonSet/kproxy', 'ServiceAccount/kproxy']);
+    expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
+      'ClusterRole/kproxy',
+      'ClusterRole/kproxy-network-policy',
+      'ClusterRoleBinding/kproxy',
+      'ClusterRoleBinding/kproxy-network-policy',
+      'ConfigMap/kproxy',
+      'DaemonSet/kproxy',
+      'ServiceAccount/kproxy',
+    ]);
   });
 
   it.each(docs.map((d) => [`${d.kind}/${d.metadata.name}`, d] as const))('%s is valid against the Kubernetes schema', (_name, doc) => {
@@ -103,9 +111,30 @@ describe('manifests/', () => {
     expect(c.livenessProbe.httpGet).toEqual({ path: '/livez', port: 10256 });
   });
 
+  type Role = { metadata: { name: string }; rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] };
+  const grantsOf = (name: string) =>
+    byKind('ClusterRole')
+      .map((d) => d as unknown as Role)
+      .find((r) => r.metadata.name === name)!
+      .rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g || 'core'}/${res}:${v}`))))
+      .sort();
+
+  it('RBAC for --network-policy: its own role, read-only, bound to the same ServiceAccount', () => {
+    expect(grantsOf('kproxy-network-policy')).toEqual([
+      'core/namespaces:list',
+      'core/namespaces:watch',
+      'core/pods:list',
+      'core/pods:watch',
+      'networking.k8s.io/networkpolicies:list',
+      'networking.k8s.io/networkpolicies:watch',
+    ]);
+    const binding = byKind('ClusterRoleBinding').find((d) => d.metadata.name === 'kproxy-network-policy') as unknown as { roleRef: { name: string }; subjects: unknown[] };
+    expect(binding.roleRef.name).toBe('kproxy-network-policy');
+    expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'kproxy', namespace: 'kube-system' }]);
+  });
+
   it('RBAC: read-only, on exactly what kproxy watches', () => {
-    const role = one<{ rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] }>('ClusterRole');
-    const grants = role.rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g || 'core'}/${res}:${v}`)))).sort();
+    const grants = grantsOf('kproxy');
     expect(grants).toEqual([
       'core/nodes:list',
       'core/nodes:watch',
@@ -116,7 +145,7 @@ describe('manifests/', () => {
       'networking.k8s.io/servicecidrs:list',
       'networking.k8s.io/servicecidrs:watch',
     ]);
-    const binding = one<{ roleRef: { name: string }; subjects: { kind: string; name: string; namespace: string }[] }>('ClusterRoleBinding');
+    const binding = byKind('ClusterRoleBinding').find((d) => d.metadata.name === 'kproxy') as unknown as { roleRef: { name: string }; subjects: unknown[] };
     expect(binding.roleRef.name).toBe('kproxy');
     expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'kproxy', namespace: 'kube-system' }]);
   });

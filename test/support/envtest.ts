@@ -91,6 +91,8 @@ const PATHS: Record<string, (ns: string | undefined) => string> = {
   ClusterRole: () => '/apis/rbac.authorization.k8s.io/v1/clusterroles',
   ClusterRoleBinding: () => '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
   ServiceCIDR: () => '/apis/networking.k8s.io/v1/servicecidrs',
+  Pod: (ns) => `/api/v1/namespaces/${ns}/pods`,
+  NetworkPolicy: (ns) => `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`,
 };
 
 /** Runs a server in the background, its stderr to `log`. */
@@ -238,7 +240,7 @@ export class RealApiServer {
           method,
           ca: this.ca,
           agent: this.#agent,
-          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
+          headers: { authorization: `Bearer ${token}`, 'content-type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json', accept: 'application/json' },
           timeout: 30_000,
         },
         (res) => {
@@ -280,9 +282,9 @@ export class RealApiServer {
       o.metadata.resourceVersion = version;
       r = await this.request('PUT', `${base}/${o.metadata.name}`, o);
     } else r = await this.request('POST', base, o);
-    // Status (a Service's load-balancer ingress, a Node's addresses) is a subresource of its own.
+    // Status (a Service's load-balancer ingress, a Node's addresses, a Pod's IPs) is a subresource of its own.
     const written = (r.body as Obj).metadata?.resourceVersion;
-    if ((r.status === 200 || r.status === 201) && (o.kind === 'Service' || o.kind === 'Node') && o.status && written !== undefined) {
+    if ((r.status === 200 || r.status === 201) && (o.kind === 'Service' || o.kind === 'Node' || o.kind === 'Pod') && o.status && written !== undefined) {
       o.metadata.resourceVersion = written;
       r = await this.request('PUT', `${base}/${o.metadata.name}/status`, o);
     }
@@ -302,6 +304,12 @@ export class RealApiServer {
     const version = (r.body as Obj).metadata?.resourceVersion;
     if (r.status === 201 && o.status && version !== undefined) r = await this.request('PUT', `${base}/${o.metadata.name}/status`, { ...o, metadata: { ...o.metadata, resourceVersion: version } });
     if (r.status !== 200 && r.status !== 201) throw new Error(`${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 400)}`);
+  }
+
+  /** Replaces an object's labels (a JSON merge patch: a pod's spec cannot be PUT again). */
+  async label(kind: string, namespace: string | undefined, name: string, labels: Record<string, string | null>): Promise<void> {
+    const r = await this.request('PATCH', `${PATHS[kind]!(namespace)}/${name}`, { metadata: { labels } });
+    if (r.status !== 200) throw new Error(`label ${kind} ${name}: HTTP ${r.status}: ${JSON.stringify(r.body).slice(0, 300)}`);
   }
 
   /** Deletes an object; a missing one is fine. */
