@@ -80,6 +80,19 @@ export interface NamedTarget {
   readonly port: number;
 }
 
+/**
+ * The destinations one egress rule with named ports reaches through them: each candidate pod's
+ * address with its own port of that name. One per policy rule, shared by every pod the policy selects.
+ */
+export interface NamedTargetSet {
+  /** `named-` and 16 base32 characters of the hash of the policy and rule index. */
+  readonly id: string;
+  /** `x/web egress rule 0: named ports http/TCP`. */
+  readonly description: string;
+  /** Sorted by address, protocol, port. */
+  readonly targets: readonly NamedTarget[];
+}
+
 /** One rule of one policy, planned for one pod and direction. */
 export interface PlannedRule {
   /** `namespace/name` of the policy. */
@@ -90,8 +103,8 @@ export interface PlannedRule {
   readonly peers: 'any' | { readonly sets: readonly string[]; readonly blocks: readonly PlannedBlock[] };
   /** On which ports, with `peers`: every port, or the ranges (empty: none, e.g. a named port the pod lacks). */
   readonly ports: 'any' | readonly PortRange[];
-  /** Egress named ports, resolved per destination pod: allowed whatever `ports` says. */
-  readonly namedTargets: readonly NamedTarget[];
+  /** Egress named ports, resolved per destination pod: the id of their {@link NamedTargetSet}, allowed whatever `ports` says. */
+  readonly namedSet: string | undefined;
 }
 
 /** One direction of one pod. */
@@ -116,6 +129,8 @@ export interface PolicyPlan {
   readonly pods: readonly PodPolicyPlan[];
   /** By id. */
   readonly peerSets: ReadonlyMap<string, PeerSet>;
+  /** By id. */
+  readonly namedSets: ReadonlyMap<string, NamedTargetSet>;
   readonly nodeAddresses: readonly string[];
 }
 
@@ -134,31 +149,44 @@ interface CachedSet {
   readonly namespace: string;
 }
 
+/** A named-target set as planned: the rule it resolves, to compute it again when its scope changes. */
+interface CachedNamed {
+  readonly set: NamedTargetSet;
+  readonly rule: PolicyRule;
+  /** The policy's namespace. */
+  readonly namespace: string;
+}
+
 /** A local pod's plan as planned: the facts and policies it came from. */
 interface CachedPod {
   readonly facts: PodFacts;
   readonly plan: PodPolicyPlan;
-  /** Its egress has named ports: their targets depend on every pod, so any pod change re-plans it. */
-  readonly named: boolean;
 }
 
 /**
  * Memory of the last plan, so the next one re-plans only what changed (as the Service planner's
  * PlanCache does): a peer set is computed again only when a pod of a namespace in its scope
  * changed, or (for a namespaceSelector) a Namespace did; a local pod is planned again only when
- * it, or its namespace's NetworkPolicies, changed (or, with egress named ports, any pod). What is
+ * it, or its namespace's NetworkPolicies, changed; an egress rule's named-port targets, one set per
+ * rule, when a pod in its peers' scope changed. What is
  * not planned again is the same object as before, which the renderer's cache and the nft diff
  * skip by identity. Not for concurrent use.
  */
 export class PolicyPlanCache {
   #sets = new Map<string, CachedSet>();
+  #named = new Map<string, CachedNamed>();
   #pods = new Map<string, CachedPod>();
-  /** Peer sets and pods planned (not reused) by the last plan; for tests and benchmarks. */
-  planned = { sets: 0, pods: 0 };
+  /** Peer sets, named-target sets and pods planned (not reused) by the last plan; for tests and benchmarks. */
+  planned = { sets: 0, named: 0, pods: 0 };
 
   /** @internal the planner's */
   get sets(): Map<string, CachedSet> {
     return this.#sets;
+  }
+
+  /** @internal the planner's */
+  get named(): Map<string, CachedNamed> {
+    return this.#named;
   }
 
   /** @internal the planner's */
@@ -167,8 +195,9 @@ export class PolicyPlanCache {
   }
 
   /** @internal the planner's: keep only what this plan used */
-  keep(sets: Map<string, CachedSet>, pods: Map<string, CachedPod>): void {
+  keep(sets: Map<string, CachedSet>, named: Map<string, CachedNamed>, pods: Map<string, CachedPod>): void {
     this.#sets = sets;
+    this.#named = named;
     this.#pods = pods;
   }
 }
@@ -182,7 +211,7 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
   const { state } = input;
   const changes = input.changes ?? ALL_CHANGED;
   const reuse = cache !== undefined && !changes.all;
-  const planned = { sets: 0, pods: 0 };
+  const planned = { sets: 0, named: 0, pods: 0 };
   const nsLabels = (name: string): Labels | undefined => state.namespaces.get(name)?.labels;
   const policiesByNamespace = new Map<string, NetworkPolicy[]>();
   const policiesIn = (namespace: string): NetworkPolicy[] => {
@@ -208,16 +237,17 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
     for (const n of scope(peer, namespace)) for (const pod of state.podsIn(n).values()) if (selectablePod(pod) && selects(peer.podSelector, pod.labels)) out.push(pod);
     return out;
   };
-  /** Whether a cached set may be out of date. */
-  const stale = (c: CachedSet): boolean => {
-    if (c.peer.namespaceSelector === undefined) return changes.podNamespaces.has(c.namespace);
+  /** Whether what a pods peer of a policy in `namespace` selects may have changed. */
+  const scopeChanged = (peer: Extract<PolicyPeer, { kind: 'pods' }>, namespace: string): boolean => {
+    if (peer.namespaceSelector === undefined) return changes.podNamespaces.has(namespace);
     if (changes.namespaces) return true;
     for (const n of changes.podNamespaces) {
       const l = nsLabels(n);
-      if (l !== undefined && selects(c.peer.namespaceSelector, l)) return true;
+      if (l !== undefined && selects(peer.namespaceSelector, l)) return true;
     }
     return false;
   };
+  const stale = (c: CachedSet): boolean => scopeChanged(c.peer, c.namespace);
   const sets = new Map<string, CachedSet>();
   const setOf = (peer: Extract<PolicyPeer, { kind: 'pods' }>, namespace: string): PeerSet => {
     const where = peer.namespaceSelector === undefined ? `in namespace ${namespace}` : `in namespaces ${selectorText(peer.namespaceSelector)}`;
@@ -243,13 +273,9 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
   let everyone: PodFacts[] | undefined;
   const allPods = () => (everyone ??= [...state.podNamespaces()].flatMap((n) => [...state.podsIn(n).values()].filter(selectablePod)));
   /** Egress named-port targets of a rule: every candidate destination pod's port of that name. */
-  const targetsMemo = new Map<PolicyRule, NamedTarget[]>();
   const namedTargets = (rule: PolicyRule, namespace: string): NamedTarget[] => {
     const named = rule.ports.filter((p) => p.kind === 'named');
-    if (named.length === 0) return [];
-    let out = targetsMemo.get(rule);
-    if (out) return out;
-    out = [];
+    const out: NamedTarget[] = [];
     // Candidate destinations and, per pod, which of its addresses the rule's peers admit.
     const admitted = new Map<PodFacts, Set<string>>();
     const admit = (pod: PodFacts, ips: readonly IPAddress[]) => {
@@ -272,9 +298,31 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
         const port = pod.namedPorts.find((np) => np.name === n.name && np.protocol === n.protocol);
         if (port) for (const address of ips) out.push({ address, protocol: n.protocol, port: port.port });
       }
-    out.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : a.port - b.port));
-    targetsMemo.set(rule, out);
-    return out;
+    return out.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : a.port - b.port));
+  };
+  /** Whether a cached named-target set may be out of date: its rule changed, or a pod its peers may reach. */
+  const namedStale = (c: CachedNamed, rule: PolicyRule): boolean =>
+    c.rule !== rule || rule.peers.length === 0 || rule.peers.some((peer) => (peer.kind === 'ipBlock' ? changes.all || changes.podNamespaces.size > 0 : scopeChanged(peer, c.namespace)));
+  const named = new Map<string, CachedNamed>();
+  /** The id of the named-target set of rule `index` of `policy`'s egress (undefined when it names no port). */
+  const useNamed = (policy: NetworkPolicy, index: number): string | undefined => {
+    const rule = policy.egressRules[index];
+    if (!rule?.ports.some((p) => p.kind === 'named')) return undefined;
+    const id = `named-${hashSuffix(`${policy.key} egress ${index}`)}`;
+    if (named.has(id)) return id;
+    const old = cache?.named.get(id);
+    let c: CachedNamed;
+    if (old && reuse && !namedStale(old, rule)) c = old;
+    else {
+      planned.named++;
+      const targets = namedTargets(rule, policy.namespace);
+      const same =
+        old && old.set.targets.length === targets.length && old.set.targets.every((t, i) => t.address === targets[i]!.address && t.protocol === targets[i]!.protocol && t.port === targets[i]!.port);
+      const names = rule.ports.flatMap((p) => (p.kind === 'named' ? [`${p.name}/${p.protocol}`] : [])).join(', ');
+      c = { set: same ? old.set : { id, description: `${policy.key} egress rule ${index}: named ports ${names}`, targets }, rule, namespace: policy.namespace };
+    }
+    named.set(id, c);
+    return id;
   };
 
   const planDirection = (pod: PodFacts, direction: 'ingress' | 'egress'): DirectionPlan => {
@@ -288,7 +336,7 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
             : rule.ports.flatMap((port): PortRange[] => {
                 if (port.kind === 'all') return [{ protocol: port.protocol, ...ALL_PORTS }];
                 if (port.kind === 'range') return [{ protocol: port.protocol, from: port.from, to: port.to }];
-                if (direction === 'egress') return []; // resolved per destination: namedTargets
+                if (direction === 'egress') return []; // resolved per destination: namedSet
                 const own = pod.namedPorts.find((np) => np.name === port.name && np.protocol === port.protocol);
                 return own ? [{ protocol: port.protocol, from: own.port, to: own.port }] : [];
               });
@@ -300,35 +348,37 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
                 sets: ports !== 'any' && ports.length === 0 ? [] : [...new Set(rule.peers.filter((x) => x.kind === 'pods').map((x) => setOf(x, p.namespace).id))].sort(),
                 blocks: rule.peers.filter((x) => x.kind === 'ipBlock').map((x) => ({ cidr: x.cidr.text, except: x.except.map((e) => e.text) })),
               };
-        rules.push({ policy: p.key, index, peers, ports, namedTargets: direction === 'egress' ? namedTargets(rule, p.namespace) : [] });
+        rules.push({ policy: p.key, index, peers, ports, namedSet: direction === 'egress' ? useNamed(p, index) : undefined });
       });
     }
     return { isolated: selecting.length > 0, policies: selecting.map((p) => p.key), rules };
   };
 
-  const podsChanged = changes.all || changes.podNamespaces.size > 0;
   const cachedPods = new Map<string, CachedPod>();
   const pods: PodPolicyPlan[] = [];
   for (const pod of state.podsOn(input.nodeName).values()) {
     if (!selectablePod(pod)) continue;
     const old = cache?.pods.get(pod.key);
     let c: CachedPod;
-    if (old && reuse && old.facts === pod && !changes.policyNamespaces.has(pod.namespace) && !(old.named && podsChanged)) {
+    if (old && reuse && old.facts === pod && !changes.policyNamespaces.has(pod.namespace)) {
       c = old;
-      // Its sets: still wanted, and current.
+      // Its sets: still wanted, and current (its policies did not change, so each rule is the one it was planned from).
       for (const d of [c.plan.ingress, c.plan.egress])
-        for (const r of d.rules)
+        for (const r of d.rules) {
           if (r.peers !== 'any')
             for (const id of r.peers.sets) {
               const cs = cache.sets.get(id);
               if (cs) useSet(id, { peer: cs.peer, namespace: cs.namespace, description: cs.set.description });
             }
+          const policy = r.namedSet === undefined ? undefined : state.policies.get(r.policy);
+          if (policy) useNamed(policy, r.index);
+        }
     } else {
       planned.pods++;
       let plan: PodPolicyPlan = { pod: pod.key, addresses: pod.ips.map((ip) => ip.text), ingress: planDirection(pod, 'ingress'), egress: planDirection(pod, 'egress') };
-      // Planned again but the same (a named-port rule after an unrelated pod change): the old object, which the renderer skips.
+      // Planned again but the same (a label no policy selects on): the old object, which the renderer skips.
       if (old && JSON.stringify(old.plan) === JSON.stringify(plan)) plan = old.plan;
-      c = { facts: pod, plan, named: plan.egress.rules.some((r) => hasNamedPorts(state, r)) };
+      c = { facts: pod, plan };
     }
     cachedPods.set(pod.key, c);
     pods.push(c.plan);
@@ -336,16 +386,13 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
   pods.sort((a, b) => (a.pod < b.pod ? -1 : a.pod > b.pod ? 1 : 0));
   const peerSets = new Map<string, PeerSet>();
   for (const [id, c] of [...sets].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) peerSets.set(id, c.set);
+  const namedSets = new Map<string, NamedTargetSet>();
+  for (const [id, c] of [...named].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) namedSets.set(id, c.set);
   if (cache) {
-    cache.keep(sets, cachedPods);
+    cache.keep(sets, named, cachedPods);
     cache.planned = planned;
   }
-  return { pods, peerSets, nodeAddresses: [...new Set(input.nodeAddresses.map((a) => a.text))].sort() };
-}
-
-/** Whether a planned egress rule came from a policy rule with named ports (its targets may appear later). */
-function hasNamedPorts(state: PolicySource, r: PlannedRule): boolean {
-  return state.policies.get(r.policy)?.egressRules[r.index]?.ports.some((x) => x.kind === 'named') ?? false;
+  return { pods, peerSets, namedSets, nodeAddresses: [...new Set(input.nodeAddresses.map((a) => a.text))].sort() };
 }
 
 /** Why a direction lets a packet through or not. */
@@ -362,7 +409,8 @@ export function directionVerdict(plan: PolicyPlan, direction: DirectionPlan, pee
   if (!direction.isolated) return { allowed: true, why: 'not isolated' };
   if (plan.nodeAddresses.includes(peer.text)) return { allowed: true, why: 'its node' };
   for (const rule of direction.rules) {
-    if (rule.namedTargets.some((t) => t.address === peer.text && t.protocol === protocol && t.port === port)) return { allowed: true, why: 'rule', rule };
+    const named = rule.namedSet === undefined ? undefined : plan.namedSets.get(rule.namedSet);
+    if (named?.targets.some((t) => t.address === peer.text && t.protocol === protocol && t.port === port)) return { allowed: true, why: 'rule', rule };
     const peerOk =
       rule.peers === 'any' ||
       rule.peers.sets.some((id) => plan.peerSets.get(id)?.addresses.includes(peer.text)) ||

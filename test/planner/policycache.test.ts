@@ -10,7 +10,7 @@ import { PolicyStateStore } from '../../src/state/policystore.ts';
 import { namespace, networkPolicy, pod } from '../support/objects.ts';
 
 const NS = ['x', 'y', 'z'];
-const plain = (p: PolicyPlan) => JSON.parse(JSON.stringify({ pods: p.pods, peerSets: [...p.peerSets.values()], node: p.nodeAddresses })) as unknown;
+const plain = (p: PolicyPlan) => JSON.parse(JSON.stringify({ pods: p.pods, peerSets: [...p.peerSets.values()], namedSets: [...p.namedSets.values()], node: p.nodeAddresses })) as unknown;
 
 /** 3 namespaces × 4 pods, half on node-1, with labels app=<a|b> and named port http. */
 function cluster(): PolicyStateStore {
@@ -58,12 +58,13 @@ describe('PolicyPlanCache', () => {
     expect(cache.planned.pods).toBe(6);
     // Nothing changed: nothing planned, the same objects.
     const same = plan(s, cache);
-    expect(cache.planned).toEqual({ sets: 0, pods: 0 });
+    expect(cache.planned).toEqual({ sets: 0, named: 0, pods: 0 });
     expect(same.pods.every((p, i) => p === first.pods[i])).toBe(true);
     // A remote pod of z relabelled: z's pods in sets (and y's egress named-port pods) again, x's pods untouched.
     s.applyPod(pod('z/p1', { ips: ['10.244.2.21'], node: 'node-2', labels: { app: 'b' }, ports: [{ name: 'http', port: 8001 }] }));
     const next = plan(s, cache);
-    expect(cache.planned.pods).toBe(2); // y's two local pods: their egress names a port of every pod
+    // No local pod again: y's egress named-port rule gets its one set of targets computed anew.
+    expect(cache.planned).toMatchObject({ pods: 0, named: 1 });
     expect(next.pods.find((p) => p.pod === 'x/p0')).toBe(first.pods.find((p) => p.pod === 'x/p0'));
     expect(plain(next)).toEqual(plain(plan(s)));
     // Namespace relabelled: only sets with a namespaceSelector are computed again.

@@ -10,6 +10,7 @@
  *   map ingress-ip6, egress-ip6                     # the same for IPv6
  *   set node-ip, node-ip6                           # this node's addresses: always allowed
  *   set peers-<id>-ip, peers-<id>-ip6               # one pods peer's addresses, shared by every rule naming it
+ *   set named-<id>-ip, named-<id>-ip6               # one egress rule's named-port targets: address . protocol . port
  *   chain forward { type filter hook forward priority 0; policy accept;
  *     ct state established,related accept          # replies of allowed connections; established traffic stops here
  *     ip saddr vmap @egress-ip ; ip6 saddr vmap @egress-ip6    # the source's egress, when it is an isolated local pod
@@ -30,9 +31,9 @@
  * @module
  */
 import { IdentityCache } from '../../planner/cache.ts';
-import type { DirectionPlan, PeerSet, PodPolicyPlan, PolicyPlan, PortRange } from '../../planner/policy.ts';
+import type { DirectionPlan, NamedTargetSet, PeerSet, PodPolicyPlan, PolicyPlan, PortRange } from '../../planner/policy.ts';
 import type { RenderSkip } from '../backend.ts';
-import { DROP, RETURN, eq, jump, ne, payload, prefix, type NftElement, type NftFamily, type NftSetSpec, type NftStatement, type NftVerdict } from '../nftables/json.ts';
+import { DROP, RETURN, eq, jump, meta, ne, payload, prefix, type NftElement, type NftFamily, type NftSetSpec, type NftStatement, type NftVerdict } from '../nftables/json.ts';
 import { checkedComment, hashAndTruncate } from '../nftables/names.ts';
 import type { NftChain, NftRuleset, NftServiceRules } from '../nftables/render.ts';
 
@@ -48,6 +49,8 @@ export const POLICY = {
   node: (family: NftFamily) => `node-${family}`,
   /** One peer set's addresses, per family. */
   peers: (id: string, family: NftFamily) => `${id}-${family}`,
+  /** One egress rule's named-port targets (address . protocol . port), per family. */
+  named: (id: string, family: NftFamily) => `${id}-${family}`,
 } as const;
 
 /** A local pod's chain for one direction: `ingress-<hash>-<ns>/<pod>` (cut to nft's length, as upstream cuts its names). */
@@ -59,6 +62,7 @@ export function podChainName(direction: 'ingress' | 'egress', pod: string): stri
 export const partKey = {
   pod: (pod: string) => `pod ${pod}`,
   peers: (id: string) => `peers ${id}`,
+  named: (id: string) => `named ${id}`,
 } as const;
 
 const FAMILIES: readonly NftFamily[] = ['ip', 'ip6'];
@@ -74,6 +78,7 @@ const established: NftStatement = { match: { op: 'in', left: { ct: { key: 'state
 export class PolicyRenderCache {
   readonly pods = new IdentityCache<PodPolicyPlan, NftServiceRules>();
   readonly peers = new IdentityCache<PeerSet, NftServiceRules>();
+  readonly named = new IdentityCache<NamedTargetSet, NftServiceRules>();
 }
 
 /**
@@ -85,11 +90,13 @@ export class PolicyRenderCache {
 export function renderPolicies(plan: PolicyPlan, cache?: PolicyRenderCache): NftRuleset {
   cache?.pods.begin('');
   cache?.peers.begin('');
+  cache?.named.begin('');
   const services = new Map<string, NftServiceRules>();
   const skipped: RenderSkip[] = [];
   for (const set of [...plan.peerSets.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
     services.set(partKey.peers(set.id), cache ? cache.peers.get(set, () => peerSetPart(set)) : peerSetPart(set));
   }
+  for (const set of plan.namedSets.values()) services.set(partKey.named(set.id), cache ? cache.named.get(set, () => namedSetPart(set)) : namedSetPart(set));
   for (const pod of plan.pods) {
     if (!pod.ingress.isolated && !pod.egress.isolated) continue;
     try {
@@ -151,6 +158,13 @@ function peerSetPart(set: PeerSet): NftServiceRules {
   return { chains: [], elements, sets, ruleCount: 0 };
 }
 
+/** An egress rule's named-port targets as two sets of `address . protocol . port` (one a family). */
+function namedSetPart(set: NamedTargetSet): NftServiceRules {
+  const sets = FAMILIES.map((f): NftSetSpec => ({ name: POLICY.named(set.id, f), type: [addrType(f), 'inet_proto', 'inet_service'] }));
+  const elements = set.targets.map((t): readonly [string, NftElement] => [POLICY.named(set.id, familyOf(t.address)), { key: { concat: [t.address, t.protocol.toLowerCase(), t.port] } }]);
+  return { chains: [], elements, sets, ruleCount: 0 };
+}
+
 /** A local pod's chains for its isolated directions, and its addresses in the maps that jump to them. */
 function podPart(pod: PodPolicyPlan): NftServiceRules {
   const chains: NftChain[] = [];
@@ -170,7 +184,8 @@ function podPart(pod: PodPolicyPlan): NftServiceRules {
 
 /**
  * One isolated direction's rules: the node first, then each planned rule as the alternatives of
- * its peers × its ports (each alternative one nft rule), the egress named-port targets, and a drop.
+ * its peers × its ports (each alternative one nft rule), the egress named-port targets (one rule a
+ * family, against the rule's set), and a drop.
  * An allowed egress packet returns (to meet the destination's ingress); an allowed ingress one is accepted.
  */
 function directionRules(direction: 'ingress' | 'egress', d: DirectionPlan): NftChain['rules'] {
@@ -192,9 +207,8 @@ function directionRules(direction: 'ingress' | 'egress', d: DirectionPlan): NftC
           ];
     const ports: NftStatement[][] = rule.ports === 'any' ? [[]] : rule.ports.map(portMatch);
     for (const p of peers) for (const q of ports) out.push({ expr: [...p, ...q, allow], comment });
-    for (const t of rule.namedTargets) {
-      out.push({ expr: [eq(payload(familyOf(t.address), 'daddr'), t.address), ...portMatch({ protocol: t.protocol, from: t.port, to: t.port }), allow], comment });
-    }
+    if (rule.namedSet !== undefined)
+      for (const f of FAMILIES) out.push({ expr: [eq({ concat: [payload(f, 'daddr'), meta('l4proto'), payload('th', 'dport')] }, `@${POLICY.named(rule.namedSet, f)}`), allow], comment });
   }
   out.push({ expr: [DROP], comment: checkedComment(`isolated by ${d.policies.join(', ')}`) });
   return out;

@@ -50,9 +50,10 @@ describe('renderPolicies', () => {
     // The named port resolves to x/a's own 8080 for ingress; SCTP ranges; the ipBlock with its except.
     expect(text).toMatch(/ingress-\S+ ip saddr @peers-[A-Z2-7]{16}-ip tcp dport 8080 accept comment "x\/web ingress rule 0"/);
     expect(text).toMatch(/ip saddr 192\.168\.0\.0\/16 ip saddr != 192\.168\.1\.0\/24 sctp dport 7000-7010 accept/);
-    // Egress: each destination's own port of that name (x/b's 9090, x/a's 8080), y/a has none.
-    expect(text).toMatch(/egress-\S+ ip daddr 10\.244\.2\.10 tcp dport 9090 return/);
-    expect(text).toMatch(/egress-\S+ ip6 daddr fd00:10:244:1::10 tcp dport 8080 return/);
+    // Egress: each destination's own port of that name (x/b's 9090, x/a's 8080), y/a has none, in the rule's set.
+    expect(text).toMatch(/egress-\S+ ip daddr \. meta l4proto \. th dport @named-[A-Z2-7]{16}-ip return comment "x\/web egress rule 0"/);
+    expect(text).toMatch(/add element inet kproxy-policy named-[A-Z2-7]{16}-ip \{ 10\.244\.1\.10 \. tcp \. 8080, 10\.244\.2\.10 \. tcp \. 9090 \}/);
+    expect(text).toMatch(/add element inet kproxy-policy named-[A-Z2-7]{16}-ip6 \{ fd00:10:244:1::10 \. tcp \. 8080 \}/);
     expect(text).not.toContain('10.244.1.20');
     expect(text).toMatch(/egress-\S+ drop comment "isolated by x\/web"/);
   });
