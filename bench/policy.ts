@@ -241,8 +241,8 @@ async function main() {
     for (const q of [250, 500, 2000, 4000]) slope.byPolicies.push(await one(PODS, q));
   }
   const host = { cpus: (await import('node:os')).cpus().length, node: process.version, nft: (await execa('nft', ['--version'])).stdout.trim(), kernel: (await execa('uname', ['-r'])).stdout.trim() };
-  mkdirSync(dirname(args.out!), { recursive: true });
-  writeFileSync(args.out!, `${JSON.stringify({ date: new Date().toISOString(), host, main, ...(slope ? { slope } : {}) }, null, 2)}\n`);
+  mkdirSync(dirname(args.out), { recursive: true });
+  writeFileSync(args.out, `${JSON.stringify({ date: new Date().toISOString(), host, main, ...(slope ? { slope } : {}) }, null, 2)}\n`);
   console.error(`written to ${args.out}`);
 }
 
