@@ -3,13 +3,7 @@
  * the pods on this node, through the real policy store, planner, renderer and nft writer, into a
  * network namespace made here (deleted when it ends).
  *
- * The synthetic cluster (deterministic): 100 namespaces (`ns-00`…, labels `team=t<i % 10>`), the
- * pods spread over them and over 100 nodes (the first L pods on `node-1`, this node), each dual
- * stack with labels `app=a<j % 10>` and `tier=<j % 3>` and a named port `http` (8080, or 9090 for
- * one pod in 7). The policies, Q / 100 per namespace, rotate through five shapes: ingress from an
- * app of the namespace on port 8080; ingress from a tier in the namespaces of a team (both
- * selectors) on the named port; ingress from an ipBlock with an except on a port range; egress to
- * a team's namespaces on 53/UDP and the named port; and a default deny of both directions for one app.
+ * The synthetic cluster: policy-cluster.ts.
  *
  * Measured, each the median of `--runs`:
  * - **cold**: the store filled from the objects; the plan, the render, and the write of the whole
@@ -36,9 +30,9 @@ import { formatBatch } from '../src/backends/nftables/text.ts';
 import { NftWriter, systemNft } from '../src/backends/nftables/writer.ts';
 import { PolicyRenderCache, renderPolicies } from '../src/backends/policy/render.ts';
 import { PolicyPlanCache, planPolicies } from '../src/planner/policy.ts';
-import type { RawObject } from '../src/sources/objects.ts';
 import { parseIP } from '../src/state/ip.ts';
 import { PolicyStateStore } from '../src/state/policystore.ts';
+import { BENCH_POLICY_NODE as NODE, policyCluster, type PolicyCluster } from './policy-cluster.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -55,67 +49,11 @@ const PODS = Number(args.pods);
 const POLICIES = Number(args.policies);
 const LOCAL = Number(args.local);
 const RUNS = Number(args.runs);
-const NAMESPACES = 100;
-const NODE = 'node-1';
 const NODE_ADDRESSES = [parseIP('192.0.2.1')!, parseIP('2001:db8::1')!];
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 const mib = (bytes: number) => round(bytes / 2 ** 20);
-
-const nsOf = (j: number) => `ns-${String(j % NAMESPACES).padStart(2, '0')}`;
-const v4 = (j: number) => `10.${64 + (j >> 16)}.${(j >> 8) & 255}.${j & 255}`;
-const v6 = (j: number) => `fd00:10:64::${(j >>> 16).toString(16)}:${(j & 0xffff).toString(16)}`;
-
-/** Pod j of the synthetic cluster, as the API server serialises one (the fields policy reads, and a few it does not). */
-export function benchPod(j: number, labels: Record<string, string> = { app: `a${j % 10}`, tier: String(j % 3) }): RawObject {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { namespace: nsOf(j), name: `pod-${j}`, uid: `uid-${j}`, resourceVersion: String(1000 + j), labels },
-    spec: {
-      nodeName: j < LOCAL ? NODE : `node-${2 + (j % 99)}`,
-      containers: [{ name: 'app', image: 'registry.k8s.io/e2e-test-images/agnhost:2.53', ports: [{ name: 'http', containerPort: j % 7 === 0 ? 9090 : 8080, protocol: 'TCP' }] }],
-    },
-    status: { phase: 'Running', podIP: v4(j), podIPs: [{ ip: v4(j) }, { ip: v6(j) }], conditions: [{ type: 'Ready', status: 'True' }] },
-  };
-}
-
-/** Policy k of namespace n (see the module comment for the five shapes). */
-function benchPolicy(n: number, k: number): RawObject {
-  const ns = nsOf(n);
-  const app = (x: number) => ({ matchLabels: { app: `a${x % 10}` } });
-  const shape = k % 5;
-  const spec =
-    shape === 0
-      ? { podSelector: app(k), ingress: [{ from: [{ podSelector: app(k + 1) }], ports: [{ port: 8080 }] }] }
-      : shape === 1
-        ? {
-            podSelector: app(k),
-            ingress: [{ from: [{ namespaceSelector: { matchLabels: { team: `t${(n + k) % 10}` } }, podSelector: { matchLabels: { tier: String(k % 3) } } }], ports: [{ port: 'http' }] }],
-          }
-        : shape === 2
-          ? { podSelector: app(k), ingress: [{ from: [{ ipBlock: { cidr: '10.64.0.0/10', except: [`10.64.${k % 200}.0/24`] } }], ports: [{ port: 8000, endPort: 8100 }] }] }
-          : shape === 3
-            ? {
-                podSelector: app(k),
-                policyTypes: ['Egress'],
-                egress: [{ to: [{ namespaceSelector: { matchLabels: { team: `t${k % 10}` } } }], ports: [{ protocol: 'UDP', port: 53 }, { port: 'http' }] }],
-              }
-            : { podSelector: app(k + 5), policyTypes: ['Ingress', 'Egress'] };
-  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: ns, name: `policy-${k}`, uid: `p-${n}-${k}` }, spec };
-}
-
-function objects(): { namespaces: RawObject[]; pods: RawObject[]; policies: RawObject[] } {
-  const namespaces = Array.from({ length: NAMESPACES }, (_, i) => ({
-    apiVersion: 'v1',
-    kind: 'Namespace',
-    metadata: { name: nsOf(i), labels: { 'kubernetes.io/metadata.name': nsOf(i), team: `t${i % 10}` } },
-  }));
-  const pods = Array.from({ length: PODS }, (_, j) => benchPod(j));
-  const policies = Array.from({ length: POLICIES }, (_, i) => benchPolicy(i % NAMESPACES, Math.floor(i / NAMESPACES)));
-  return { namespaces, pods, policies };
-}
 
 async function ns(name: string, ...cmd: string[]) {
   return execa('ip', ['netns', 'exec', name, ...cmd], { timeout: 600_000 });
@@ -124,7 +62,9 @@ async function ns(name: string, ...cmd: string[]) {
 /** One size, in this process. */
 async function single() {
   const gc = (globalThis as { gc?: () => void }).gc;
-  const input = objects();
+  const cluster: PolicyCluster = { pods: PODS, policies: POLICIES, local: LOCAL };
+  const input = policyCluster(cluster);
+  const benchPod = (j: number, labels?: Record<string, string>) => input.pod(j, labels);
   gc?.();
   const base = process.memoryUsage();
   const cold = { loadMs: [] as number[], planMs: [] as number[], renderMs: [] as number[], writeS: [] as number[], floorTextS: [] as number[], floorJsonS: [] as number[] };
@@ -196,7 +136,7 @@ async function single() {
         into.commands = r.rules + r.elements;
       };
       // A remote pod of ns-00 (app a0) becomes an a1: a peer of ns-00's first policy, which isolates local pod 0.
-      const remote = NAMESPACES * (run + 1);
+      const remote = 100 * (run + 1);
       await change(() => store.applyPod(benchPod(remote, { app: 'a1', tier: String(remote % 3) })), relabel);
       await change(() => store.applyPod({ ...benchPod(PODS + run), spec: { ...(benchPod(PODS + run).spec as object), nodeName: NODE } }), start);
     }

@@ -51,6 +51,7 @@ import { endpointChainName } from '../src/backends/iptables/names.ts';
 import type { SyncPhases } from '../src/runner/reconciler.ts';
 import { benchNode, benchService, benchSlice } from './cluster.ts';
 import { applyAlone, benchFloorInput, type FloorInput } from './floor.ts';
+import { forApi, logLines, parallel, pidIn, sleep, usage, type LogLine } from './proc.ts';
 
 const PROXIES = ['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize', 'upstream-nftables'] as const;
 type Proxy = (typeof PROXIES)[number];
@@ -87,26 +88,7 @@ const FIRST = 2;
 const UPSTREAM_METRICS_ADDRESS = '127.0.0.1:9249';
 const UPSTREAM_HEALTHZ_ADDRESS = '127.0.0.1:9256';
 const t = () => new Date().toISOString().slice(11, 19);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => console.log(`[${t()}] ${s}`);
-
-/** Runs `fn` over 0..n-1 with `limit` calls in flight. */
-async function parallel(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: limit }, async () => {
-      while (next < n) await fn(next++);
-    }),
-  );
-}
-
-/** Strips what the API server sets itself from a bench object. */
-function forApi<T extends object>(o: T): T {
-  const c = structuredClone(o) as { metadata: Record<string, unknown> };
-  delete c.metadata.uid;
-  delete c.metadata.resourceVersion;
-  return c as T;
-}
 
 /** Creates Services [from, to) of the mix with their EndpointSlices. */
 async function load(api: RealApiServer, from: number, to: number): Promise<void> {
@@ -116,31 +98,6 @@ async function load(api: RealApiServer, from: number, to: number): Promise<void>
     await api.create(forApi(benchSlice(FIRST + from + k, E)));
   });
   say(`loaded Services ${from}..${to - 1} × ${E} endpoints in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-}
-
-interface LogLine {
-  readonly time: string;
-  readonly msg: string;
-  readonly full?: boolean;
-  readonly servicePorts?: number;
-  readonly programmingSeconds?: number;
-  readonly seconds?: number;
-  readonly phasesMs?: Record<string, SyncPhases>;
-}
-/** The JSON lines of a log; none while the file does not exist yet (execa creates it as the process starts). */
-const logLines = (file: string): LogLine[] =>
-  (existsSync(file) ? readFileSync(file, 'utf8') : '')
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as LogLine);
-
-/** CPU seconds (own and of waited-for children; of the children alone) and RSS of a process, from /proc. */
-function usage(pid: number): { cpu: number; childCpu: number; rssMiB: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((i) => Number(fields[i]));
-  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return { cpu: (utime! + stime! + cutime! + cstime!) / 100, childCpu: (cutime! + cstime!) / 100, rssMiB: Number(rss) / 1024 };
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -221,23 +178,6 @@ interface Running {
 }
 
 /** A process's command line; empty when it has exited (a process of the namespace may end between the listing and the read). */
-function cmdline(pid: string): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-async function pidIn(c: TestCluster, marker: string): Promise<number> {
-  for (let i = 0; i < 200; i++) {
-    for (const pid of (await execa('ip', ['netns', 'pids', c.ns('node-1')], { reject: false })).stdout.split('\n').filter(Boolean)) {
-      if (cmdline(pid).includes(marker)) return Number(pid);
-    }
-    await sleep(50);
-  }
-  throw new Error(`${marker} process not found`);
-}
 
 /** kproxy run; `n` service ports make a complete sync. */
 function startKproxy(c: TestCluster, kubeconfig: string, n: number): Promise<Running> {

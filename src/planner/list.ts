@@ -112,7 +112,7 @@ export function listPolicies(plan: PolicyPlan): PolicyListRow[] {
                 ...r.peers.blocks.map((b) => (b.except.length > 0 ? `${b.cidr} except ${b.except.join(', ')}` : b.cidr)),
               ].join(', ') || 'the pods of its named ports';
         const set = r.namedSet === undefined ? undefined : plan.namedSets.get(r.namedSet);
-        const named = set ? [`${set.description.slice(set.description.indexOf(': ') + 2)} (${set.targets.length} destination${set.targets.length === 1 ? '' : 's'})`] : [];
+        const named = set ? [`${set.description.slice(0, set.description.indexOf(' of '))} (${set.targets.length} destination${set.targets.length === 1 ? '' : 's'})`] : [];
         const ports =
           r.ports === 'any' ? 'every port' : [...r.ports.map((p) => `${p.protocol} ${p.from === p.to ? p.from : `${p.from}-${p.to}`}`), ...named].join(', ') || 'no port (a named port no pod has)';
         return { policy: r.policy, index: r.index, peers, ports };

@@ -82,12 +82,12 @@ export interface NamedTarget {
 
 /**
  * The destinations one egress rule with named ports reaches through them: each candidate pod's
- * address with its own port of that name. One per policy rule, shared by every pod the policy selects.
+ * address with its own port of that name. Shared by every rule (of any policy) with the same named ports and peers.
  */
 export interface NamedTargetSet {
-  /** `named-` and 16 base32 characters of the hash of the policy and rule index. */
+  /** `named-` and 16 base32 characters of the hash of {@link NamedTargetSet.description}. */
   readonly id: string;
-  /** `x/web egress rule 0: named ports http/TCP`. */
+  /** `named ports http/TCP of pods app=db in namespace x`: equal rules of many policies share one set. */
   readonly description: string;
   /** Sorted by address, protocol, port. */
   readonly targets: readonly NamedTarget[];
@@ -149,11 +149,9 @@ interface CachedSet {
   readonly namespace: string;
 }
 
-/** A named-target set as planned: the rule it resolves, to compute it again when its scope changes. */
+/** A named-target set as planned, with the policy namespace its peers are read in. */
 interface CachedNamed {
   readonly set: NamedTargetSet;
-  readonly rule: PolicyRule;
-  /** The policy's namespace. */
   readonly namespace: string;
 }
 
@@ -300,15 +298,25 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
       }
     return out.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : a.port - b.port));
   };
-  /** Whether a cached named-target set may be out of date: its rule changed, or a pod its peers may reach. */
+  /** Whether a cached named-target set may be out of date: a pod its peers may reach changed. */
   const namedStale = (c: CachedNamed, rule: PolicyRule): boolean =>
-    c.rule !== rule || rule.peers.length === 0 || rule.peers.some((peer) => (peer.kind === 'ipBlock' ? changes.all || changes.podNamespaces.size > 0 : scopeChanged(peer, c.namespace)));
+    rule.peers.length === 0 || rule.peers.some((peer) => (peer.kind === 'ipBlock' ? changes.all || changes.podNamespaces.size > 0 : scopeChanged(peer, c.namespace)));
+  /** A peer in words: what makes two rules' named-port targets the same. */
+  const peerText = (peer: PolicyPeer, namespace: string): string =>
+    peer.kind === 'ipBlock'
+      ? `${peer.cidr.text}${peer.except.length > 0 ? ` except ${peer.except.map((e) => e.text).join(', ')}` : ''}`
+      : `pods ${selectorText(peer.podSelector)} ${peer.namespaceSelector === undefined ? `in namespace ${namespace}` : `in namespaces ${selectorText(peer.namespaceSelector)}`}`;
   const named = new Map<string, CachedNamed>();
-  /** The id of the named-target set of rule `index` of `policy`'s egress (undefined when it names no port). */
+  /**
+   * The id of the named-target set of rule `index` of `policy`'s egress (undefined when it names no
+   * port): named by what it holds (its named ports and peers), so equal rules of many policies share one.
+   */
   const useNamed = (policy: NetworkPolicy, index: number): string | undefined => {
     const rule = policy.egressRules[index];
     if (!rule?.ports.some((p) => p.kind === 'named')) return undefined;
-    const id = `named-${hashSuffix(`${policy.key} egress ${index}`)}`;
+    const names = rule.ports.flatMap((p) => (p.kind === 'named' ? [`${p.name}/${p.protocol}`] : [])).join(', ');
+    const description = `named ports ${names} of ${rule.peers.length === 0 ? 'every pod' : rule.peers.map((x) => peerText(x, policy.namespace)).join(' or ')}`;
+    const id = `named-${hashSuffix(description)}`;
     if (named.has(id)) return id;
     const old = cache?.named.get(id);
     let c: CachedNamed;
@@ -318,8 +326,7 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
       const targets = namedTargets(rule, policy.namespace);
       const same =
         old && old.set.targets.length === targets.length && old.set.targets.every((t, i) => t.address === targets[i]!.address && t.protocol === targets[i]!.protocol && t.port === targets[i]!.port);
-      const names = rule.ports.flatMap((p) => (p.kind === 'named' ? [`${p.name}/${p.protocol}`] : [])).join(', ');
-      c = { set: same ? old.set : { id, description: `${policy.key} egress rule ${index}: named ports ${names}`, targets }, rule, namespace: policy.namespace };
+      c = { set: same ? old.set : { id, description, targets }, namespace: policy.namespace };
     }
     named.set(id, c);
     return id;
