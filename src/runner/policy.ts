@@ -49,7 +49,6 @@ export class PolicyReconciler {
   readonly #schedule: SyncSchedule;
   #plans = new PolicyPlanCache();
   #printed: NftCommitted | undefined;
-  #verifying: Promise<boolean> | undefined;
   #skipped = new Set<string>();
 
   constructor(deps: PolicyReconcilerDeps) {
@@ -69,7 +68,7 @@ export class PolicyReconciler {
 
   /** A background verify, while one runs; resolves (never rejects) when it is over. */
   get verifying(): Promise<boolean> | undefined {
-    return this.#verifying;
+    return this.#schedule.verifying;
   }
 
   /** The policy state changed. */
@@ -130,7 +129,7 @@ export class PolicyReconciler {
       if (report) for (const [object, n] of Object.entries(report.rulesTotal)) metrics.policyTotal.set({ object }, n);
     }
     if (report) {
-      if (report.verifying) this.#watchVerify(report.verifying);
+      if (report.verifying) this.#schedule.watchVerify(report.verifying);
       if (report.repaired !== undefined) {
         metrics?.repairs.inc();
         this.#log.warn({ difference: report.repaired, ...(report.drift ? { drift: driftForLog(report.drift) } : {}) }, 'the NetworkPolicy table differed from what kproxy wrote; rewrote it');
@@ -148,14 +147,5 @@ export class PolicyReconciler {
     const now = new Set(skipped);
     for (const s of now) if (!this.#skipped.has(s)) this.#log.error({ pod: s }, `a pod's NetworkPolicy rules cannot be written; it is not isolated: ${s}`);
     this.#skipped = now;
-  }
-
-  #watchVerify(verifying: Promise<boolean>): void {
-    const done: Promise<boolean> = verifying.then((found) => {
-      if (this.#verifying === done) this.#verifying = undefined;
-      if (found) this.#schedule.markPending();
-      return found;
-    });
-    this.#verifying = done;
   }
 }

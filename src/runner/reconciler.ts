@@ -81,8 +81,6 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
   #conflicts = new Set<string>();
   /** Service ports left out of the last render, and why: each is logged and counted once, when it is first left out. */
   #skipped = new Map<string, string>();
-  /** A verify the backend runs in the background; resolves when it is over, to whether it found something. */
-  #verifying: Promise<boolean> | undefined;
   /** `rulesTotal` of the last successful write: what this family holds. */
   #totals: Readonly<Record<string, number>> = {};
 
@@ -112,7 +110,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
 
   /** A background verify, while one runs; resolves (never rejects) when it is over. */
   get verifying(): Promise<boolean> | undefined {
-    return this.#verifying;
+    return this.#schedule.verifying;
   }
 
   /** The state changed: this family has something to sync. */
@@ -181,7 +179,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
     this.#schedule.succeeded(startedAt, full);
     if (report) {
       this.#totals = report.rulesTotal;
-      if (report.verifying) this.#watchVerify(report.verifying);
+      if (report.verifying) this.#schedule.watchVerify(report.verifying);
       if (report.repaired !== undefined) {
         metrics?.repairs.inc();
         log.warn({ difference: report.repaired, ...(report.drift ? { drift: driftForLog(report.drift) } : {}) }, "the kernel's rules differed from what kproxy wrote; rewrote them");
@@ -192,16 +190,6 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
       }
     }
     return { family: backend.family, ok: true, full, plan, report, error: undefined, phasesMs: phasesMs() };
-  }
-
-  /** When a background verify finds something, this family syncs soon: the next write repairs it (or reports the read error). */
-  #watchVerify(verifying: Promise<boolean>): void {
-    const done: Promise<boolean> = verifying.then((found) => {
-      if (this.#verifying === done) this.#verifying = undefined;
-      if (found) this.#schedule.markPending();
-      return found;
-    });
-    this.#verifying = done;
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * When a reconciler syncs next: kube-proxy's `BoundedFrequencyRunner` use (pkg/proxy/iptables/proxier.go)
- * as plain state, shared by the Service reconcilers (one per IP family) and the NetworkPolicy one.
+ * as plain state, and the background verify a write left running, shared by the Service
+ * reconcilers (one per IP family) and the NetworkPolicy one.
  * @module
  */
 
@@ -28,6 +29,7 @@ export class SyncSchedule {
   /** When the last successful full sync started. */
   #lastFull = 0;
   #retryAt = 0;
+  #verifying: Promise<boolean> | undefined;
 
   constructor(timing: RunnerTiming) {
     this.#timing = timing;
@@ -36,6 +38,21 @@ export class SyncSchedule {
   /** Failed syncs in a row (0 after a success). */
   get failures(): number {
     return this.#failures;
+  }
+
+  /** A background verify the last write started, while it runs; resolves (never rejects) when it is over. */
+  get verifying(): Promise<boolean> | undefined {
+    return this.#verifying;
+  }
+
+  /** Follows a write's background verify: when it finds something, a sync is due (the next write repairs it, or reports the read error). */
+  watchVerify(verifying: Promise<boolean>): void {
+    const done: Promise<boolean> = verifying.then((found) => {
+      if (this.#verifying === done) this.#verifying = undefined;
+      if (found) this.#pending = true;
+      return found;
+    });
+    this.#verifying = done;
   }
 
   /** Something changed: sync after the min sync period. */

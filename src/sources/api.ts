@@ -29,6 +29,13 @@ export interface WatchedResource {
    * discovery (`GET /apis/networking.k8s.io/v1` lists `servicecidrs` from v1.33 on).
    */
   readonly optional?: { readonly groupVersion: string; readonly resource: string };
+  /**
+   * What of each object is kept from the wire (every list page and every watch event), when the
+   * state reads only a part of a large object: a Pod's policy facts, a tenth of the bytes.
+   */
+  readonly project?: (object: RawObject) => RawObject;
+  /** Its first list is paged from etcd, not one answer from the watch cache: a 150k-pod list in one response is hundreds of MB. */
+  readonly pagedFirstList?: boolean;
 }
 
 /** The resources of a proxy on node `nodeName`: Services, EndpointSlices, its Node, and ServiceCIDRs where served. */
@@ -51,8 +58,28 @@ export function policyResources(): WatchedResource[] {
   return [
     { kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies' },
     { kind: 'Namespace', path: '/api/v1/namespaces' },
-    { kind: 'Pod', path: '/api/v1/pods', fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed' },
+    { kind: 'Pod', path: '/api/v1/pods', fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed', project: podPolicyFacts, pagedFirstList: true },
   ];
+}
+
+/**
+ * The part of a Pod the policy state reads (state/networkpolicy.ts normalisePod), and the identity
+ * the informer's cache compares: metadata's name, namespace, uid, resourceVersion and labels;
+ * spec's nodeName, hostNetwork and containers' ports; status's phase and addresses. The rest
+ * (managedFields, conditions, container statuses, volumes, env) is dropped as it arrives. Never throws.
+ */
+export function podPolicyFacts(o: RawObject): RawObject {
+  const meta = (o.metadata ?? {}) as Record<string, unknown>;
+  const spec = (typeof o.spec === 'object' && o.spec !== null ? o.spec : {}) as Record<string, unknown>;
+  const status = (typeof o.status === 'object' && o.status !== null ? o.status : {}) as Record<string, unknown>;
+  const containers = Array.isArray(spec.containers) ? (spec.containers as unknown[]).map((c) => ({ ports: (c as { ports?: unknown } | null)?.ports })) : spec.containers;
+  return {
+    apiVersion: o.apiVersion,
+    kind: o.kind,
+    metadata: { name: meta.name, namespace: meta.namespace, uid: meta.uid, resourceVersion: meta.resourceVersion, labels: meta.labels, deletionTimestamp: meta.deletionTimestamp },
+    spec: { nodeName: spec.nodeName, hostNetwork: spec.hostNetwork, containers },
+    status: { phase: status.phase, podIP: status.podIP, podIPs: status.podIPs },
+  };
 }
 
 /** An error answer of the API server, with its HTTP status. */
@@ -136,7 +163,8 @@ export async function listCollection(kc: KubeConfig, resource: WatchedResource, 
     if (response.httpStatusCode !== 200) throw new ApiError(response.httpStatusCode, `list ${resource.path}: HTTP ${response.httpStatusCode}: ${statusMessage(text)}`);
     const body = JSON.parse(text) as KubernetesListObject<KubernetesObject>;
     if (!Array.isArray(body.items)) throw new ApiError(500, `list ${resource.path}: response has no items`);
-    items.push(...body.items);
+    if (resource.project) for (const o of body.items) items.push(resource.project(o as RawObject) as KubernetesObject);
+    else items.push(...body.items);
     cont = body.metadata?._continue ?? (body.metadata as { continue?: string } | undefined)?.continue;
     if (!cont) return { ...body, items };
   }

@@ -23,8 +23,10 @@
  * - a watchdog restarts an informer that showed no sign of life for twice `stallMs`;
  * - ServiceCIDRs (networking.k8s.io/v1, served from v1.33) are watched only where discovery says
  *   the API server serves them, as they are optional: a v1.26 server has none to list;
- * - with --network-policy, NetworkPolicies, Namespaces and (unfinished) Pods cluster-wide too; a
- *   Pod's event is cut to its identity here like every object, and the policy store keeps only its facts;
+ * - with --network-policy, NetworkPolicies, Namespaces and (unfinished) Pods cluster-wide too. A
+ *   Pod is cut to the part policy reads as it arrives, on every list page and watch event
+ *   (api.ts `podPolicyFacts`), and its first list is paged from etcd rather than one answer from
+ *   the watch cache, so a large cluster's pods are never all in memory whole at once;
  * - handlers never throw: they push plain {@link SourceEvent}s into an {@link EventQueue}, and a
  *   `synced` event after every complete list tells the runner its cache is whole.
  * @module
@@ -106,7 +108,7 @@ export class SupervisedInformer {
     const emit = (type: 'upsert' | 'delete') => (object: KubernetesObject) => {
       try {
         this.#activity(true);
-        this.#queue.push({ type, kind: resource.kind, object: { ...(object as RawObject) } });
+        this.#queue.push({ type, kind: resource.kind, object: resource.project ? resource.project(object as RawObject) : { ...(object as RawObject) } });
         keepIdentityOnly(object);
       } catch (err) {
         this.#log.error({ err }, 'event handler failed');
@@ -139,7 +141,7 @@ export class SupervisedInformer {
 
   async #list(kc: KubeConfig): Promise<KubernetesListObject<KubernetesObject>> {
     // ListWatch calls this for its first list and after a 410 only (see the module comment).
-    const list = await listCollection(kc, this.resource, this.stats.lists === 0 ? { resourceVersion: '0' } : {});
+    const list = await listCollection(kc, this.resource, this.stats.lists === 0 && !this.resource.pagedFirstList ? { resourceVersion: '0' } : {});
     // ListWatch applies the items (add/update/delete callbacks) synchronously after this promise
     // settles; the 'synced' marker is queued after them.
     setImmediate(() => {

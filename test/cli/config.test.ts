@@ -122,6 +122,12 @@ describe('KubeProxyConfiguration v1alpha1', () => {
     });
   });
 
+  it("networkPolicy (kproxy's own field) turns on --network-policy, and must be a boolean", () => {
+    const base = { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' };
+    expect(interpretConfig({ ...base, networkPolicy: true })).toEqual({ settings: { networkPolicy: true }, reports: [] });
+    expect(() => interpretConfig({ ...base, networkPolicy: 'yes' })).toThrow(/networkPolicy/);
+  });
+
   it('mode nftables takes the nftables section, and ignores the iptables one', () => {
     const doc = {
       apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',

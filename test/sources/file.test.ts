@@ -47,6 +47,22 @@ describe('readObjectFiles', () => {
     expect(r.warnings[0]!.message).toContain('ConfigMap');
   });
 
+  it('reads NetworkPolicies, Pods and Namespaces as kubectl get networkpolicies,pods,namespaces -A -o yaml writes them', async () => {
+    const d = dir({
+      'policy.yaml': [
+        'apiVersion: v1\nkind: List\nitems:',
+        '- {apiVersion: v1, kind: Namespace, metadata: {name: x}}',
+        '- {apiVersion: v1, kind: Pod, metadata: {name: a, namespace: x}}',
+        '- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: p, namespace: x}}',
+        '---',
+        'apiVersion: v1\nkind: PodList\nitems:\n- {metadata: {name: b, namespace: x}}',
+      ].join('\n'),
+    });
+    const r = await readObjectFiles([d]);
+    expect([r.namespaces?.length, r.pods?.length, r.networkPolicies?.length]).toEqual([1, 2, 1]);
+    expect(r.warnings).toEqual([]);
+  });
+
   it('throws SourceError naming the file for missing paths and syntax errors', async () => {
     await expect(readObjectFiles(['/nonexistent.yaml'])).rejects.toThrow(SourceError);
     const d = dir({ 'bad.yaml': 'kind: Service\n  metadata: [\n', 'bad.json': '{"kind":' });
