@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { ASSET_SETS, RealApiServer } from '../test/support/envtest.ts';
 import { ROOT, TestCluster } from '../test/e2e/harness/cluster.ts';
 import { BENCH_POLICY_NODE, nsOf, policyCluster, v4 } from './policy-cluster.ts';
-import { forApi, logLines, parallel, pidIn, sleep, usage } from './proc.ts';
+import { forApi, kproxyHeap, logLines, parallel, pidIn, sleep, usage, type HeapFigures } from './proc.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -71,6 +71,7 @@ interface Run {
   coldSeconds?: number;
   coldCpuSeconds?: number;
   rssMiB?: number;
+  heap?: HeapFigures;
   idleCpuShare?: number;
   relabelSeconds?: number[];
   newPodWindowSeconds?: number[];
@@ -107,11 +108,13 @@ async function runOnce(api: RealApiServer, networkPolicy: boolean): Promise<Run>
     row.coldCpuSeconds = round(usage(pid).cpu, 2);
     await sleep(10_000);
     row.rssMiB = Math.round(usage(pid).rssMiB);
+    const heap = await kproxyHeap(c);
+    if (heap) row.heap = heap;
     const quiet = Number(args['quiet-seconds']);
     const cpu0 = usage(pid).cpu;
     await sleep(quiet * 1000);
     row.idleCpuShare = round((usage(pid).cpu - cpu0) / quiet, 4);
-    say(`${networkPolicy ? 'with' : 'without'} --network-policy: cold ${row.coldSeconds} s, RSS ${row.rssMiB} MiB, idle ${(row.idleCpuShare * 100).toFixed(1)} %`);
+    say(`${networkPolicy ? 'with' : 'without'} --network-policy: cold ${row.coldSeconds} s, RSS ${row.rssMiB} MiB (heap ${JSON.stringify(row.heap)}), idle ${(row.idleCpuShare * 100).toFixed(1)} %`);
     if (networkPolicy) {
       row.relabelSeconds = [];
       row.newPodWindowSeconds = [];

@@ -71,3 +71,18 @@ export async function pidIn(c: TestCluster, marker: string): Promise<number> {
   }
   throw new Error(`${marker} process not found`);
 }
+
+/** V8's heap (used, and reserved by the collector) and memory outside it that V8 tracks (Buffers, strings handed to C++), MiB. */
+export interface HeapFigures {
+  usedMiB: number;
+  totalMiB: number;
+  externalMiB: number;
+}
+
+/** kproxy's heap figures from its /metrics, at its default address inside the node namespace. */
+export async function kproxyHeap(c: TestCluster): Promise<HeapFigures | undefined> {
+  const body = (await c.httpGet('node-1', 'http://127.0.0.1:10249/metrics').catch(() => ({ body: '' }))).body ?? '';
+  const mib = (metric: string) => Math.round(Number(new RegExp(`^${metric} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN) / 2 ** 20);
+  const figures = { usedMiB: mib('nodejs_heap_size_used_bytes'), totalMiB: mib('nodejs_heap_size_total_bytes'), externalMiB: mib('nodejs_external_memory_bytes') };
+  return Number.isNaN(figures.usedMiB) ? undefined : figures;
+}

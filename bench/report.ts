@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Row } from './e2e.ts';
 import type { RunRow } from './run.ts';
+import { policyTables } from './report-policy.ts';
 
 interface Layout {
   services: number;
@@ -580,6 +581,7 @@ const startup = startupTable().join('\n');
 const dualStack = dualStackTable().join('\n');
 const inspect = inspectTable().join('\n');
 const deepInput = deepInputTable().join('\n');
+const policy = policyTables(DIR).join('\n');
 let readme = readFileSync(join(DIR, 'README.md'), 'utf8');
 for (const [name, body] of [
   ['results', table],
@@ -591,6 +593,7 @@ for (const [name, body] of [
   ['dualstack', dualStack],
   ['inspect', inspect],
   ['deep-input', deepInput],
+  ['policy', policy],
 ] as const)
   readme = between(readme, name, body);
 writeFileSync(join(DIR, 'README.md'), readme);

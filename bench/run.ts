@@ -51,7 +51,7 @@ import { endpointChainName } from '../src/backends/iptables/names.ts';
 import type { SyncPhases } from '../src/runner/reconciler.ts';
 import { benchNode, benchService, benchSlice } from './cluster.ts';
 import { applyAlone, benchFloorInput, type FloorInput } from './floor.ts';
-import { forApi, logLines, parallel, pidIn, sleep, usage, type LogLine } from './proc.ts';
+import { forApi, kproxyHeap, type HeapFigures, logLines, parallel, pidIn, sleep, usage, type LogLine } from './proc.ts';
 
 const PROXIES = ['kproxy-iptables', 'kproxy-nftables', 'upstream', 'upstream-minimize', 'upstream-nftables'] as const;
 type Proxy = (typeof PROXIES)[number];
@@ -146,21 +146,6 @@ export interface ColdPhases {
   syncBeganSeconds: number;
   /** The complete sync's own account of its time, per family (its log line's `phasesMs`). */
   phasesMs?: Record<string, SyncPhases>;
-}
-
-/** V8's heap (used, and reserved by the collector) and memory outside it that V8 tracks (Buffers, strings handed to C++), MiB. */
-export interface HeapFigures {
-  usedMiB: number;
-  totalMiB: number;
-  externalMiB: number;
-}
-
-/** kproxy's heap figures from its /metrics, at its default address inside the node namespace. */
-async function kproxyHeap(c: TestCluster): Promise<HeapFigures | undefined> {
-  const body = (await c.httpGet('node-1', 'http://127.0.0.1:10249/metrics').catch(() => ({ body: '' }))).body ?? '';
-  const mib = (metric: string) => Math.round(Number(new RegExp(`^${metric} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN) / 2 ** 20);
-  const figures = { usedMiB: mib('nodejs_heap_size_used_bytes'), totalMiB: mib('nodejs_heap_size_total_bytes'), externalMiB: mib('nodejs_external_memory_bytes') };
-  return Number.isNaN(figures.usedMiB) ? undefined : figures;
 }
 
 /** A proxy process under test in its own node namespace. */
