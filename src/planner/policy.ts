@@ -20,7 +20,7 @@
  *   conntrack state before any of this); policy applies to pod addresses after Service DNAT.
  * @module
  */
-import { cidrContains, parseCIDR, parseIP, type CIDR, type IPAddress } from '../state/ip.ts';
+import { cidrContains, type CIDR, type IPAddress } from '../state/ip.ts';
 import { selects, selectorText, type Labels } from '../state/labels.ts';
 import type { Protocol } from '../state/model.ts';
 import { hashSuffix } from '../state/strings.ts';
@@ -402,54 +402,7 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
   return { pods, peerSets, namedSets, nodeAddresses: [...new Set(input.nodeAddresses.map((a) => a.text))].sort() };
 }
 
-/** Why a direction lets a packet through or not. */
-export type DirectionVerdict =
-  | { readonly allowed: true; readonly why: 'not isolated' | 'its node' }
-  | { readonly allowed: true; readonly why: 'rule'; readonly rule: PlannedRule }
-  | { readonly allowed: false; readonly why: 'no rule'; readonly policies: readonly string[] };
-
-/**
- * Whether one direction of a pod's plan lets a new connection through.
- * @param peer the other end: the source for ingress, the destination (after DNAT) for egress
- */
-export function directionVerdict(plan: PolicyPlan, direction: DirectionPlan, peer: IPAddress, protocol: Protocol, port: number): DirectionVerdict {
-  if (!direction.isolated) return { allowed: true, why: 'not isolated' };
-  if (plan.nodeAddresses.includes(peer.text)) return { allowed: true, why: 'its node' };
-  for (const rule of direction.rules) {
-    const named = rule.namedSet === undefined ? undefined : plan.namedSets.get(rule.namedSet);
-    if (named?.targets.some((t) => t.address === peer.text && t.protocol === protocol && t.port === port)) return { allowed: true, why: 'rule', rule };
-    const peerOk =
-      rule.peers === 'any' ||
-      rule.peers.sets.some((id) => plan.peerSets.get(id)?.addresses.includes(peer.text)) ||
-      rule.peers.blocks.some((b) =>
-        inBlock(
-          parseCIDR(b.cidr)!,
-          b.except.map((e) => parseCIDR(e)!),
-          peer,
-        ),
-      );
-    const portOk = rule.ports === 'any' || rule.ports.some((r) => r.protocol === protocol && r.from <= port && port <= r.to);
-    if (peerOk && portOk) return { allowed: true, why: 'rule', rule };
-  }
-  return { allowed: false, why: 'no rule', policies: direction.policies };
-}
-
-/**
- * Whether a new connection from `src` to `dst` (pod addresses, after Service DNAT) passes this
- * node's policy: the egress of `src` when it is a local pod, then the ingress of `dst` when it is.
- */
-export function connectionVerdict(plan: PolicyPlan, src: string, dst: string, protocol: Protocol, port: number): { allowed: boolean; egress?: DirectionVerdict; ingress?: DirectionVerdict } {
-  const s = parseIP(src);
-  const d = parseIP(dst);
-  if (!s || !d) throw new RangeError(`not an IP address: ${s ? dst : src}`);
-  const local = (ip: string) => plan.pods.find((p) => p.addresses.includes(ip));
-  const from = local(src);
-  const to = local(dst);
-  const egress = from ? directionVerdict(plan, from.egress, d, protocol, port) : undefined;
-  const ingress = to ? directionVerdict(plan, to.ingress, s, protocol, port) : undefined;
-  return { allowed: (egress?.allowed ?? true) && (ingress?.allowed ?? true), ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
-}
-
-function inBlock(cidr: CIDR, except: readonly CIDR[], ip: IPAddress): boolean {
+/** Whether `ip` is in `cidr` and in none of `except` (an ipBlock peer). */
+export function inBlock(cidr: CIDR, except: readonly CIDR[], ip: IPAddress): boolean {
   return cidr.family === ip.family && cidrContains(cidr, ip) && !except.some((e) => cidrContains(e, ip));
 }

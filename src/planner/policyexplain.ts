@@ -4,12 +4,13 @@
  * it is a pod of this node, then the ingress of the destination when it is, each naming the
  * policies that isolate the pod and the rule that allows the packet, or saying why nothing does.
  * Pure: a {@link PolicyPlan} in, a {@link PolicyExplanation} out, as data. The decisions are
- * {@link directionVerdict}'s, which the e2e matrix checks against real packets.
+ * {@link directionVerdict}'s, the model the e2e matrix checks against real packets
+ * ({@link connectionVerdict} for a whole connection).
  * @module
  */
-import { parseIP } from '../state/ip.ts';
 import type { Protocol } from '../state/model.ts';
-import { directionVerdict, type PolicyPlan } from './policy.ts';
+import { parseCIDR, parseIP, type IPAddress } from '../state/ip.ts';
+import { inBlock, type DirectionPlan, type PlannedRule, type PolicyPlan } from './policy.ts';
 
 /** One direction's decision. */
 export interface DirectionExplanation {
@@ -93,4 +94,52 @@ export function explainPolicy(
     });
   }
   return { source: src.text, destination: dst.text, protocol, port, allowed: directions.every((d) => d.allowed), directions, notes };
+}
+
+/** Why a direction lets a packet through or not. */
+export type DirectionVerdict =
+  | { readonly allowed: true; readonly why: 'not isolated' | 'its node' }
+  | { readonly allowed: true; readonly why: 'rule'; readonly rule: PlannedRule }
+  | { readonly allowed: false; readonly why: 'no rule'; readonly policies: readonly string[] };
+
+/**
+ * Whether one direction of a pod's plan lets a new connection through.
+ * @param peer the other end: the source for ingress, the destination (after DNAT) for egress
+ */
+export function directionVerdict(plan: PolicyPlan, direction: DirectionPlan, peer: IPAddress, protocol: Protocol, port: number): DirectionVerdict {
+  if (!direction.isolated) return { allowed: true, why: 'not isolated' };
+  if (plan.nodeAddresses.includes(peer.text)) return { allowed: true, why: 'its node' };
+  for (const rule of direction.rules) {
+    const named = rule.namedSet === undefined ? undefined : plan.namedSets.get(rule.namedSet);
+    if (named?.targets.some((t) => t.address === peer.text && t.protocol === protocol && t.port === port)) return { allowed: true, why: 'rule', rule };
+    const peerOk =
+      rule.peers === 'any' ||
+      rule.peers.sets.some((id) => plan.peerSets.get(id)?.addresses.includes(peer.text)) ||
+      rule.peers.blocks.some((b) =>
+        inBlock(
+          parseCIDR(b.cidr)!,
+          b.except.map((e) => parseCIDR(e)!),
+          peer,
+        ),
+      );
+    const portOk = rule.ports === 'any' || rule.ports.some((r) => r.protocol === protocol && r.from <= port && port <= r.to);
+    if (peerOk && portOk) return { allowed: true, why: 'rule', rule };
+  }
+  return { allowed: false, why: 'no rule', policies: direction.policies };
+}
+
+/**
+ * Whether a new connection from `src` to `dst` (pod addresses, after Service DNAT) passes this
+ * node's policy: the egress of `src` when it is a local pod, then the ingress of `dst` when it is.
+ */
+export function connectionVerdict(plan: PolicyPlan, src: string, dst: string, protocol: Protocol, port: number): { allowed: boolean; egress?: DirectionVerdict; ingress?: DirectionVerdict } {
+  const s = parseIP(src);
+  const d = parseIP(dst);
+  if (!s || !d) throw new RangeError(`not an IP address: ${s ? dst : src}`);
+  const local = (ip: string) => plan.pods.find((p) => p.addresses.includes(ip));
+  const from = local(src);
+  const to = local(dst);
+  const egress = from ? directionVerdict(plan, from.egress, d, protocol, port) : undefined;
+  const ingress = to ? directionVerdict(plan, to.ingress, s, protocol, port) : undefined;
+  return { allowed: (egress?.allowed ?? true) && (ingress?.allowed ?? true), ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
 }

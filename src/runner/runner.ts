@@ -11,6 +11,11 @@
  * EndpointSlices and the Node have each been listed once (upstream waits for its informers'
  * `HasSynced`), so a restart never writes a half-empty ruleset. Rules stay in the kernel when
  * the loop stops.
+ *
+ * With --network-policy the same loop drives the second pipeline: NetworkPolicy, Pod and Namespace
+ * events go to the policy state, and the policy table's reconciler (policy.ts) syncs on its own
+ * schedule, beside the Service families and sharing nothing with them, once NetworkPolicies,
+ * Pods, Namespaces and the Node have each been listed.
  * @module
  */
 import type { Logger } from 'pino';

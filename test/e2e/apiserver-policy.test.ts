@@ -6,7 +6,7 @@
  * within {@link BOUND_MS} (min-sync-period 100 ms here; the bound covers the watch, one sync and
  * the probes' own timeouts). The matrix pods of harness/netpol.ts, a and b on node-1, c on node-2.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ASSET_SETS, ENVTEST_HINT, RealApiServer, SUITE_ASSET_SETS } from '../support/envtest.ts';
@@ -32,7 +32,7 @@ describe.skipIf(ASSET_SETS.length === 0).each(RUNS)('kproxy run --network-policy
       if ((await reaches(from, to)) === want) return Date.now() - start;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`${from} → ${to} not ${want ? 'open' : 'closed'} within ${BOUND_MS} ms; kproxy's log:\n${logs.stderr.slice(-3000)}`);
+    throw new Error(`${from} → ${to} not ${want ? 'open' : 'closed'} within ${BOUND_MS} ms; kproxy's log:\n${readFileSync(logs.stderr, 'utf8').slice(-3000)}`);
   };
   const objectsOf = (kind: string) => matrixObjects().filter((o) => o.kind === kind);
 
@@ -93,4 +93,16 @@ describe.skipIf(ASSET_SETS.length === 0).each(RUNS)('kproxy run --network-policy
     console.log(`kproxy run --network-policy, ${assets.version}: ms until packets showed each change: ${JSON.stringify(took)}`);
     for (const p of ALL) expect(await reaches('y/a', p), p).toBe(true);
   }, 120_000);
+
+  it('repairs the policy table when someone deletes it (the periodic verify, every sync period: 5 s here)', async () => {
+    await api.apply(networkPolicy('x/deny', { podSelector: {}, policyTypes: ['Ingress'] }));
+    await until('y/a', 'x/a', false);
+    await c.onNode('nft', ['delete', 'table', 'inet', 'kproxy-policy']);
+    expect(await reaches('y/a', 'x/a')).toBe(true);
+    const repaired = await until('y/a', 'x/a', false);
+    expect(readFileSync(logs.stderr, 'utf8')).toContain('the NetworkPolicy table differed from what kproxy wrote; rewrote it');
+    console.log(`kproxy run --network-policy, ${assets.version}: policy table repaired ${repaired} ms after it was deleted`);
+    await api.remove('NetworkPolicy', 'x', 'deny');
+    await until('y/a', 'x/a', true);
+  }, 60_000);
 });

@@ -170,6 +170,38 @@ describe('NetworkPolicy: upstream e2e matrix with real packets (nftables mode)',
     expect(await c.probe('x-b', 'tcp', ipOf('y/a'), 80, { timeoutMs: 500 })).toMatchObject({ answers: [], timeout: 1 });
   }, 60_000);
 
+  it('verify finds the policy table as written, then names what someone changed; explain and list --policies read it', async () => {
+    const objects = [
+      ...matrixObjects(),
+      P('p1', egressFrom(onA, { to: [{ namespaceSelector: {} }], ports: [{ port: 'serve-81-tcp' }, { protocol: 'UDP', port: 53 }] })),
+      P('p2', ingressTo(onA, { from: [{ podSelector: sel({ pod: 'b' }) }, { ipBlock: { cidr: '10.244.2.0/24', except: [`${ipOf('z/c')}/32`] } }], ports: [{ port: 80, endPort: 81 }] })),
+    ];
+    await c.sync(objects, FLAGS);
+    const file = c.writeObjects(objects);
+    const common = ['--from', file, '--proxy-mode', 'nftables', '--hostname-override', 'node-1', ...FLAGS];
+    const clean = await c.kproxyResult(['verify', ...common]);
+    expect(clean.exitCode, clean.stdout + clean.stderr).toBe(0);
+    expect(clean.stdout).toContain('NetworkPolicy table (inet kproxy-policy): no drift');
+    // Someone flushes x/a's ingress chain: verify names the pod and the missing rules.
+    const chain = (await c.onNode('nft', ['list', 'chains', 'inet'])).match(/chain (ingress-[A-Z2-7]{8}-x\/a)/)![1]!;
+    await c.onNode('nft', ['flush', 'chain', 'inet', 'kproxy-policy', chain]);
+    const drift = await c.kproxyResult(['verify', ...common]);
+    expect(drift.exitCode).toBe(1);
+    expect(drift.stdout).toContain('pod x/a');
+    expect(drift.stdout).toMatch(/missing rule +inet kproxy-policy +ingress-\S+-x\/a +drop comment "isolated by x\/p2"/);
+    // explain: y/c (remote, 10.244.2.x, not z/c) to x/a on 81 is allowed by p2; from z/c it is not.
+    const ok = await c.kproxyResult(['explain', `${ipOf('x/a')}:81`, '--source', ipOf('y/c'), ...common]);
+    expect(ok.exitCode, ok.stdout).toBe(0);
+    expect(ok.stdout).toContain('allowed by x/p2 ingress rule 0');
+    const no = await c.kproxyResult(['explain', `${ipOf('x/a')}:81`, '--source', ipOf('z/c'), ...common]);
+    expect(no.exitCode, no.stdout).toBe(5);
+    expect(no.stdout).toContain('isolated by x/p2');
+    const list = await c.kproxyResult(['list', '--policies', '--output', 'json', ...common]);
+    const rows = JSON.parse(list.stdout) as { pod: string; egress: { rules: { ports: string }[] } }[];
+    expect(rows.map((r) => r.pod)).toEqual(['x/a', 'x/b', 'y/a', 'y/b', 'z/a', 'z/b']);
+    expect(rows[0]!.egress.rules[0]!.ports).toMatch(/^UDP 53, named ports serve-81-tcp\/TCP \(18 destinations\)$/);
+  }, 60_000);
+
   it('without --network-policy, sync removes the policy table an earlier run left', async () => {
     await c.sync([...matrixObjects(), P('deny', { podSelector: {}, policyTypes: ['Ingress'] })], FLAGS);
     expect(await c.onNode('nft', ['list', 'tables'])).toContain('inet kproxy-policy');

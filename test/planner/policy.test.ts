@@ -6,7 +6,8 @@
  * next step of issue 23).
  */
 import { describe, expect, it } from 'vitest';
-import { connectionVerdict, planPolicies } from '../../src/planner/policy.ts';
+import { planPolicies } from '../../src/planner/policy.ts';
+import { connectionVerdict } from '../../src/planner/policyexplain.ts';
 import { parseIP } from '../../src/state/ip.ts';
 import type { Protocol } from '../../src/state/model.ts';
 import { PolicyStateStore } from '../../src/state/policystore.ts';

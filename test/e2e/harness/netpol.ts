@@ -7,7 +7,8 @@
  * planner's plan of node-1 and {@link connectionVerdict}; a pod always reaches itself (its own
  * loopback path, as upstream's `AllowLoopback`).
  */
-import { planPolicies, connectionVerdict } from '../../../src/planner/policy.ts';
+import { planPolicies } from '../../../src/planner/policy.ts';
+import { connectionVerdict } from '../../../src/planner/policyexplain.ts';
 import { parseIP } from '../../../src/state/ip.ts';
 import type { Protocol } from '../../../src/state/model.ts';
 import { PolicyStateStore } from '../../../src/state/policystore.ts';
