@@ -113,13 +113,13 @@ export class PolicyStateStore {
     this.#generation++;
   }
 
-  /** Adds or replaces a Pod; an invalid one removes its earlier version (it is then no peer and no target). */
+  /**
+   * Adds or replaces a Pod. An invalid update keeps the earlier version, reported: dropping it would
+   * leave a pod of this node unisolated (fail open), where its last valid facts keep it isolated.
+   */
   applyPod(raw: RawObject): ApplyResult {
     const r = normalisePod(raw);
-    if (!('pod' in r)) {
-      if (r.key !== undefined) this.deletePod(r.key);
-      return { issues: [r.issue] };
-    }
+    if (!('pod' in r)) return { issues: [r.issue] };
     const old = this.#pods.get(r.pod.key);
     if (old && samePod(old, r.pod)) return { issues: [] };
     if (old) this.#unindex(old);

@@ -51,6 +51,14 @@ describe('PolicyPlanCache', () => {
     expect([...s.podsOn('node-1').keys()].sort()).toEqual(['x/p0', 'x/p2', 'y/p0', 'y/p2', 'z/p0', 'z/p2']);
   });
 
+  it('an invalid pod update keeps the pod as it was (it stays isolated), and says why', () => {
+    const s = cluster();
+    const before = s.pods.get('x/p0');
+    const r = s.applyPod({ ...pod('x/p0', { ips: ['10.244.1.0'], node: 'node-1' }), status: { phase: 'Running', podIPs: [{ ip: 'not-an-ip' }] } });
+    expect(r.issues[0]).toMatchObject({ kind: 'Pod', field: 'status.podIPs[0].ip' });
+    expect(s.pods.get('x/p0')).toBe(before);
+  });
+
   it('re-plans only what a change touches, and reuses the objects of the rest', () => {
     const s = cluster();
     const cache = new PolicyPlanCache();
