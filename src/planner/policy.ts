@@ -296,7 +296,9 @@ export function planPolicies(input: PolicyInput, cache?: PolicyPlanCache): Polic
         const port = pod.namedPorts.find((np) => np.name === n.name && np.protocol === n.protocol);
         if (port) for (const address of ips) out.push({ address, protocol: n.protocol, port: port.port });
       }
-    return out.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : a.port - b.port));
+    out.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : a.port - b.port));
+    // Two pods with one address and port (a reused address): one element.
+    return out.filter((t, i) => i === 0 || t.address !== out[i - 1]!.address || t.protocol !== out[i - 1]!.protocol || t.port !== out[i - 1]!.port);
   };
   /** Whether a cached named-target set may be out of date: a pod its peers may reach changed. */
   const namedStale = (c: CachedNamed, rule: PolicyRule): boolean =>

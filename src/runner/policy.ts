@@ -50,6 +50,7 @@ export class PolicyReconciler {
   #plans = new PolicyPlanCache();
   #printed: NftCommitted | undefined;
   #skipped = new Set<string>();
+  #conflicts = new Set<string>();
 
   constructor(deps: PolicyReconcilerDeps) {
     this.#d = deps;
@@ -100,6 +101,7 @@ export class PolicyReconciler {
       const rules = backend.render(plan);
       marks.push(performance.now());
       this.#reportSkipped(rules.skipped.map((s) => `${s.servicePort}: ${s.reason}`));
+      this.#reportConflicts(rules.conflicts);
       if (applier.kind === 'print') {
         const change = backend.diff(this.#printed, rules);
         if (change.text !== undefined) applier.print(change.text);
@@ -140,6 +142,13 @@ export class PolicyReconciler {
       }
     }
     return { ok: true, full, plan, report, error: undefined, phasesMs: phasesMs() };
+  }
+
+  /** Logs each address two pods of this node claim, once, when it first appears. */
+  #reportConflicts(conflicts: readonly string[]): void {
+    const now = new Set(conflicts);
+    for (const c of now) if (!this.#conflicts.has(c)) this.#log.warn({ conflict: c }, `two pods of this node have one address (${c}); the first by name keeps its policy chain`);
+    this.#conflicts = now;
   }
 
   /** Logs each pod the renderer left out (unisolated: a bug, said loudly), once. */

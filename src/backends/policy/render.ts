@@ -33,7 +33,7 @@
 import { IdentityCache } from '../../planner/cache.ts';
 import type { DirectionPlan, NamedTargetSet, PeerSet, PodPolicyPlan, PolicyPlan, PortRange } from '../../planner/policy.ts';
 import type { RenderSkip } from '../backend.ts';
-import { DROP, RETURN, eq, jump, meta, ne, payload, prefix, type NftElement, type NftFamily, type NftSetSpec, type NftStatement, type NftVerdict } from '../nftables/json.ts';
+import { DROP, RETURN, eq, jump, keyText, meta, ne, payload, prefix, type NftElement, type NftFamily, type NftSetSpec, type NftStatement, type NftVerdict } from '../nftables/json.ts';
 import { checkedComment, hashAndTruncate } from '../nftables/names.ts';
 import type { NftChain, NftRuleset, NftServiceRules } from '../nftables/render.ts';
 
@@ -134,6 +134,23 @@ export function renderPolicies(plan: PolicyPlan, cache?: PolicyRenderCache): Nft
     }
     for (const [set, e] of part.elements) elements.get(set)!.push(e);
   }
+  // Two pods of this node with one address (an address reused while the API still shows the old pod):
+  // a map holds one verdict per key, and a second would fail the whole transaction. The first pod
+  // by name keeps it; the conflict is listed (and the diff then compares the maps in full).
+  const conflicts: string[] = [];
+  for (const f of FAMILIES)
+    for (const d of ['egress', 'ingress'] as const) {
+      const name = POLICY.map(d, f);
+      const list = elements.get(name)!;
+      const seen = new Set<string>();
+      const kept = list.filter((e) => {
+        const k = keyText(e.key);
+        if (!seen.has(k)) return seen.add(k);
+        conflicts.push(`${name} ${k}`);
+        return false;
+      });
+      if (kept.length !== list.length) elements.set(name, kept);
+    }
   const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   const chains = [...fixedChains];
   for (const part of services.values()) chains.push(...part.chains);
@@ -146,7 +163,7 @@ export function renderPolicies(plan: PolicyPlan, cache?: PolicyRenderCache): Nft
     fixedChains,
     elements,
     services,
-    conflicts: [],
+    conflicts,
     skipped,
   };
 }

@@ -12,6 +12,7 @@ import { explainPolicy } from '../../../src/planner/policyexplain.ts';
 import { parseIP } from '../../../src/state/ip.ts';
 import { PolicyStateStore } from '../../../src/state/policystore.ts';
 import { namespace, networkPolicy, pod } from '../../support/objects.ts';
+import { FakeNft } from '../../support/nftfake.ts';
 
 function store(): PolicyStateStore {
   const s = new PolicyStateStore();
@@ -68,6 +69,19 @@ describe('renderPolicies', () => {
     const delta = deltaBatch(before, after, []);
     expect(batchText(delta.commands)).toMatch(/^add element inet kproxy-policy peers-[A-Z2-7]{16}-ip \{ 10\.244\.2\.11 \}\n$/);
     expect(renders.pods.misses).toBe(0);
+  });
+});
+
+describe('two pods of this node with one address', () => {
+  it('the first by name keeps the map element; the table still loads, and the conflict is listed', () => {
+    const s = store();
+    s.applyPod(pod('x/z-stale', { ips: ['10.244.1.10'], node: 'node-1', labels: { pod: 'a' } }));
+    const table = renderPolicies(planPolicies(input(s)));
+    expect(table.conflicts).toEqual(['egress-ip 10.244.1.10', 'ingress-ip 10.244.1.10']);
+    const fake = new FakeNft();
+    fake.apply(fullBatch(table).commands);
+    expect(Object.keys(fake.dump()!.sets['ingress-ip']!.elements)).toEqual(['10.244.1.10']);
+    expect(fake.dump()!.sets['ingress-ip']!.elements['10.244.1.10']).toContain(podChainName('ingress', 'x/a'));
   });
 });
 
