@@ -150,6 +150,27 @@ const BASE_CHAINS: readonly NftChain[] = [
   { name: 'nat-postrouting', hook: { type: 'nat', hook: 'postrouting', prio: 100 }, rules: [{ expr: [jump(NFT.masquerading)] }] },
 ];
 
+/**
+ * Keeps the first element of each key in each of the maps `names` (a map holds one value per key,
+ * and nft refuses a second in one transaction).
+ * @returns the keys dropped, as `map key`
+ */
+export function keepFirstKeys(elements: Map<string, NftElement[]>, names: readonly string[]): string[] {
+  const conflicts: string[] = [];
+  for (const name of names) {
+    const list = elements.get(name) ?? [];
+    const seen = new Set<string>();
+    const kept = list.filter((e) => {
+      const k = keyText(e.key);
+      if (!seen.has(k)) return seen.add(k);
+      conflicts.push(`${name} ${k}`);
+      return false;
+    });
+    if (kept.length !== list.length) elements.set(name, kept);
+  }
+  return conflicts;
+}
+
 /** The table's family for an IP family. */
 export function nftFamily(family: 4 | 6): NftFamily {
   return family === 6 ? 'ip6' : 'ip';
@@ -230,18 +251,7 @@ export function renderNftables(plan: ProxyPlan, cache?: NftRenderCache): NftRule
   // Two Services may claim the same destination (externalIPs and load-balancer IPs are not
   // checked for uniqueness by the API server). A map holds one value per key: the first service
   // port in plan order wins, as the first matching rule does in iptables mode.
-  const conflicts: string[] = [];
-  for (const name of [NFT.serviceIPs, NFT.serviceNodePorts, NFT.noEndpointServices, NFT.noEndpointNodePorts, NFT.firewallIPs]) {
-    const list = elements.get(name)!;
-    const seen = new Set<string>();
-    const kept = list.filter((e) => {
-      const k = keyText(e.key);
-      if (!seen.has(k)) return seen.add(k);
-      conflicts.push(`${name} ${k}`);
-      return false;
-    });
-    if (kept.length !== list.length) elements.set(name, kept);
-  }
+  const conflicts = keepFirstKeys(elements, [NFT.serviceIPs, NFT.serviceNodePorts, NFT.noEndpointServices, NFT.noEndpointNodePorts, NFT.firewallIPs]);
 
   const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   // r.chains holds the fixed chains only: the service ports' are in their parts.

@@ -33,9 +33,9 @@
 import { IdentityCache } from '../../planner/cache.ts';
 import type { DirectionPlan, NamedTargetSet, PeerSet, PodPolicyPlan, PolicyPlan, PortRange } from '../../planner/policy.ts';
 import type { RenderSkip } from '../backend.ts';
-import { DROP, RETURN, eq, jump, keyText, meta, ne, payload, prefix, type NftElement, type NftFamily, type NftSetSpec, type NftStatement, type NftVerdict } from '../nftables/json.ts';
+import { DROP, RETURN, eq, jump, meta, ne, payload, prefix, type NftElement, type NftFamily, type NftSetSpec, type NftStatement, type NftVerdict } from '../nftables/json.ts';
 import { checkedComment, hashAndTruncate } from '../nftables/names.ts';
-import type { NftChain, NftRuleset, NftServiceRules } from '../nftables/render.ts';
+import { keepFirstKeys, type NftChain, type NftRuleset, type NftServiceRules } from '../nftables/render.ts';
 
 /** The table kproxy owns for NetworkPolicy, family `inet`. */
 export const POLICY_TABLE = 'kproxy-policy';
@@ -137,20 +137,10 @@ export function renderPolicies(plan: PolicyPlan, cache?: PolicyRenderCache): Nft
   // Two pods of this node with one address (an address reused while the API still shows the old pod):
   // a map holds one verdict per key, and a second would fail the whole transaction. The first pod
   // by name keeps it; the conflict is listed (and the diff then compares the maps in full).
-  const conflicts: string[] = [];
-  for (const f of FAMILIES)
-    for (const d of ['egress', 'ingress'] as const) {
-      const name = POLICY.map(d, f);
-      const list = elements.get(name)!;
-      const seen = new Set<string>();
-      const kept = list.filter((e) => {
-        const k = keyText(e.key);
-        if (!seen.has(k)) return seen.add(k);
-        conflicts.push(`${name} ${k}`);
-        return false;
-      });
-      if (kept.length !== list.length) elements.set(name, kept);
-    }
+  const conflicts = keepFirstKeys(
+    elements,
+    FAMILIES.flatMap((f) => [POLICY.map('egress', f), POLICY.map('ingress', f)]),
+  );
   const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   const chains = [...fixedChains];
   for (const part of services.values()) chains.push(...part.chains);
