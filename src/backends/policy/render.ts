@@ -128,11 +128,11 @@ export function renderPolicies(plan: PolicyPlan, cache?: PolicyRenderCache): Nft
   for (const a of plan.nodeAddresses) elements.get(POLICY.node(familyOf(a)))!.push({ key: a });
   const partSets: NftSetSpec[] = [];
   for (const part of services.values()) {
-    for (const s of part.sets) {
-      partSets.push(s);
-      elements.set(s.name, []);
-    }
-    for (const [set, e] of part.elements) elements.get(set)!.push(e);
+    if (part.sets.length > 0) {
+      // A set part (peers, named targets) owns its sets: their lists are made once per part, not per render.
+      for (const [name, list] of ownLists(part)) elements.set(name, list);
+      partSets.push(...part.sets);
+    } else for (const [set, e] of part.elements) elements.get(set)!.push(e);
   }
   // Two pods of this node with one address (an address reused while the API still shows the old pod):
   // a map holds one verdict per key, and a second would fail the whole transaction. The first pod
@@ -156,6 +156,17 @@ export function renderPolicies(plan: PolicyPlan, cache?: PolicyRenderCache): Nft
     conflicts,
     skipped,
   };
+}
+
+const lists = new WeakMap<NftServiceRules, Map<string, NftElement[]>>();
+/** The element lists of a part's own sets, by set name, made on first use and kept as long as the part. */
+function ownLists(part: NftServiceRules): Map<string, NftElement[]> {
+  let m = lists.get(part);
+  if (m) return m;
+  m = new Map(part.sets.map((s) => [s.name, []]));
+  for (const [set, e] of part.elements) m.get(set)!.push(e);
+  lists.set(part, m);
+  return m;
 }
 
 /** A peer set's two sets (one a family) and their elements. */
