@@ -71,14 +71,19 @@ export const KPROXY_USER = 'system:serviceaccount:kube-system:kproxy';
 
 /** A free TCP port on 127.0.0.1 (closed again at once; the caller binds it soon after). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
+  // Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default): a port the
+  // kernel handed out for listen(0) and got back can go to any process's next outgoing connection
+  // before the server that was meant to bind it does (CI, 2026-12-07: "bind: address already in use").
+  for (let i = 0; i < 100; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error('no free port in 20000-31999 after 100 tries');
 }
 
 /** Paths to resources, by kind, for the objects tests write. */
