@@ -104,28 +104,45 @@ export class ProxyRunner {
     return this.#d.policy !== undefined && POLICY_REQUIRED.every((k) => this.#synced.has(k));
   }
 
-  /** Runs until `signal` aborts. Never throws; sync failures are retried. */
+  /**
+   * Runs until `signal` aborts, then waits for the syncs in flight. Never throws; sync failures
+   * are retried. The Service families and the policy table each have at most one sync in flight,
+   * and neither waits for the other: events keep being drained while either writes, so a pod that
+   * starts during a long Service write reaches the policy table on the policy's own schedule.
+   */
   async run(signal: AbortSignal): Promise<void> {
     const { queue, timing, health, reconcilers } = this.#d;
     health.queued(Date.now());
     const policy = this.#d.policy?.reconciler;
+    let services: Promise<void> | undefined;
+    let policies: Promise<void> | undefined;
     while (!signal.aborted) {
       this.#drain();
       const now = Date.now();
-      const servicesDue = this.ready ? Math.min(...reconcilers.map((r) => r.dueAt())) : Infinity;
-      const policyDue = policy && this.policyReady ? policy.dueAt() : Infinity;
-      if (servicesDue <= now || policyDue <= now) {
-        // The two pipelines side by side: neither waits for the other's write.
-        await Promise.all([servicesDue <= now ? this.#sync(reconcilers.filter((r) => r.dueAt() <= now)) : undefined, policyDue <= now ? this.#syncPolicy() : undefined]);
-        this.#heap.afterSync();
-        continue;
+      const servicesDue = this.ready && !services ? Math.min(...reconcilers.map((r) => r.dueAt())) : Infinity;
+      const policyDue = policy && this.policyReady && !policies ? policy.dueAt() : Infinity;
+      if (servicesDue <= now) {
+        const run: Promise<void> = this.#sync(reconcilers.filter((r) => r.dueAt() <= now)).then(() => {
+          this.#heap.afterSync();
+          if (services === run) services = undefined;
+        });
+        services = run;
       }
-      const due = Math.min(servicesDue, policyDue);
+      if (policyDue <= now) {
+        const run: Promise<void> = this.#syncPolicy().then(() => {
+          this.#heap.afterSync();
+          if (policies === run) policies = undefined;
+        });
+        policies = run;
+      }
+      const due = Math.min(servicesDue <= now ? Infinity : servicesDue, policyDue <= now ? Infinity : policyDue);
       const wait = queue.wait(Math.min(due - now, timing.syncPeriodMs), signal);
       const verifies = [...reconcilers, ...(policy ? [policy] : [])].map((r) => r.verifying).filter((v) => v !== undefined);
       for (const v of verifies) this.#watchVerify(v);
-      await (verifies.length > 0 ? Promise.race([wait, ...verifies]) : wait);
+      const inFlight = [services, policies].filter((p) => p !== undefined);
+      await Promise.race([wait, ...verifies, ...inFlight]);
     }
+    await Promise.all([services, policies]);
   }
 
   /** Applies queued events to the state. */

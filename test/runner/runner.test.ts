@@ -17,7 +17,12 @@ import type { IPFamily } from '../../src/state/ip.ts';
 import { EventQueue } from '../../src/sources/queue.ts';
 import type { RawObject } from '../../src/sources/objects.ts';
 import { ProxyStateStore } from '../../src/state/store.ts';
-import { endpoint, endpointSlice, node, service } from '../support/objects.ts';
+import { PolicyStateStore } from '../../src/state/policystore.ts';
+import { PolicyReconciler } from '../../src/runner/policy.ts';
+import type { PolicyBackend } from '../../src/backends/policy/backend.ts';
+import { renderPolicies } from '../../src/backends/policy/render.ts';
+import type { NftRuleset } from '../../src/backends/nftables/render.ts';
+import { endpoint, endpointSlice, namespace, networkPolicy, node, pod, service } from '../support/objects.ts';
 import { TEST_CONFIG } from '../support/pipeline.ts';
 
 /** Rules are the list of service port names; writes are recorded; the next `failures` writes fail. */
@@ -87,6 +92,24 @@ interface StartOptions {
   readonly healthChecks?: RunnerDeps['healthChecks'];
   /** One fake backend per family, in this order (default IPv4 alone). */
   readonly families?: readonly IPFamily[];
+  /** With the NetworkPolicy pipeline, over a policy backend that records its writes. */
+  readonly policy?: boolean;
+}
+
+/** A policy backend that renders for real and records what it would write. */
+function fakePolicyBackend(): PolicyBackend & { writes: NftRuleset[] } {
+  const writes: NftRuleset[] = [];
+  return {
+    writes,
+    render: (plan) => renderPolicies(plan),
+    diff: (_c, next) => ({ text: 'x', committed: { rules: next, deferred: [] } }),
+    async apply(rules) {
+      writes.push(rules);
+      return { rulesWritten: {}, rulesTotal: {}, chainsDeleted: 0 };
+    },
+    compare: async () => [],
+    cleanup: async () => 0,
+  };
 }
 
 function start(extra: StartOptions = {}, timing = { minSyncPeriodMs: 100, syncPeriodMs: 60_000 }) {
@@ -107,7 +130,10 @@ function start(extra: StartOptions = {}, timing = { minSyncPeriodMs: 100, syncPe
         metrics,
       }) as Reconciler,
   );
+  const policyBackend = fakePolicyBackend();
+  const policy = extra.policy ? { store: new PolicyStateStore(), reconciler: new PolicyReconciler({ backend: policyBackend, applier: { kind: 'write' }, timing, log, metrics }) } : undefined;
   const runner = new ProxyRunner({
+    ...(policy ? { policy } : {}),
     store: new ProxyStateStore('node-1'),
     queue,
     reconcilers,
@@ -126,7 +152,7 @@ function start(extra: StartOptions = {}, timing = { minSyncPeriodMs: 100, syncPe
   const synced = () => {
     for (const kind of ['Service', 'EndpointSlice', 'Node'] as const) queue.push({ type: 'synced', kind });
   };
-  return { queue, backend, backends, metrics, health, runner, synced };
+  return { queue, backend, backends, metrics, health, runner, synced, policyBackend };
 }
 
 async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
@@ -136,6 +162,27 @@ async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
 }
 
 describe('ProxyRunner', () => {
+  it('with --network-policy: the policy table waits for its own lists, then syncs while a Service write is still in the kernel', async () => {
+    const { queue, backend, synced, policyBackend } = start({ policy: true });
+    let release = () => {};
+    backend.gate = new Promise<void>((r) => (release = r));
+    queue.push({ type: 'upsert', kind: 'Node', object: node('node-1') as RawObject });
+    queue.push({ type: 'upsert', kind: 'Service', object: svc('web', '10.96.0.10') });
+    synced();
+    await until(() => backend.attempts === 1); // the Service write hangs in the kernel
+    queue.push({ type: 'upsert', kind: 'Namespace', object: namespace('x') as RawObject });
+    queue.push({ type: 'upsert', kind: 'Pod', object: pod('x/a', { ips: ['10.244.1.10'], node: 'node-1' }) as RawObject });
+    queue.push({ type: 'upsert', kind: 'NetworkPolicy', object: networkPolicy('x/deny', { podSelector: {}, policyTypes: ['Ingress'] }) as RawObject });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(policyBackend.writes, 'not before NetworkPolicies, Pods and Namespaces were listed').toHaveLength(0);
+    for (const kind of ['NetworkPolicy', 'Pod', 'Namespace'] as const) queue.push({ type: 'synced', kind });
+    await until(() => policyBackend.writes.length === 1);
+    expect(backend.writes, 'the Service write is still pending').toHaveLength(0);
+    expect(policyBackend.writes[0]!.elements.get('ingress-ip')!.map((e) => e.key)).toEqual(['10.244.1.10']);
+    release();
+    await until(() => backend.writes.length === 1);
+  });
+
   it('writes nothing until Services, EndpointSlices and the Node were all listed', async () => {
     const { queue, backend } = start();
     queue.push({ type: 'upsert', kind: 'Service', object: svc('a', '10.96.0.1') });
