@@ -138,6 +138,17 @@ export class RealApiServer {
    * @throws Error when KUBEBUILDER_ASSETS is unset or a binary is missing, or it is not ready in time
    */
   static async start(extra: readonly string[] = [], assets: EnvtestAssets | undefined = ASSET_SETS[0]): Promise<RealApiServer> {
+    // A port can still be taken between the check and the bind (freePort): then again, on fresh ports, twice at most.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await RealApiServer.#startOnce(extra, assets);
+      } catch (err) {
+        if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+      }
+    }
+  }
+
+  static async #startOnce(extra: readonly string[], assets: EnvtestAssets | undefined): Promise<RealApiServer> {
     if (!ASSETS || !assets) throw new Error(ENVTEST_HINT);
     const etcd = [join(assets.dir, 'etcd'), join(ASSETS, 'etcd')].find((f) => existsSync(f));
     if (!etcd) throw new Error(`no etcd in ${assets.dir} or ${ASSETS}`);
@@ -217,7 +228,9 @@ export class RealApiServer {
       await new Promise((r) => setTimeout(r, 250));
     }
     const log = existsSync(join(this.dir, 'apiserver.log')) ? readFileSync(join(this.dir, 'apiserver.log'), 'utf8').split('\n').slice(-15).join('\n') : '';
-    throw new Error(`kube-apiserver did not become ready:\n${log}`);
+    const etcdLog = existsSync(join(this.dir, 'etcd.log')) ? readFileSync(join(this.dir, 'etcd.log'), 'utf8') : '';
+    const etcdBind = /address already in use/.test(etcdLog) ? '\netcd: address already in use' : '';
+    throw new Error(`kube-apiserver did not become ready:\n${log}${etcdBind}`);
   }
 
   /** Stops the API server (SIGTERM) and starts it again on the same port and etcd: a control-plane restart. */
