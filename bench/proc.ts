@@ -5,7 +5,7 @@
  */
 import { execa } from 'execa';
 import { existsSync, readFileSync } from 'node:fs';
-import type { SyncPhases } from '../src/runner/reconciler.ts';
+import type { SyncPhases } from '../src/runner/schedule.ts';
 import type { TestCluster } from '../test/e2e/harness/cluster.ts';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

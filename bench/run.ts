@@ -48,7 +48,7 @@ import { parseArgs } from 'node:util';
 import { ASSET_SETS, RealApiServer, UPSTREAM_IN_NAMESPACE } from '../test/support/envtest.ts';
 import { TestCluster } from '../test/e2e/harness/cluster.ts';
 import { endpointChainName } from '../src/backends/iptables/names.ts';
-import type { SyncPhases } from '../src/runner/reconciler.ts';
+import type { SyncPhases } from '../src/runner/schedule.ts';
 import { benchNode, benchService, benchSlice } from './cluster.ts';
 import { applyAlone, benchFloorInput, type FloorInput } from './floor.ts';
 import { forApi, kproxyHeap, type HeapFigures, logLines, parallel, pidIn, sleep, usage, type LogLine } from './proc.ts';

@@ -26,6 +26,7 @@ import type { Protocol } from '../state/model.ts';
 import { hashSuffix } from '../state/strings.ts';
 import type { NamespaceFacts, NetworkPolicy, PodFacts, PolicyPeer, PolicyRule } from '../state/networkpolicy.ts';
 import { ALL_CHANGED, type PolicyChanges } from '../state/policystore.ts';
+import type { CachedNamed, CachedPod, CachedSet, PolicyPlanCache } from './policycache.ts';
 
 /** The policy state the planner reads: the PolicyStateStore, or anything shaped like it. */
 export interface PolicySource {
@@ -139,65 +140,6 @@ const ALL_PORTS = { from: 1, to: 65535 };
 /** Whether a pod can be selected or be a pod peer: an address, not host-network, not finished. */
 export function selectablePod(pod: PodFacts): boolean {
   return pod.ips.length > 0 && !pod.hostNetwork && !pod.finished;
-}
-
-/** A peer set as planned: what it was computed from, to compute it again when that changes. */
-interface CachedSet {
-  readonly set: PeerSet;
-  readonly peer: Extract<PolicyPeer, { kind: 'pods' }>;
-  /** The policy's namespace (the peer's scope when it has no namespaceSelector). */
-  readonly namespace: string;
-}
-
-/** A named-target set as planned, with the policy namespace its peers are read in. */
-interface CachedNamed {
-  readonly set: NamedTargetSet;
-  readonly namespace: string;
-}
-
-/** A local pod's plan as planned: the facts and policies it came from. */
-interface CachedPod {
-  readonly facts: PodFacts;
-  readonly plan: PodPolicyPlan;
-}
-
-/**
- * Memory of the last plan, so the next one re-plans only what changed (as the Service planner's
- * PlanCache does): a peer set is computed again only when a pod of a namespace in its scope
- * changed, or (for a namespaceSelector) a Namespace did; a local pod is planned again only when
- * it, or its namespace's NetworkPolicies, changed; an egress rule's named-port targets, one set per
- * rule, when a pod in its peers' scope changed. What is
- * not planned again is the same object as before, which the renderer's cache and the nft diff
- * skip by identity. Not for concurrent use.
- */
-export class PolicyPlanCache {
-  #sets = new Map<string, CachedSet>();
-  #named = new Map<string, CachedNamed>();
-  #pods = new Map<string, CachedPod>();
-  /** Peer sets, named-target sets and pods planned (not reused) by the last plan; for tests and benchmarks. */
-  planned = { sets: 0, named: 0, pods: 0 };
-
-  /** @internal the planner's */
-  get sets(): Map<string, CachedSet> {
-    return this.#sets;
-  }
-
-  /** @internal the planner's */
-  get named(): Map<string, CachedNamed> {
-    return this.#named;
-  }
-
-  /** @internal the planner's */
-  get pods(): Map<string, CachedPod> {
-    return this.#pods;
-  }
-
-  /** @internal the planner's: keep only what this plan used */
-  keep(sets: Map<string, CachedSet>, named: Map<string, CachedNamed>, pods: Map<string, CachedPod>): void {
-    this.#sets = sets;
-    this.#named = named;
-    this.#pods = pods;
-  }
 }
 
 /**

@@ -13,9 +13,10 @@ import { driftForLog } from '../backends/drift.ts';
 import { errorFacts } from '../backends/errors.ts';
 import type { NftCommitted } from '../backends/nftables/backend.ts';
 import type { PolicyBackend } from '../backends/policy/backend.ts';
-import { PolicyPlanCache, planPolicies, type PolicyInput, type PolicyPlan } from '../planner/policy.ts';
+import { planPolicies, type PolicyInput, type PolicyPlan } from '../planner/policy.ts';
+import { PolicyPlanCache } from '../planner/policycache.ts';
 import type { ProxyMetrics } from '../server/metrics.ts';
-import { SyncSchedule, type RunnerTiming } from './schedule.ts';
+import { PhaseClock, SyncSchedule, type RunnerTiming, type SyncPhases } from './schedule.ts';
 
 /** What the policy reconciler does with the table: write it, or print the change from what it printed before. */
 export type PolicyApplier = { readonly kind: 'write' } | { readonly kind: 'print'; readonly print: (change: string) => void };
@@ -39,7 +40,7 @@ export interface PolicyOutcome {
   readonly report: WriteReport | undefined;
   readonly error: string | undefined;
   /** Milliseconds per phase. */
-  readonly phasesMs: { readonly plan: number; readonly render: number; readonly write: number };
+  readonly phasesMs: SyncPhases;
 }
 
 /** The policy table's reconciler. Not re-entrant: one `reconcile` at a time (the runner's loop). */
@@ -87,19 +88,14 @@ export class PolicyReconciler {
     const { backend, applier, metrics } = this.#d;
     const startedAt = Date.now();
     const full = this.#schedule.begin(startedAt);
-    const marks = [performance.now()];
-    const phasesMs = () => {
-      const at = (i: number) => marks[Math.min(i, marks.length - 1)]!;
-      const ms = (i: number) => Math.round((at(i + 1) - at(i)) * 10) / 10;
-      return { plan: ms(0), render: ms(1), write: ms(2) };
-    };
+    const clock = new PhaseClock();
     let plan: PolicyPlan | undefined;
     let report: WriteReport | undefined;
     try {
       plan = planPolicies(input, this.#plans);
-      marks.push(performance.now());
+      clock.mark();
       const rules = backend.render(plan);
-      marks.push(performance.now());
+      clock.mark();
       this.#reportSkipped(rules.skipped.map((s) => `${s.servicePort}: ${s.reason}`));
       this.#reportConflicts(rules.conflicts);
       if (applier.kind === 'print') {
@@ -109,20 +105,20 @@ export class PolicyReconciler {
       } else {
         report = await backend.apply(rules, { full });
       }
-      marks.push(performance.now());
+      clock.mark();
     } catch (err) {
-      marks.push(performance.now());
+      clock.mark();
       // A plan that threw may have left its memory half updated: the next one plans everything.
       this.#plans = new PolicyPlanCache();
       const backoff = this.#schedule.failed();
       metrics?.policySyncFailures.inc();
       if (this.#d.retries === false) this.#log.error({ err: errorFacts(err) }, `syncing the NetworkPolicy table failed: ${(err as Error).message}`);
       else this.#log.error({ err: errorFacts(err), retryInMs: backoff, failures: this.#schedule.failures }, 'syncing the NetworkPolicy table failed; will retry with a full write');
-      return { ok: false, full, plan, report, error: (err as Error).message, phasesMs: phasesMs() };
+      return { ok: false, full, plan, report, error: (err as Error).message, phasesMs: clock.phases() };
     }
     this.#schedule.succeeded(startedAt, full);
     if (metrics) {
-      const p = phasesMs();
+      const p = clock.phases();
       metrics.policySyncDuration.observe((p.plan + p.render + p.write) / 1000);
       metrics.policyLastSync.setToCurrentTime();
       const counts = { none: 0, ingress: 0, egress: 0, both: 0 };
@@ -141,7 +137,7 @@ export class PolicyReconciler {
         this.#log.warn({ err: errorFacts(report.verifyError) }, 'verifying the NetworkPolicy table failed; will try again next sync period');
       }
     }
-    return { ok: true, full, plan, report, error: undefined, phasesMs: phasesMs() };
+    return { ok: true, full, plan, report, error: undefined, phasesMs: clock.phases() };
   }
 
   /** Logs each address two pods of this node claim, once, when it first appears. */

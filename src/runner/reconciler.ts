@@ -21,7 +21,7 @@ import { PlanCache, planProxy, type ProxyConfig, type ProxyPlan } from '../plann
 import type { ProxyMetrics } from '../server/metrics.ts';
 import type { CIDR, IPFamily } from '../state/ip.ts';
 import type { NodeInfo, ServicePortState } from '../state/model.ts';
-import { SyncSchedule, type RunnerTiming } from './schedule.ts';
+import { PhaseClock, SyncSchedule, type RunnerTiming, type SyncPhases } from './schedule.ts';
 
 export type { RunnerTiming } from './schedule.ts';
 
@@ -58,14 +58,6 @@ export interface FamilyOutcome {
   readonly error: string | undefined;
   /** Where this sync's time went, in milliseconds (a phase not reached is 0): for the sync log line. */
   readonly phasesMs: SyncPhases;
-}
-
-/** Milliseconds of one family's sync per phase: plan, render, and the write (or print) with what follows it. */
-export interface SyncPhases {
-  readonly plan: number;
-  readonly render: number;
-  /** The backend's apply (reading what it must, writing, verifying in the background excluded) and the conntrack cleanup. */
-  readonly write: number;
 }
 
 /** One family's reconciler. Not re-entrant: one `reconcile` at a time (the runner's loop). */
@@ -141,18 +133,13 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
     const full = this.#schedule.begin(startedAt);
     let plan: ProxyPlan | undefined;
     let report: WriteReport | undefined;
-    const marks = [performance.now()];
-    const phasesMs = (): SyncPhases => {
-      const at = (i: number) => marks[Math.min(i, marks.length - 1)]!;
-      const ms = (i: number) => Math.round((at(i + 1) - at(i)) * 10) / 10;
-      return { plan: ms(0), render: ms(1), write: ms(2) };
-    };
+    const clock = new PhaseClock();
     try {
       plan = planProxy(states, node, this.#d.config(), this.#plans, serviceCIDRs);
-      marks.push(performance.now());
+      clock.mark();
       this.#conflicts = reportConflicts(log, plan, this.#conflicts);
       const rules = backend.render(plan);
-      marks.push(performance.now());
+      clock.mark();
       this.#skipped = reportSkipped(log, metrics, rules.skipped, this.#skipped);
       if (applier.kind === 'print') {
         const change = backend.diff(this.#printed, rules);
@@ -167,14 +154,14 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
         const errors = await this.#d.conntrack(stale, backend.family);
         for (const e of errors) log.warn({ err: e }, 'deleting stale UDP conntrack entries failed');
       }
-      marks.push(performance.now());
+      clock.mark();
     } catch (err) {
-      marks.push(performance.now());
+      clock.mark();
       const backoff = this.#schedule.failed();
       if (metrics) backend.countFailure(metrics, full);
       if (this.#d.retries === false) log.error({ err: errorFacts(err) }, `syncing proxy rules failed: ${(err as Error).message}`);
       else log.error({ err: errorFacts(err), retryInMs: backoff, failures: this.#schedule.failures }, 'syncing proxy rules failed; will retry with a full sync');
-      return { family: backend.family, ok: false, full, plan, report, error: (err as Error).message, phasesMs: phasesMs() };
+      return { family: backend.family, ok: false, full, plan, report, error: (err as Error).message, phasesMs: clock.phases() };
     }
     this.#schedule.succeeded(startedAt, full);
     if (report) {
@@ -189,7 +176,7 @@ export class Reconciler<R extends Rendered = Rendered, S = unknown> {
         log.warn({ err: errorFacts(report.verifyError) }, "verifying the kernel's rules failed; will try again next sync period");
       }
     }
-    return { family: backend.family, ok: true, full, plan, report, error: undefined, phasesMs: phasesMs() };
+    return { family: backend.family, ok: true, full, plan, report, error: undefined, phasesMs: clock.phases() };
   }
 }
 

@@ -95,3 +95,29 @@ export class SyncSchedule {
     return backoff;
   }
 }
+
+/** Milliseconds of one sync per phase: plan, render, and the write (or print) with what follows it. */
+export interface SyncPhases {
+  readonly plan: number;
+  readonly render: number;
+  /** The backend's apply (reading what it must, writing, verifying in the background excluded) and, for Services, the conntrack cleanup. */
+  readonly write: number;
+}
+
+/** Times a sync's phases: created as it starts, `mark()` at the end of each phase; a phase not reached is 0. */
+export class PhaseClock {
+  readonly #marks = [performance.now()];
+
+  /** The current phase ends now. */
+  mark(): void {
+    this.#marks.push(performance.now());
+  }
+
+  /** Milliseconds of each phase, to 0.1 ms. */
+  phases(): SyncPhases {
+    const m = this.#marks;
+    const at = (i: number) => m[Math.min(i, m.length - 1)]!;
+    const ms = (i: number) => Math.round((at(i + 1) - at(i)) * 10) / 10;
+    return { plan: ms(0), render: ms(1), write: ms(2) };
+  }
+}

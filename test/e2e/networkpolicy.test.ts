@@ -209,6 +209,14 @@ describe('NetworkPolicy: upstream e2e matrix with real packets (nftables mode)',
     expect(await c.onNode('nft', ['list', 'tables'])).not.toContain('inet kproxy-policy');
     expect(await c.probe('y-a', 'tcp', ipOf('x/a'), 80, { timeoutMs: 1000 })).toMatchObject({ answers: [{ name: 'x-a' }] });
   }, 60_000);
+
+  it('kproxy cleanup removes the policy table, and traffic flows as without it', async () => {
+    await c.sync([...matrixObjects(), P('deny', { podSelector: {}, policyTypes: ['Ingress'] })], FLAGS);
+    expect(await c.probe('y-a', 'tcp', ipOf('x/a'), 80, { timeoutMs: 500 })).toMatchObject({ answers: [], timeout: 1 });
+    await c.kproxy(['cleanup']);
+    expect(await c.onNode('nft', ['list', 'tables'])).not.toContain('inet kproxy-policy');
+    expect(await c.probe('y-a', 'tcp', ipOf('x/a'), 80, { timeoutMs: 1000 })).toMatchObject({ answers: [{ name: 'x-a' }] });
+  }, 60_000);
 });
 
 describe('NetworkPolicy in iptables mode: the same table beside iptables Service rules', () => {

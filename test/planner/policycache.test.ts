@@ -5,7 +5,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { PolicyPlanCache, planPolicies, type PolicyPlan } from '../../src/planner/policy.ts';
+import { planPolicies, type PolicyPlan } from '../../src/planner/policy.ts';
+import { PolicyPlanCache } from '../../src/planner/policycache.ts';
 import { PolicyStateStore } from '../../src/state/policystore.ts';
 import { namespace, networkPolicy, pod } from '../support/objects.ts';
 

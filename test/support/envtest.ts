@@ -2,7 +2,7 @@
  * A real kube-apiserver (and etcd) for tests, after controller-runtime's envtest convention:
  * `KUBEBUILDER_ASSETS` names a folder holding `kube-apiserver` and `etcd` (and here also upstream's
  * `kube-proxy`, the oracle). Each of its subfolders that holds a `kube-apiserver` is one more
- * Kubernetes version (the layout of ../shared/envtest and of `.ci/run`: v1.26 at the top, `v1.36/`
+ * Kubernetes version (the layout `.ci/run` unpacks the assets into: v1.26 at the top, `v1.36/`
  * inside), and the suites run once per version ({@link ASSET_SETS}). Without it, the suites that need
  * it are skipped with one line saying how to enable them ({@link ENVTEST_HINT}).
  *
